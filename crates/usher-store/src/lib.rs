@@ -1,1 +1,148 @@
-//! placeholder
+//! The store seam: one trait every backend implements, the URL that picks a backend,
+//! and the conformance suite every backend passes.
+//!
+//! Architecture invariant: only this crate names sqlx or SQL. Nothing outside it knows
+//! which database is in use; callers see [`Store`] and [`StoreError`].
+
+pub mod conformance;
+mod error;
+mod sqlite;
+mod url;
+
+pub use error::StoreError;
+pub use url::StoreUrl;
+
+use async_trait::async_trait;
+use std::net::IpAddr;
+use std::sync::Arc;
+use usher_core::{
+    EndReason, Event, EventKind, NewSession, SessionId, SessionRecord, Timestamp, TokenHash, User,
+    Username,
+};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Write-behind activity of one session since the last flush.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Touch {
+    pub id: SessionId,
+    /// Requests since the last flush (added to the stored count).
+    pub requests: u64,
+    /// Latest access; the stored value only ever moves forward.
+    pub last_access_at: Timestamp,
+    pub ip: IpAddr,
+    pub user_agent: String,
+    pub client: String,
+    pub host: String,
+}
+
+/// Which sessions to end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionSelector {
+    Ids(Vec<SessionId>),
+    User(Username),
+}
+
+/// A request to end sessions, durably, with their history events.
+#[derive(Debug, Clone)]
+pub struct EndSessions {
+    pub selector: SessionSelector,
+    pub reason: EndReason,
+    /// Who ended them: a user name, `cli`, or `system`.
+    pub actor: String,
+    pub at: Timestamp,
+    /// Activity not yet flushed for these sessions, applied first in the same transaction.
+    pub touches: Vec<Touch>,
+}
+
+/// One entry of the change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub seq: i64,
+    pub kind: ChangeKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeKind {
+    SessionEnded(SessionId),
+    /// The user's profile, groups, password or status changed, or the user was removed.
+    UserChanged(Username),
+}
+
+/// Filter for reading history.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub user: Option<String>,
+    pub kind: Option<EventKind>,
+    pub limit: u32,
+}
+
+/// Result of [`Store::user_update`]-style changes that end sessions.
+pub type EndedSessions = Vec<SessionId>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap round trip, for readiness.
+    async fn ping(&self) -> Result<()>;
+
+    /// A named secret shared by every node: returns the stored value, storing
+    /// `candidate` first if there is none.
+    async fn secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>>;
+
+    // --- users ---
+    async fn user_create(&self, user: &User, actor: &str) -> Result<()>;
+    async fn user_get(&self, name: &Username) -> Result<Option<User>>;
+    async fn user_list(&self) -> Result<Vec<User>>;
+    async fn user_count(&self) -> Result<u64>;
+    /// Replaces profile, groups and password hash. Records `password_changed` when the
+    /// hash changed.
+    async fn user_update(&self, user: &User, actor: &str, at: Timestamp) -> Result<()>;
+    /// Disables (ending every live session with `user_disabled`) or re-enables a user.
+    async fn user_set_disabled(
+        &self,
+        name: &Username,
+        disabled: bool,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<EndedSessions>;
+    /// Removes a user, ending their sessions first.
+    async fn user_remove(&self, name: &Username, actor: &str, at: Timestamp)
+    -> Result<EndedSessions>;
+
+    // --- sessions ---
+    /// Creates a session and records its `login` event; durable when it returns.
+    async fn session_create(&self, session: &NewSession, client: &str) -> Result<()>;
+    async fn session_get(&self, id: &SessionId) -> Result<Option<SessionRecord>>;
+    async fn session_by_token(&self, hash: &TokenHash) -> Result<Option<SessionRecord>>;
+    /// Every session that has not ended.
+    async fn sessions_live(&self) -> Result<Vec<SessionRecord>>;
+    async fn sessions_of_user(&self, name: &Username) -> Result<Vec<SessionRecord>>;
+    /// Ends the selected live sessions, records one event each and a change-feed entry;
+    /// durable when it returns. Returns the sessions that this call ended.
+    async fn sessions_end(&self, end: &EndSessions) -> Result<EndedSessions>;
+    /// Applies a flush of touches in one transaction. Touches of ended sessions are
+    /// ignored, `last_access_at` never moves backwards. Returns the sessions updated.
+    async fn touches_apply(&self, touches: &[Touch]) -> Result<u64>;
+
+    // --- history ---
+    async fn event_record(&self, event: &Event) -> Result<()>;
+    /// Newest first.
+    async fn events(&self, query: &EventQuery) -> Result<Vec<Event>>;
+
+    // --- change feed ---
+    /// The newest sequence number (0 when empty).
+    async fn change_head(&self) -> Result<i64>;
+    async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>>;
+    /// Drops change-feed entries older than `before` (every reader is far past them).
+    async fn changes_prune(&self, before: Timestamp) -> Result<u64>;
+}
+
+/// Opens (creating and migrating) the store named by `url`.
+pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>> {
+    match url {
+        StoreUrl::Sqlite { path } => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
+        StoreUrl::Postgres { .. } => Err(StoreError::Unsupported(
+            "the PostgreSQL backend is not built yet; use a sqlite:// store URL".into(),
+        )),
+    }
+}

@@ -1,0 +1,383 @@
+//! The behaviour every store backend must show, written once. A backend's tests call
+//! [`crate::conformance_tests!`] with an async expression that yields a fresh, empty
+//! [`Harness`]; each check below then runs against it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use crate::{ChangeKind, EndSessions, EventQuery, SessionSelector, Store, StoreError, Touch};
+use jiff::SignedDuration;
+use std::any::Any;
+use std::sync::Arc;
+use usher_core::{
+    ClientSnapshot, EndReason, EventKind, Group, NewSession, SessionId, SessionKind, Timestamp,
+    Token, User, Username,
+};
+
+/// A store under test plus whatever keeps it alive (a temporary directory, a database).
+pub struct Harness {
+    pub store: Arc<dyn Store>,
+    _guard: Box<dyn Any + Send>,
+}
+
+impl Harness {
+    pub fn new(store: Arc<dyn Store>, guard: impl Any + Send) -> Self {
+        Self {
+            store,
+            _guard: Box::new(guard),
+        }
+    }
+}
+
+/// Expands to one `#[tokio::test]` per conformance check.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@ $make;
+            users_round_trip, user_names_are_unique, user_update_records_password_change,
+            sessions_create_and_find, touches_add_up_and_never_go_back,
+            touches_never_revive_ended_sessions, end_is_recorded_once_with_event_and_change,
+            end_applies_pending_touches_first, end_all_of_a_users_sessions,
+            disabling_a_user_ends_their_sessions, removing_a_user_ends_their_sessions,
+            secrets_are_created_once, change_feed_is_ordered_and_prunable
+        );
+    };
+    (@ $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let harness: $crate::conformance::Harness = $make.await;
+                $crate::conformance::$name(harness.store.clone()).await;
+            }
+        )*
+    };
+}
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).unwrap()
+}
+
+fn name(s: &str) -> Username {
+    Username::parse(s).unwrap()
+}
+
+fn user(n: &str) -> User {
+    let mut u = User::new(name(n), t(0));
+    u.password_hash = Some("$argon2id$fake".into());
+    u
+}
+
+async fn login(store: &Arc<dyn Store>, who: Option<&str>, at: Timestamp) -> NewSession {
+    let s = NewSession {
+        id: SessionId::generate().unwrap(),
+        token_hash: Token::generate().unwrap().hash(),
+        user: who.map(name),
+        kind: SessionKind::Web,
+        created_at: at,
+        client: ClientSnapshot {
+            ip: "192.0.2.1".parse().unwrap(),
+            user_agent: "Mozilla/5.0 test".into(),
+            host: "app.example".into(),
+        },
+    };
+    store.session_create(&s, "Test client").await.unwrap();
+    s
+}
+
+fn touch(id: SessionId, requests: u64, at: Timestamp) -> Touch {
+    Touch {
+        id,
+        requests,
+        last_access_at: at,
+        ip: "198.51.100.7".parse().unwrap(),
+        user_agent: "UA 2".into(),
+        client: "Client 2".into(),
+        host: "other.example".into(),
+    }
+}
+
+fn end(selector: SessionSelector, reason: EndReason, at: Timestamp) -> EndSessions {
+    EndSessions {
+        selector,
+        reason,
+        actor: "root".into(),
+        at,
+        touches: Vec::new(),
+    }
+}
+
+pub async fn users_round_trip(store: Arc<dyn Store>) {
+    let mut alice = user("alice");
+    alice.groups = vec![Group::admins(), Group::parse("staff").unwrap()];
+    alice.email = "alice@example.com".into();
+    store.user_create(&alice, "cli").await.unwrap();
+    store.user_create(&user("bob"), "cli").await.unwrap();
+    let got = store.user_get(&name("alice")).await.unwrap().unwrap();
+    assert_eq!(got, alice);
+    assert!(got.is_admin());
+    assert_eq!(store.user_get(&name("carol")).await.unwrap(), None);
+    assert_eq!(store.user_count().await.unwrap(), 2);
+    let names: Vec<String> = store
+        .user_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name.to_string())
+        .collect();
+    assert_eq!(names, ["alice", "bob"]);
+    let created = store
+        .events(&EventQuery {
+            kind: Some(EventKind::UserCreated),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 2);
+    assert_eq!(created[0].actor.as_deref(), Some("cli"));
+}
+
+pub async fn user_names_are_unique(store: Arc<dyn Store>) {
+    store.user_create(&user("alice"), "cli").await.unwrap();
+    let again = store.user_create(&user("alice"), "cli").await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    let missing = store.user_update(&user("zed"), "cli", t(1)).await;
+    assert!(matches!(missing, Err(StoreError::NotFound(_))), "{missing:?}");
+}
+
+pub async fn user_update_records_password_change(store: Arc<dyn Store>) {
+    let mut alice = user("alice");
+    store.user_create(&alice, "cli").await.unwrap();
+    let head = store.change_head().await.unwrap();
+    alice.display_name = "Alice A.".into();
+    alice.groups = vec![Group::admins()];
+    store.user_update(&alice, "cli", t(5)).await.unwrap();
+    let q = EventQuery {
+        kind: Some(EventKind::PasswordChanged),
+        limit: 10,
+        ..Default::default()
+    };
+    assert!(store.events(&q).await.unwrap().is_empty());
+    alice.password_hash = Some("$argon2id$other".into());
+    store.user_update(&alice, "cli", t(6)).await.unwrap();
+    assert_eq!(store.events(&q).await.unwrap().len(), 1);
+    assert_eq!(store.user_get(&name("alice")).await.unwrap().unwrap(), alice);
+    let changes = store.changes_since(head, 100).await.unwrap();
+    assert_eq!(changes.len(), 2);
+    assert!(changes.iter().all(|c| c.kind == ChangeKind::UserChanged(name("alice"))));
+}
+
+pub async fn sessions_create_and_find(store: Arc<dyn Store>) {
+    store.user_create(&user("alice"), "cli").await.unwrap();
+    let s = login(&store, Some("alice"), t(10)).await;
+    let anon = login(&store, None, t(11)).await;
+    let got = store.session_by_token(&s.token_hash).await.unwrap().unwrap();
+    assert_eq!(got.id, s.id);
+    assert_eq!(got.user, Some(name("alice")));
+    assert_eq!(got.requests, 0);
+    assert_eq!(got.ip, s.client.ip);
+    assert_eq!(got.first_ip, s.client.ip);
+    assert_eq!(got.client, "Test client");
+    assert_eq!(got.created_at, t(10));
+    assert_eq!(got.ended_at, None);
+    assert_eq!(store.session_get(&anon.id).await.unwrap().unwrap().user, None);
+    assert_eq!(store.sessions_live().await.unwrap().len(), 2);
+    assert_eq!(store.sessions_of_user(&name("alice")).await.unwrap().len(), 1);
+    let u = store.user_get(&name("alice")).await.unwrap().unwrap();
+    assert_eq!(u.last_login_at, Some(t(10)));
+    let logins = store
+        .events(&EventQuery {
+            user: Some("alice".into()),
+            kind: Some(EventKind::Login),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(logins.len(), 1);
+    assert_eq!(logins[0].session, Some(s.id));
+    assert_eq!(logins[0].ip, Some(s.client.ip));
+    // The token itself is never what the store is asked for: an unknown hash finds nothing.
+    let other = Token::generate().unwrap().hash();
+    assert_eq!(store.session_by_token(&other).await.unwrap(), None);
+}
+
+pub async fn touches_add_up_and_never_go_back(store: Arc<dyn Store>) {
+    let s = login(&store, None, t(0)).await;
+    store.touches_apply(&[touch(s.id, 5, t(20))]).await.unwrap();
+    // An older flush landing late must not move last access backwards.
+    store.touches_apply(&[touch(s.id, 2, t(15))]).await.unwrap();
+    let got = store.session_get(&s.id).await.unwrap().unwrap();
+    assert_eq!(got.requests, 7);
+    assert_eq!(got.last_access_at, t(20));
+    assert_eq!(got.ip.to_string(), "198.51.100.7");
+    assert_eq!(got.first_ip, s.client.ip);
+    assert_eq!(got.user_agent, "UA 2");
+    assert_eq!(got.host, "other.example");
+}
+
+pub async fn touches_never_revive_ended_sessions(store: Arc<dyn Store>) {
+    let s = login(&store, None, t(0)).await;
+    store
+        .sessions_end(&end(SessionSelector::Ids(vec![s.id]), EndReason::Killed, t(5)))
+        .await
+        .unwrap();
+    let n = store.touches_apply(&[touch(s.id, 3, t(9))]).await.unwrap();
+    assert_eq!(n, 0);
+    let got = store.session_get(&s.id).await.unwrap().unwrap();
+    assert_eq!(got.requests, 0);
+    assert_eq!(got.ended_at, Some(t(5)));
+    assert_eq!(got.end_reason, Some(EndReason::Killed));
+    assert!(store.sessions_live().await.unwrap().is_empty());
+}
+
+pub async fn end_is_recorded_once_with_event_and_change(store: Arc<dyn Store>) {
+    store.user_create(&user("alice"), "cli").await.unwrap();
+    let s = login(&store, Some("alice"), t(0)).await;
+    let head = store.change_head().await.unwrap();
+    let sel = SessionSelector::Ids(vec![s.id]);
+    let ended = store.sessions_end(&end(sel.clone(), EndReason::Logout, t(3))).await.unwrap();
+    assert_eq!(ended, vec![s.id]);
+    let again = store.sessions_end(&end(sel, EndReason::Killed, t(4))).await.unwrap();
+    assert!(again.is_empty(), "a session ends once");
+    let got = store.session_get(&s.id).await.unwrap().unwrap();
+    assert_eq!(got.end_reason, Some(EndReason::Logout));
+    assert_eq!(got.ended_by.as_deref(), Some("root"));
+    let logouts = store
+        .events(&EventQuery {
+            kind: Some(EventKind::Logout),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(logouts.len(), 1);
+    assert_eq!(logouts[0].session, Some(s.id));
+    assert_eq!(logouts[0].user.as_deref(), Some("alice"));
+    assert_eq!(logouts[0].ip, Some(s.client.ip));
+    assert_eq!(logouts[0].detail.as_deref(), Some("logout"));
+    let changes = store.changes_since(head, 10).await.unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].kind, ChangeKind::SessionEnded(s.id));
+}
+
+pub async fn end_applies_pending_touches_first(store: Arc<dyn Store>) {
+    let s = login(&store, None, t(0)).await;
+    let mut e = end(SessionSelector::Ids(vec![s.id]), EndReason::IdleTimeout, t(100));
+    e.touches = vec![touch(s.id, 4, t(40))];
+    e.actor = "system".into();
+    store.sessions_end(&e).await.unwrap();
+    let got = store.session_get(&s.id).await.unwrap().unwrap();
+    assert_eq!(got.requests, 4);
+    assert_eq!(got.last_access_at, t(40));
+    assert_eq!(got.end_reason, Some(EndReason::IdleTimeout));
+    let expired = store
+        .events(&EventQuery {
+            kind: Some(EventKind::Expired),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(expired.len(), 1);
+}
+
+pub async fn end_all_of_a_users_sessions(store: Arc<dyn Store>) {
+    store.user_create(&user("alice"), "cli").await.unwrap();
+    store.user_create(&user("bob"), "cli").await.unwrap();
+    for i in 0..3 {
+        login(&store, Some("alice"), t(i)).await;
+    }
+    let bob = login(&store, Some("bob"), t(0)).await;
+    let ended = store
+        .sessions_end(&end(SessionSelector::User(name("alice")), EndReason::Killed, t(9)))
+        .await
+        .unwrap();
+    assert_eq!(ended.len(), 3);
+    let live = store.sessions_live().await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].id, bob.id);
+}
+
+pub async fn disabling_a_user_ends_their_sessions(store: Arc<dyn Store>) {
+    store.user_create(&user("alice"), "cli").await.unwrap();
+    let s = login(&store, Some("alice"), t(0)).await;
+    let ended = store
+        .user_set_disabled(&name("alice"), true, "root", t(5))
+        .await
+        .unwrap();
+    assert_eq!(ended, vec![s.id]);
+    let u = store.user_get(&name("alice")).await.unwrap().unwrap();
+    assert!(u.disabled);
+    let got = store.session_get(&s.id).await.unwrap().unwrap();
+    assert_eq!(got.end_reason, Some(EndReason::UserDisabled));
+    let disabled = store
+        .events(&EventQuery {
+            kind: Some(EventKind::UserDisabled),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(disabled.len(), 1);
+    assert_eq!(disabled[0].actor.as_deref(), Some("root"));
+    store
+        .user_set_disabled(&name("alice"), false, "root", t(6))
+        .await
+        .unwrap();
+    assert!(!store.user_get(&name("alice")).await.unwrap().unwrap().disabled);
+    let missing = store.user_set_disabled(&name("zed"), true, "root", t(7)).await;
+    assert!(matches!(missing, Err(StoreError::NotFound(_))));
+}
+
+pub async fn removing_a_user_ends_their_sessions(store: Arc<dyn Store>) {
+    store.user_create(&user("alice"), "cli").await.unwrap();
+    let s = login(&store, Some("alice"), t(0)).await;
+    let ended = store.user_remove(&name("alice"), "root", t(5)).await.unwrap();
+    assert_eq!(ended, vec![s.id]);
+    assert_eq!(store.user_get(&name("alice")).await.unwrap(), None);
+    assert!(store.sessions_live().await.unwrap().is_empty());
+    // History outlives the user.
+    let history = store
+        .events(&EventQuery {
+            user: Some("alice".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let kinds: Vec<EventKind> = history.iter().map(|e| e.kind).collect();
+    assert!(kinds.contains(&EventKind::UserRemoved), "{kinds:?}");
+    assert!(kinds.contains(&EventKind::Login), "{kinds:?}");
+    let missing = store.user_remove(&name("alice"), "root", t(6)).await;
+    assert!(matches!(missing, Err(StoreError::NotFound(_))));
+}
+
+pub async fn secrets_are_created_once(store: Arc<dyn Store>) {
+    let a = store.secret("csrf", &[1; 32]).await.unwrap();
+    let b = store.secret("csrf", &[2; 32]).await.unwrap();
+    assert_eq!(a, vec![1; 32]);
+    assert_eq!(b, a);
+}
+
+pub async fn change_feed_is_ordered_and_prunable(store: Arc<dyn Store>) {
+    assert_eq!(store.change_head().await.unwrap(), 0);
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let s = login(&store, None, t(i)).await;
+        store
+            .sessions_end(&end(SessionSelector::Ids(vec![s.id]), EndReason::Killed, t(i)))
+            .await
+            .unwrap();
+        ids.push(s.id);
+    }
+    let all = store.changes_since(0, 100).await.unwrap();
+    let got: Vec<_> = all.iter().map(|c| c.kind.clone()).collect();
+    let want: Vec<_> = ids.iter().map(|id| ChangeKind::SessionEnded(*id)).collect();
+    assert_eq!(got, want);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    let head = store.change_head().await.unwrap();
+    assert_eq!(head, all[2].seq);
+    assert_eq!(store.changes_since(all[0].seq, 1).await.unwrap().len(), 1);
+    let pruned = store.changes_prune(t(0) + SignedDuration::from_secs(2)).await.unwrap();
+    assert_eq!(pruned, 2);
+    assert_eq!(store.changes_since(0, 100).await.unwrap().len(), 1);
+    assert_eq!(store.change_head().await.unwrap(), head, "the head never moves back");
+}

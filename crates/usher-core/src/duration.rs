@@ -135,7 +135,16 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_duration() {
-        for bad in ["", "30", "m", "10 minutes", "-5m", "1.5h", "5x", "99999999999999999d"] {
+        for bad in [
+            "",
+            "30",
+            "m",
+            "10 minutes",
+            "-5m",
+            "1.5h",
+            "5x",
+            "99999999999999999d",
+        ] {
             assert!(bad.parse::<HumanDuration>().is_err(), "{bad:?} parsed");
         }
     }
@@ -143,7 +152,7 @@ mod tests {
     #[test]
     fn displays_round_trip() {
         for s in ["30m", "12h", "400d", "1h30m", "250ms"] {
-            let d: HumanDuration = s.parse().unwrap_or(HumanDuration::from_secs(0));
+            let d: HumanDuration = s.parse().unwrap();
             assert_eq!(d.to_string(), s);
         }
     }

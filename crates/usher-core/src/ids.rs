@@ -6,7 +6,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use std::fmt;
-use subtle::ConstantTimeEq;
 
 const BASE32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 const SESSION_ID_LEN: usize = 12;
@@ -121,14 +120,10 @@ impl fmt::Debug for Token {
 }
 
 /// SHA-256 of a token: what the store and the in-memory index key sessions by.
-#[derive(Clone, Copy, Hash, Eq)]
+/// Comparing hashes need not be constant-time: learning a prefix of a SHA-256 image
+/// tells nothing about the token.
+#[derive(Clone, Copy, Hash, PartialEq, Eq)]
 pub struct TokenHash(pub [u8; 32]);
-
-impl PartialEq for TokenHash {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&other.0).into()
-    }
-}
 
 impl TokenHash {
     pub fn as_bytes(&self) -> &[u8; 32] {
@@ -152,7 +147,7 @@ mod tests {
 
     #[test]
     fn session_ids_are_12_base32_chars_and_parse_back() {
-        let id = SessionId::generate().unwrap_or_else(|_| SessionId([b'a'; 12]));
+        let id = SessionId::generate().unwrap();
         assert_eq!(id.as_str().len(), 12);
         assert_eq!(SessionId::parse(id.as_str()), Ok(id));
         assert!(SessionId::parse("ABCDEFGHIJKL").is_err());
@@ -162,7 +157,7 @@ mod tests {
 
     #[test]
     fn tokens_round_trip_and_reject_junk() {
-        let t = Token::generate().unwrap_or(Token([7; 32]));
+        let t = Token::generate().unwrap();
         let text = t.encode();
         assert_eq!(text.len(), TOKEN_TEXT_LEN);
         let back = Token::parse(&text).map(|t| t.hash());
@@ -175,8 +170,8 @@ mod tests {
 
     #[test]
     fn generated_tokens_differ() {
-        let a = Token::generate().map(|t| t.encode()).unwrap_or_default();
-        let b = Token::generate().map(|t| t.encode()).unwrap_or_default();
+        let a = Token::generate().unwrap().encode();
+        let b = Token::generate().unwrap().encode();
         assert_ne!(a, b);
     }
 }

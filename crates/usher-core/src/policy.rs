@@ -38,7 +38,9 @@ impl SessionPolicy {
 
     /// The instant the session ends if nothing else happens.
     pub fn expires_at(&self, created_at: Timestamp, last_access_at: Timestamp) -> Timestamp {
-        let idle = last_access_at.saturating_add(self.idle_timeout).unwrap_or(Timestamp::MAX);
+        let idle = last_access_at
+            .saturating_add(self.idle_timeout)
+            .unwrap_or(Timestamp::MAX);
         let absolute = created_at
             .saturating_add(self.absolute_timeout)
             .unwrap_or(Timestamp::MAX);
@@ -61,7 +63,10 @@ mod tests {
         assert_eq!(p.verdict(t0, t0, at(4)), None);
         assert_eq!(p.verdict(t0, t0, at(5)), Some(EndReason::IdleTimeout));
         assert_eq!(p.verdict(t0, at(18), at(19)), None);
-        assert_eq!(p.verdict(t0, at(19), at(20)), Some(EndReason::AbsoluteTimeout));
+        assert_eq!(
+            p.verdict(t0, at(19), at(20)),
+            Some(EndReason::AbsoluteTimeout)
+        );
         assert_eq!(p.expires_at(t0, at(10)), at(15));
         assert_eq!(p.expires_at(t0, at(18)), at(20));
     }

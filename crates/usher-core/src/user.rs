@@ -9,9 +9,7 @@ pub const ADMINS: &str = "admins";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NameError {
-    #[error(
-        "a user name is 1 to 64 characters of letters, digits and . _ @ + - (got {0:?})"
-    )]
+    #[error("a user name is 1 to 64 characters of letters, digits and . _ @ + - (got {0:?})")]
     User(String),
     #[error("a group name is 1 to 64 characters of a-z, 0-9, . _ - (got {0:?})")]
     Group(String),

@@ -22,7 +22,10 @@ pub fn summarize(ua: &str) -> String {
     }
     if let Some(r) = woothee::parser::Parser::new().parse(ua)
         && r.name != woothee::woothee::VALUE_UNKNOWN
-        && matches!(r.category, "pc" | "smartphone" | "mobilephone" | "appliance")
+        && matches!(
+            r.category,
+            "pc" | "smartphone" | "mobilephone" | "appliance"
+        )
     {
         let major = r.version.split('.').next().unwrap_or("");
         let mut out = r.name.to_owned();

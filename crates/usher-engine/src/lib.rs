@@ -1,1 +1,16 @@
-//! placeholder
+//! The session engine: the in-memory index every request is checked against, the
+//! write-behind of request counts, expiry, and the change feed that tells this node of
+//! sessions ended elsewhere; plus accounts and passwords.
+//!
+//! Architecture invariant: no HTTP here, and no SQL; the engine talks to storage only
+//! through `usher_store::Store`, and learns the time only from its `Clock`.
+
+pub mod accounts;
+mod error;
+pub mod password;
+pub mod sessions;
+
+pub use accounts::Accounts;
+pub use error::EngineError;
+pub use password::PasswordHasher;
+pub use sessions::{Engine, EngineConfig, LiveSession, RequestInfo};

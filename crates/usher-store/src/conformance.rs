@@ -140,7 +140,10 @@ pub async fn user_names_are_unique(store: Arc<dyn Store>) {
     let again = store.user_create(&user("alice"), "cli").await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
     let missing = store.user_update(&user("zed"), "cli", t(1)).await;
-    assert!(matches!(missing, Err(StoreError::NotFound(_))), "{missing:?}");
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
 }
 
 pub async fn user_update_records_password_change(store: Arc<dyn Store>) {
@@ -159,17 +162,28 @@ pub async fn user_update_records_password_change(store: Arc<dyn Store>) {
     alice.password_hash = Some("$argon2id$other".into());
     store.user_update(&alice, "cli", t(6)).await.unwrap();
     assert_eq!(store.events(&q).await.unwrap().len(), 1);
-    assert_eq!(store.user_get(&name("alice")).await.unwrap().unwrap(), alice);
+    assert_eq!(
+        store.user_get(&name("alice")).await.unwrap().unwrap(),
+        alice
+    );
     let changes = store.changes_since(head, 100).await.unwrap();
     assert_eq!(changes.len(), 2);
-    assert!(changes.iter().all(|c| c.kind == ChangeKind::UserChanged(name("alice"))));
+    assert!(
+        changes
+            .iter()
+            .all(|c| c.kind == ChangeKind::UserChanged(name("alice")))
+    );
 }
 
 pub async fn sessions_create_and_find(store: Arc<dyn Store>) {
     store.user_create(&user("alice"), "cli").await.unwrap();
     let s = login(&store, Some("alice"), t(10)).await;
     let anon = login(&store, None, t(11)).await;
-    let got = store.session_by_token(&s.token_hash).await.unwrap().unwrap();
+    let got = store
+        .session_by_token(&s.token_hash)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.id, s.id);
     assert_eq!(got.user, Some(name("alice")));
     assert_eq!(got.requests, 0);
@@ -178,9 +192,15 @@ pub async fn sessions_create_and_find(store: Arc<dyn Store>) {
     assert_eq!(got.client, "Test client");
     assert_eq!(got.created_at, t(10));
     assert_eq!(got.ended_at, None);
-    assert_eq!(store.session_get(&anon.id).await.unwrap().unwrap().user, None);
+    assert_eq!(
+        store.session_get(&anon.id).await.unwrap().unwrap().user,
+        None
+    );
     assert_eq!(store.sessions_live().await.unwrap().len(), 2);
-    assert_eq!(store.sessions_of_user(&name("alice")).await.unwrap().len(), 1);
+    assert_eq!(
+        store.sessions_of_user(&name("alice")).await.unwrap().len(),
+        1
+    );
     let u = store.user_get(&name("alice")).await.unwrap().unwrap();
     assert_eq!(u.last_login_at, Some(t(10)));
     let logins = store
@@ -216,7 +236,11 @@ pub async fn touches_add_up_and_never_go_back(store: Arc<dyn Store>) {
 pub async fn touches_never_revive_ended_sessions(store: Arc<dyn Store>) {
     let s = login(&store, None, t(0)).await;
     store
-        .sessions_end(&end(SessionSelector::Ids(vec![s.id]), EndReason::Killed, t(5)))
+        .sessions_end(&end(
+            SessionSelector::Ids(vec![s.id]),
+            EndReason::Killed,
+            t(5),
+        ))
         .await
         .unwrap();
     let n = store.touches_apply(&[touch(s.id, 3, t(9))]).await.unwrap();
@@ -233,9 +257,15 @@ pub async fn end_is_recorded_once_with_event_and_change(store: Arc<dyn Store>) {
     let s = login(&store, Some("alice"), t(0)).await;
     let head = store.change_head().await.unwrap();
     let sel = SessionSelector::Ids(vec![s.id]);
-    let ended = store.sessions_end(&end(sel.clone(), EndReason::Logout, t(3))).await.unwrap();
+    let ended = store
+        .sessions_end(&end(sel.clone(), EndReason::Logout, t(3)))
+        .await
+        .unwrap();
     assert_eq!(ended, vec![s.id]);
-    let again = store.sessions_end(&end(sel, EndReason::Killed, t(4))).await.unwrap();
+    let again = store
+        .sessions_end(&end(sel, EndReason::Killed, t(4)))
+        .await
+        .unwrap();
     assert!(again.is_empty(), "a session ends once");
     let got = store.session_get(&s.id).await.unwrap().unwrap();
     assert_eq!(got.end_reason, Some(EndReason::Logout));
@@ -260,7 +290,11 @@ pub async fn end_is_recorded_once_with_event_and_change(store: Arc<dyn Store>) {
 
 pub async fn end_applies_pending_touches_first(store: Arc<dyn Store>) {
     let s = login(&store, None, t(0)).await;
-    let mut e = end(SessionSelector::Ids(vec![s.id]), EndReason::IdleTimeout, t(100));
+    let mut e = end(
+        SessionSelector::Ids(vec![s.id]),
+        EndReason::IdleTimeout,
+        t(100),
+    );
     e.touches = vec![touch(s.id, 4, t(40))];
     e.actor = "system".into();
     store.sessions_end(&e).await.unwrap();
@@ -287,7 +321,11 @@ pub async fn end_all_of_a_users_sessions(store: Arc<dyn Store>) {
     }
     let bob = login(&store, Some("bob"), t(0)).await;
     let ended = store
-        .sessions_end(&end(SessionSelector::User(name("alice")), EndReason::Killed, t(9)))
+        .sessions_end(&end(
+            SessionSelector::User(name("alice")),
+            EndReason::Killed,
+            t(9),
+        ))
         .await
         .unwrap();
     assert_eq!(ended.len(), 3);
@@ -322,15 +360,27 @@ pub async fn disabling_a_user_ends_their_sessions(store: Arc<dyn Store>) {
         .user_set_disabled(&name("alice"), false, "root", t(6))
         .await
         .unwrap();
-    assert!(!store.user_get(&name("alice")).await.unwrap().unwrap().disabled);
-    let missing = store.user_set_disabled(&name("zed"), true, "root", t(7)).await;
+    assert!(
+        !store
+            .user_get(&name("alice"))
+            .await
+            .unwrap()
+            .unwrap()
+            .disabled
+    );
+    let missing = store
+        .user_set_disabled(&name("zed"), true, "root", t(7))
+        .await;
     assert!(matches!(missing, Err(StoreError::NotFound(_))));
 }
 
 pub async fn removing_a_user_ends_their_sessions(store: Arc<dyn Store>) {
     store.user_create(&user("alice"), "cli").await.unwrap();
     let s = login(&store, Some("alice"), t(0)).await;
-    let ended = store.user_remove(&name("alice"), "root", t(5)).await.unwrap();
+    let ended = store
+        .user_remove(&name("alice"), "root", t(5))
+        .await
+        .unwrap();
     assert_eq!(ended, vec![s.id]);
     assert_eq!(store.user_get(&name("alice")).await.unwrap(), None);
     assert!(store.sessions_live().await.unwrap().is_empty());
@@ -363,7 +413,11 @@ pub async fn change_feed_is_ordered_and_prunable(store: Arc<dyn Store>) {
     for i in 0..3 {
         let s = login(&store, None, t(i)).await;
         store
-            .sessions_end(&end(SessionSelector::Ids(vec![s.id]), EndReason::Killed, t(i)))
+            .sessions_end(&end(
+                SessionSelector::Ids(vec![s.id]),
+                EndReason::Killed,
+                t(i),
+            ))
             .await
             .unwrap();
         ids.push(s.id);
@@ -376,8 +430,15 @@ pub async fn change_feed_is_ordered_and_prunable(store: Arc<dyn Store>) {
     let head = store.change_head().await.unwrap();
     assert_eq!(head, all[2].seq);
     assert_eq!(store.changes_since(all[0].seq, 1).await.unwrap().len(), 1);
-    let pruned = store.changes_prune(t(0) + SignedDuration::from_secs(2)).await.unwrap();
+    let pruned = store
+        .changes_prune(t(0) + SignedDuration::from_secs(2))
+        .await
+        .unwrap();
     assert_eq!(pruned, 2);
     assert_eq!(store.changes_since(0, 100).await.unwrap().len(), 1);
-    assert_eq!(store.change_head().await.unwrap(), head, "the head never moves back");
+    assert_eq!(
+        store.change_head().await.unwrap(),
+        head,
+        "the head never moves back"
+    );
 }

@@ -106,8 +106,12 @@ pub trait Store: Send + Sync + 'static {
         at: Timestamp,
     ) -> Result<EndedSessions>;
     /// Removes a user, ending their sessions first.
-    async fn user_remove(&self, name: &Username, actor: &str, at: Timestamp)
-    -> Result<EndedSessions>;
+    async fn user_remove(
+        &self,
+        name: &Username,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<EndedSessions>;
 
     // --- sessions ---
     /// Creates a session and records its `login` event; durable when it returns.

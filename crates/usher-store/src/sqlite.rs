@@ -49,7 +49,9 @@ impl From<sqlx::Error> for StoreError {
                     .and_then(|c| c.parse::<i64>().ok())
                     .map(|c| c & 0xff);
                 match primary {
-                    Some(5 | 6 | 8 | 10 | 13 | 14) => StoreError::Unavailable(db.message().to_owned()),
+                    Some(5 | 6 | 8 | 10 | 13 | 14) => {
+                        StoreError::Unavailable(db.message().to_owned())
+                    }
                     _ => StoreError::Other(e.to_string()),
                 }
             }
@@ -138,7 +140,9 @@ fn session_from_row(row: &SqliteRow) -> Result<SessionRecord> {
         last_access_at: ts(row.try_get("last_access_at")?)?,
         ended_at: ended_at.map(ts).transpose()?,
         end_reason: reason
-            .map(|r| EndReason::parse(&r).ok_or_else(|| StoreError::Corrupt(format!("end reason {r:?}"))))
+            .map(|r| {
+                EndReason::parse(&r).ok_or_else(|| StoreError::Corrupt(format!("end reason {r:?}")))
+            })
             .transpose()?,
         ended_by: row.try_get("ended_by")?,
     })
@@ -223,7 +227,10 @@ async fn apply_touches(tx: &mut Transaction<'static, Sqlite>, touches: &[Touch])
     Ok(updated)
 }
 
-async fn end_in_tx(tx: &mut Transaction<'static, Sqlite>, end: &EndSessions) -> Result<EndedSessions> {
+async fn end_in_tx(
+    tx: &mut Transaction<'static, Sqlite>,
+    end: &EndSessions,
+) -> Result<EndedSessions> {
     apply_touches(tx, &end.touches).await?;
     let rows = match &end.selector {
         SessionSelector::Ids(ids) => {
@@ -253,7 +260,8 @@ async fn end_in_tx(tx: &mut Transaction<'static, Sqlite>, end: &EndSessions) -> 
     let mut ended = Vec::with_capacity(rows.len());
     for row in rows {
         let id: String = row.try_get("id")?;
-        let sid = SessionId::parse(&id).map_err(|_| StoreError::Corrupt(format!("session id {id:?}")))?;
+        let sid =
+            SessionId::parse(&id).map_err(|_| StoreError::Corrupt(format!("session id {id:?}")))?;
         sqlx::query(
             "UPDATE sessions SET ended_at = ?, end_reason = ?, ended_by = ? WHERE id = ? AND ended_at IS NULL",
         )
@@ -296,11 +304,12 @@ async fn write_groups(tx: &mut Transaction<'static, Sqlite>, user: &User) -> Res
 impl SqliteStore {
     async fn user_from_row(&self, row: &SqliteRow) -> Result<User> {
         let name: String = row.try_get("name")?;
-        let groups: Vec<String> =
-            sqlx::query_scalar("SELECT group_name FROM user_groups WHERE user_name = ? ORDER BY group_name")
-                .bind(&name)
-                .fetch_all(&self.reader)
-                .await?;
+        let groups: Vec<String> = sqlx::query_scalar(
+            "SELECT group_name FROM user_groups WHERE user_name = ? ORDER BY group_name",
+        )
+        .bind(&name)
+        .fetch_all(&self.reader)
+        .await?;
         let last_login: Option<i64> = row.try_get("last_login_at")?;
         Ok(User {
             name: Username::parse(&name).map_err(|e| StoreError::Corrupt(e.to_string()))?,
@@ -477,7 +486,12 @@ impl Store for SqliteStore {
         Ok(ended)
     }
 
-    async fn user_remove(&self, name: &Username, actor: &str, at: Timestamp) -> Result<EndedSessions> {
+    async fn user_remove(
+        &self,
+        name: &Username,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<EndedSessions> {
         let mut tx = self.write().await?;
         let ended = end_in_tx(
             &mut tx,
@@ -645,18 +659,22 @@ impl Store for SqliteStore {
     }
 
     async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>> {
-        let rows = sqlx::query("SELECT seq, kind, subject FROM changes WHERE seq > ? ORDER BY seq LIMIT ?")
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT seq, kind, subject FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let seq: i64 = row.try_get("seq")?;
             let kind: String = row.try_get("kind")?;
             let subject: String = row.try_get("subject")?;
             let kind = match kind.as_str() {
-                "session_ended" => SessionId::parse(&subject).ok().map(ChangeKind::SessionEnded),
+                "session_ended" => SessionId::parse(&subject)
+                    .ok()
+                    .map(ChangeKind::SessionEnded),
                 "user_changed" => Username::parse(&subject).ok().map(ChangeKind::UserChanged),
                 _ => None,
             };

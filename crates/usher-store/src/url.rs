@@ -19,7 +19,10 @@ pub struct StoreUrlError(String);
 impl StoreUrl {
     pub fn parse(s: &str) -> Result<Self, StoreUrlError> {
         let err = || StoreUrlError(redact(s));
-        if let Some(rest) = s.strip_prefix("sqlite://").or_else(|| s.strip_prefix("sqlite:")) {
+        if let Some(rest) = s
+            .strip_prefix("sqlite://")
+            .or_else(|| s.strip_prefix("sqlite:"))
+        {
             let path = rest.split('?').next().unwrap_or("");
             if path.is_empty() {
                 return Err(err());

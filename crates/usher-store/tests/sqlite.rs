@@ -1,4 +1,5 @@
 //! The SQLite backend against the shared conformance suite.
+#![allow(clippy::expect_used)]
 
 async fn fresh() -> usher_store::conformance::Harness {
     let dir = tempfile::tempdir().expect("temp dir");

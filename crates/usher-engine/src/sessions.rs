@@ -1,0 +1,726 @@
+//! The live session index and its background work.
+//!
+//! Every request is checked against an in-memory index (a sharded `DashMap` keyed by
+//! the token hash): no I/O and no global lock on the request path. What a request
+//! changes (count, last access, client) lives in atomics on the session and is written
+//! behind by the flusher, one transaction per flush. Creating and ending a session is
+//! durable in the store before the caller is answered; other nodes and the CLI learn of
+//! ends through the store's change feed.
+
+use crate::EngineError;
+use dashmap::DashMap;
+use jiff::SignedDuration;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+use usher_core::user_agent;
+use usher_core::{
+    ClientSnapshot, Clock, EndReason, NewSession, SessionId, SessionKind, SessionPolicy,
+    SessionRecord, Timestamp, Token, TokenHash, User, Username,
+};
+use usher_store::{ChangeKind, EndSessions, SessionSelector, Store, Touch};
+
+/// Touches queued past this many sessions trigger a flush before the interval is up.
+const FLUSH_BATCH: usize = 500;
+/// How often the change feed is read: well inside the 1 s promise of SPEC §2.
+const FEED_INTERVAL: Duration = Duration::from_millis(200);
+/// How often idle and absolute timeouts are swept.
+const REAP_INTERVAL: Duration = Duration::from_secs(1);
+/// Change-feed entries older than this are pruned; every node has read them long ago.
+const FEED_RETENTION: SignedDuration = SignedDuration::from_hours(1);
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub policy: SessionPolicy,
+    pub flush_interval: Duration,
+}
+
+/// What one request tells the engine about its client.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'a> {
+    pub ip: IpAddr,
+    pub user_agent: &'a str,
+    pub host: &'a str,
+}
+
+#[derive(Debug)]
+struct ClientState {
+    ip: IpAddr,
+    user_agent: String,
+    host: String,
+}
+
+const LIVE: u8 = 0;
+
+fn reason_code(r: EndReason) -> u8 {
+    match r {
+        EndReason::Logout => 1,
+        EndReason::IdleTimeout => 2,
+        EndReason::AbsoluteTimeout => 3,
+        EndReason::Killed => 4,
+        EndReason::Evicted => 5,
+        EndReason::UserDisabled => 6,
+    }
+}
+
+fn code_reason(c: u8) -> Option<EndReason> {
+    EndReason::ALL.into_iter().find(|r| reason_code(*r) == c)
+}
+
+/// One session in memory. Counters are atomics so requests never lock each other out.
+#[derive(Debug)]
+pub struct LiveSession {
+    pub id: SessionId,
+    pub token_hash: TokenHash,
+    pub user: Option<Username>,
+    pub kind: SessionKind,
+    pub created_at: Timestamp,
+    pub first_ip: IpAddr,
+    /// Every request ever counted, stored or not.
+    requests: AtomicU64,
+    /// The part of `requests` the store has.
+    flushed: AtomicU64,
+    last_access_us: AtomicI64,
+    /// `LIVE`, or the code of the reason it is ending for.
+    state: AtomicU8,
+    dirty: AtomicBool,
+    client: Mutex<ClientState>,
+}
+
+impl LiveSession {
+    fn from_record(r: &SessionRecord) -> Self {
+        Self {
+            id: r.id,
+            token_hash: r.token_hash,
+            user: r.user.clone(),
+            kind: r.kind,
+            created_at: r.created_at,
+            first_ip: r.first_ip,
+            requests: AtomicU64::new(r.requests),
+            flushed: AtomicU64::new(r.requests),
+            last_access_us: AtomicI64::new(r.last_access_at.as_microsecond()),
+            state: AtomicU8::new(LIVE),
+            dirty: AtomicBool::new(false),
+            client: Mutex::new(ClientState {
+                ip: r.ip,
+                user_agent: r.user_agent.clone(),
+                host: r.host.clone(),
+            }),
+        }
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn last_access_at(&self) -> Timestamp {
+        Timestamp::from_microsecond(self.last_access_us.load(Ordering::Relaxed))
+            .unwrap_or(self.created_at)
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.state.load(Ordering::Acquire) == LIVE
+    }
+
+    pub fn ip(&self) -> IpAddr {
+        self.client.lock().map(|c| c.ip).unwrap_or(self.first_ip)
+    }
+
+    /// Records one request: the caller has already decided the session is valid.
+    fn touch(&self, now: Timestamp, req: &RequestInfo<'_>) -> bool {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.last_access_us
+            .fetch_max(now.as_microsecond(), Ordering::Relaxed);
+        if let Ok(mut c) = self.client.lock() {
+            // Compare before copying: the same client sends the same strings, so the
+            // common case allocates nothing.
+            if c.ip != req.ip {
+                c.ip = req.ip;
+            }
+            let ua = user_agent::truncate(req.user_agent);
+            if c.user_agent != ua {
+                ua.clone_into(&mut c.user_agent);
+            }
+            if c.host != req.host {
+                req.host.clone_into(&mut c.host);
+            }
+        }
+        !self.dirty.swap(true, Ordering::AcqRel)
+    }
+
+    /// The unflushed activity, claimed for writing: after this the session is clean.
+    fn take_touch(&self) -> Option<(Touch, u64)> {
+        self.dirty.store(false, Ordering::Release);
+        let total = self.requests.load(Ordering::Acquire);
+        let delta = total.saturating_sub(self.flushed.load(Ordering::Acquire));
+        let (ip, user_agent, host) = match self.client.lock() {
+            Ok(c) => (c.ip, c.user_agent.clone(), c.host.clone()),
+            Err(_) => return None,
+        };
+        let client = user_agent::summarize(&user_agent);
+        Some((
+            Touch {
+                id: self.id,
+                requests: delta,
+                last_access_at: self.last_access_at(),
+                ip,
+                user_agent,
+                client,
+                host,
+            },
+            total,
+        ))
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    flushes: AtomicU64,
+    flush_errors: AtomicU64,
+    touches_written: AtomicU64,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    by_token: DashMap<TokenHash, Arc<LiveSession>>,
+    by_id: DashMap<SessionId, TokenHash>,
+    users: DashMap<Username, Arc<User>>,
+    dirty_tx: mpsc::UnboundedSender<Arc<LiveSession>>,
+    dirty_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Arc<LiveSession>>>,
+    dirty_count: AtomicU64,
+    flush_soon: Notify,
+    feed_cursor: AtomicI64,
+    counters: Counters,
+}
+
+/// The session engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+/// Handle on the engine's background tasks; [`Tasks::shutdown`] drains them.
+pub struct Tasks {
+    stop: watch::Sender<bool>,
+    handles: Vec<JoinHandle<()>>,
+    engine: Engine,
+}
+
+/// The outcome of checking a request's token.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub session: Arc<LiveSession>,
+    pub user: Option<Arc<User>>,
+}
+
+impl Engine {
+    /// Loads every live session from the store into memory.
+    pub async fn load(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+    ) -> Result<Self, EngineError> {
+        let (dirty_tx, dirty_rx) = mpsc::unbounded_channel();
+        // Read the feed head first: anything ended after it is replayed by the feed.
+        let head = store.change_head().await?;
+        let engine = Self {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                config,
+                by_token: DashMap::new(),
+                by_id: DashMap::new(),
+                users: DashMap::new(),
+                dirty_tx,
+                dirty_rx: tokio::sync::Mutex::new(dirty_rx),
+                dirty_count: AtomicU64::new(0),
+                flush_soon: Notify::new(),
+                feed_cursor: AtomicI64::new(head),
+                counters: Counters::default(),
+            }),
+        };
+        for record in engine.inner.store.sessions_live().await? {
+            engine.admit(&record).await?;
+        }
+        Ok(engine)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    pub fn policy(&self) -> SessionPolicy {
+        self.inner.config.policy
+    }
+
+    /// Number of live sessions in memory.
+    pub fn live_count(&self) -> usize {
+        self.inner.by_token.len()
+    }
+
+    /// Adds a stored live session to the index (with its user), unless it already ended.
+    async fn admit(&self, record: &SessionRecord) -> Result<Option<Arc<LiveSession>>, EngineError> {
+        if record.ended_at.is_some() {
+            return Ok(None);
+        }
+        if let Some(name) = &record.user
+            && !self.inner.users.contains_key(name)
+        {
+            match self.inner.store.user_get(name).await? {
+                Some(u) if !u.disabled => {
+                    self.inner
+                        .users
+                        .insert(name.clone(), Arc::new(public_user(u)));
+                }
+                // A session whose user is gone or disabled is not honoured; ending it
+                // is the store's job when the user changed.
+                _ => return Ok(None),
+            }
+        }
+        let live = Arc::new(LiveSession::from_record(record));
+        let entry = self
+            .inner
+            .by_token
+            .entry(record.token_hash)
+            .or_insert_with(|| live.clone())
+            .clone();
+        self.inner.by_id.insert(record.id, record.token_hash);
+        Ok(Some(entry))
+    }
+
+    /// Checks a token and, if it names a live session, counts the request on it.
+    /// The fast path touches only memory; a token unknown here is looked up in the
+    /// store once (it may have been created by another node).
+    pub async fn authenticate(
+        &self,
+        token: &Token,
+        req: &RequestInfo<'_>,
+    ) -> Result<Option<Authenticated>, EngineError> {
+        let hash = token.hash();
+        let found = self.inner.by_token.get(&hash).map(|e| e.value().clone());
+        let session = match found {
+            Some(s) => s,
+            None => match self.inner.store.session_by_token(&hash).await? {
+                Some(record) => match self.admit(&record).await? {
+                    Some(s) => s,
+                    None => return Ok(None),
+                },
+                None => return Ok(None),
+            },
+        };
+        Ok(self.check_and_touch(session, req))
+    }
+
+    fn check_and_touch(
+        &self,
+        session: Arc<LiveSession>,
+        req: &RequestInfo<'_>,
+    ) -> Option<Authenticated> {
+        if !session.is_live() {
+            return None;
+        }
+        let now = self.inner.clock.now();
+        if let Some(reason) =
+            self.inner
+                .config
+                .policy
+                .verdict(session.created_at, session.last_access_at(), now)
+        {
+            // Refused at once; the reaper makes it durable on its next sweep.
+            let _ = session.state.compare_exchange(
+                LIVE,
+                reason_code(reason),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            return None;
+        }
+        let user = match &session.user {
+            Some(name) => Some(self.inner.users.get(name)?.value().clone()),
+            None => None,
+        };
+        if session.touch(now, req) {
+            self.inner.dirty_tx.send(session.clone()).ok()?;
+            let queued = self.inner.dirty_count.fetch_add(1, Ordering::Relaxed) + 1;
+            if queued as usize >= FLUSH_BATCH {
+                self.inner.flush_soon.notify_one();
+            }
+        }
+        Some(Authenticated { session, user })
+    }
+
+    /// Creates a session for `user` (durably, with its `login` event) and returns the
+    /// token for the client.
+    pub async fn create(
+        &self,
+        user: Option<&User>,
+        kind: SessionKind,
+        req: &RequestInfo<'_>,
+    ) -> Result<(Token, Arc<LiveSession>), EngineError> {
+        let token = Token::generate()?;
+        let now = self.inner.clock.now();
+        let ua = user_agent::truncate(req.user_agent).to_owned();
+        let new = NewSession {
+            id: SessionId::generate()?,
+            token_hash: token.hash(),
+            user: user.map(|u| u.name.clone()),
+            kind,
+            created_at: now,
+            client: ClientSnapshot {
+                ip: req.ip,
+                user_agent: ua.clone(),
+                host: req.host.to_owned(),
+            },
+        };
+        let summary = user_agent::summarize(&ua);
+        self.inner.store.session_create(&new, &summary).await?;
+        if let Some(u) = user {
+            self.inner
+                .users
+                .insert(u.name.clone(), Arc::new(public_user(u.clone())));
+        }
+        let record = SessionRecord {
+            id: new.id,
+            token_hash: new.token_hash,
+            user: new.user.clone(),
+            kind,
+            ip: req.ip,
+            first_ip: req.ip,
+            user_agent: ua,
+            client: summary,
+            host: new.client.host.clone(),
+            requests: 0,
+            created_at: now,
+            last_access_at: now,
+            ended_at: None,
+            end_reason: None,
+            ended_by: None,
+        };
+        let live = Arc::new(LiveSession::from_record(&record));
+        self.inner.by_token.insert(record.token_hash, live.clone());
+        self.inner.by_id.insert(record.id, record.token_hash);
+        Ok((token, live))
+    }
+
+    /// Ends sessions durably (with their unflushed activity and events), then drops
+    /// them from memory. Returns the sessions this call ended.
+    pub async fn end(
+        &self,
+        selector: SessionSelector,
+        reason: EndReason,
+        actor: &str,
+    ) -> Result<Vec<SessionId>, EngineError> {
+        let local: Vec<Arc<LiveSession>> = match &selector {
+            SessionSelector::Ids(ids) => ids.iter().filter_map(|id| self.by_id(id)).collect(),
+            SessionSelector::User(name) => self
+                .inner
+                .by_token
+                .iter()
+                .filter(|e| e.user.as_ref() == Some(name))
+                .map(|e| e.value().clone())
+                .collect(),
+        };
+        let mut touches = Vec::new();
+        let mut totals = Vec::new();
+        for s in &local {
+            if let Some((touch, total)) = s.take_touch()
+                && touch.requests > 0
+            {
+                touches.push(touch);
+                totals.push((s.clone(), total));
+            }
+        }
+        let end = EndSessions {
+            selector,
+            reason,
+            actor: actor.to_owned(),
+            at: self.inner.clock.now(),
+            touches,
+        };
+        let ended = match self.inner.store.sessions_end(&end).await {
+            Ok(ended) => ended,
+            Err(e) => {
+                // Nothing was written: the activity is still owed to the store.
+                for s in &local {
+                    self.requeue(s);
+                }
+                return Err(e.into());
+            }
+        };
+        for (s, total) in totals {
+            s.flushed.fetch_max(total, Ordering::AcqRel);
+        }
+        for s in &local {
+            let _ = s.state.compare_exchange(
+                LIVE,
+                reason_code(reason),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+        self.forget(&ended);
+        Ok(ended)
+    }
+
+    fn by_id(&self, id: &SessionId) -> Option<Arc<LiveSession>> {
+        let hash = *self.inner.by_id.get(id)?;
+        self.inner.by_token.get(&hash).map(|e| e.value().clone())
+    }
+
+    /// Looks up a live session by its public id.
+    pub fn session(&self, id: &SessionId) -> Option<Arc<LiveSession>> {
+        self.by_id(id).filter(|s| s.is_live())
+    }
+
+    /// Drops ended sessions from memory: their tokens are refused from now on.
+    pub fn forget(&self, ids: &[SessionId]) {
+        for id in ids {
+            if let Some((_, hash)) = self.inner.by_id.remove(id)
+                && let Some((_, s)) = self.inner.by_token.remove(&hash)
+            {
+                let _ = s.state.compare_exchange(
+                    LIVE,
+                    reason_code(EndReason::Killed),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            }
+        }
+    }
+
+    /// Replaces what the engine knows of a user (after a change here or elsewhere).
+    pub async fn refresh_user(&self, name: &Username) -> Result<(), EngineError> {
+        match self.inner.store.user_get(name).await? {
+            Some(u) if !u.disabled => {
+                self.inner
+                    .users
+                    .insert(name.clone(), Arc::new(public_user(u)));
+            }
+            _ => {
+                self.inner.users.remove(name);
+            }
+        }
+        Ok(())
+    }
+
+    fn requeue(&self, s: &Arc<LiveSession>) {
+        if !s.dirty.swap(true, Ordering::AcqRel) && self.inner.dirty_tx.send(s.clone()).is_ok() {
+            self.inner.dirty_count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes every queued touch in one transaction. On failure the activity stays
+    /// queued for the next flush (SQLite reports a failed COMMIT as not committed, so
+    /// this cannot count twice).
+    pub async fn flush(&self) -> Result<usize, EngineError> {
+        let mut rx = self.inner.dirty_rx.lock().await;
+        let mut batch: Vec<(Arc<LiveSession>, u64)> = Vec::new();
+        let mut touches = Vec::new();
+        while let Ok(s) = rx.try_recv() {
+            self.inner.dirty_count.fetch_sub(1, Ordering::Relaxed);
+            if !s.is_live() {
+                continue;
+            }
+            if let Some((touch, total)) = s.take_touch() {
+                touches.push(touch);
+                batch.push((s, total));
+            }
+        }
+        drop(rx);
+        if touches.is_empty() {
+            return Ok(0);
+        }
+        self.inner.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        match self.inner.store.touches_apply(&touches).await {
+            Ok(_) => {
+                for (s, total) in &batch {
+                    s.flushed.fetch_max(*total, Ordering::AcqRel);
+                }
+                self.inner
+                    .counters
+                    .touches_written
+                    .fetch_add(touches.len() as u64, Ordering::Relaxed);
+                Ok(touches.len())
+            }
+            Err(e) => {
+                self.inner
+                    .counters
+                    .flush_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                for (s, _) in &batch {
+                    self.requeue(s);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Ends every session whose timeout has passed, or that a request found expired.
+    pub async fn reap(&self) -> Result<usize, EngineError> {
+        let now = self.inner.clock.now();
+        let policy = self.inner.config.policy;
+        let mut due: Vec<(EndReason, SessionId)> = Vec::new();
+        for e in self.inner.by_token.iter() {
+            let s = e.value();
+            let reason = code_reason(s.state.load(Ordering::Acquire))
+                .or_else(|| policy.verdict(s.created_at, s.last_access_at(), now));
+            if let Some(r @ (EndReason::IdleTimeout | EndReason::AbsoluteTimeout)) = reason {
+                due.push((r, s.id));
+            }
+        }
+        let mut ended = 0;
+        for reason in [EndReason::AbsoluteTimeout, EndReason::IdleTimeout] {
+            let ids: Vec<SessionId> = due
+                .iter()
+                .filter(|(r, _)| *r == reason)
+                .map(|(_, id)| *id)
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            for id in &ids {
+                if let Some(s) = self.by_id(id) {
+                    let _ = s.state.compare_exchange(
+                        LIVE,
+                        reason_code(reason),
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                }
+            }
+            // Ended by timeout whether or not the store had it live: forget them either way.
+            let done = self.end_marked(ids.clone(), reason).await?;
+            ended += done;
+            self.forget(&ids);
+        }
+        Ok(ended)
+    }
+
+    async fn end_marked(
+        &self,
+        ids: Vec<SessionId>,
+        reason: EndReason,
+    ) -> Result<usize, EngineError> {
+        let mut touches = Vec::new();
+        for id in &ids {
+            if let Some(s) = self.by_id(id)
+                && let Some((t, _)) = s.take_touch()
+                && t.requests > 0
+            {
+                touches.push(t);
+            }
+        }
+        let end = EndSessions {
+            selector: SessionSelector::Ids(ids),
+            reason,
+            actor: "system".into(),
+            at: self.inner.clock.now(),
+            touches,
+        };
+        Ok(self.inner.store.sessions_end(&end).await?.len())
+    }
+
+    /// Applies changes made elsewhere (another node, the CLI) since the last call.
+    pub async fn follow_changes(&self) -> Result<usize, EngineError> {
+        let cursor = self.inner.feed_cursor.load(Ordering::Acquire);
+        let changes = self.inner.store.changes_since(cursor, 1000).await?;
+        for change in &changes {
+            match &change.kind {
+                ChangeKind::SessionEnded(id) => self.forget(std::slice::from_ref(id)),
+                ChangeKind::UserChanged(name) => self.refresh_user(name).await?,
+            }
+            self.inner.feed_cursor.store(change.seq, Ordering::Release);
+        }
+        Ok(changes.len())
+    }
+
+    /// Starts the flusher, the reaper and the change-feed follower.
+    pub fn start(&self) -> Tasks {
+        let (stop, stopped) = watch::channel(false);
+        let mut handles = Vec::new();
+
+        let engine = self.clone();
+        let mut rx = stopped.clone();
+        let interval = self.inner.config.flush_interval;
+        handles.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = engine.inner.flush_soon.notified() => {}
+                    _ = rx.changed() => break,
+                }
+                if let Err(e) = engine.flush().await {
+                    tracing::warn!(error = %e, "flushing request counts failed; will retry");
+                }
+            }
+        }));
+
+        let engine = self.clone();
+        let mut rx = stopped.clone();
+        handles.push(tokio::spawn(async move {
+            let mut ticks = 0u64;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(REAP_INTERVAL) => {}
+                    _ = rx.changed() => break,
+                }
+                if let Err(e) = engine.reap().await {
+                    tracing::warn!(error = %e, "ending expired sessions failed; will retry");
+                }
+                ticks += 1;
+                if ticks.is_multiple_of(600) {
+                    let before = engine.inner.clock.now() - FEED_RETENTION;
+                    if let Err(e) = engine.inner.store.changes_prune(before).await {
+                        tracing::warn!(error = %e, "pruning the change feed failed");
+                    }
+                }
+            }
+        }));
+
+        let engine = self.clone();
+        let mut rx = stopped;
+        handles.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(FEED_INTERVAL) => {}
+                    _ = rx.changed() => break,
+                }
+                if let Err(e) = engine.follow_changes().await {
+                    tracing::warn!(error = %e, "reading the change feed failed; will retry");
+                }
+            }
+        }));
+
+        Tasks {
+            stop,
+            handles,
+            engine: self.clone(),
+        }
+    }
+}
+
+impl Tasks {
+    /// Stops the background tasks and writes every pending touch.
+    pub async fn shutdown(self) -> Result<(), EngineError> {
+        let _ = self.stop.send(true);
+        for h in self.handles {
+            let _ = h.await;
+        }
+        self.engine.flush().await.map(|_| ())
+    }
+}
+
+/// The user as the request path needs it: no password hash kept in memory.
+fn public_user(mut u: User) -> User {
+    u.password_hash = None;
+    u
+}

@@ -1,0 +1,306 @@
+//! The engine against a real SQLite file, with a manual clock: counting, write-behind,
+//! restart, timeouts, kills and changes made by another process.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use jiff::SignedDuration;
+use std::sync::Arc;
+use std::time::Duration;
+use usher_core::{
+    Clock, EndReason, EventKind, ManualClock, SessionKind, SessionPolicy, Timestamp, Token,
+    Username,
+};
+use usher_engine::{Accounts, Engine, EngineConfig, PasswordHasher, RequestInfo};
+use usher_store::{EventQuery, SessionSelector, Store, StoreUrl};
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    url: StoreUrl,
+    store: Arc<dyn Store>,
+    clock: ManualClock,
+}
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        policy: SessionPolicy {
+            idle_timeout: SignedDuration::from_secs(300),
+            absolute_timeout: SignedDuration::from_secs(3600),
+        },
+        flush_interval: Duration::from_secs(1),
+    }
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let url = StoreUrl::parse(&format!("sqlite://{}/usher.db", dir.path().display())).unwrap();
+    let store = usher_store::open(&url).await.unwrap();
+    let clock = ManualClock::new(Timestamp::from_second(1_800_000_000).unwrap());
+    Fixture {
+        _dir: dir,
+        url,
+        store,
+        clock,
+    }
+}
+
+impl Fixture {
+    async fn engine(&self) -> Engine {
+        Engine::load(self.store.clone(), Arc::new(self.clock.clone()), config())
+            .await
+            .unwrap()
+    }
+
+    async fn user(&self, name: &str) -> usher_core::User {
+        let accounts = Accounts::new(
+            self.store.clone(),
+            Arc::new(self.clock.clone()),
+            PasswordHasher::new(1).unwrap(),
+        );
+        accounts
+            .create(Username::parse(name).unwrap(), None, false, "test")
+            .await
+            .unwrap()
+    }
+}
+
+const REQ: RequestInfo<'static> = RequestInfo {
+    ip: std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 10)),
+    user_agent: "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0",
+    host: "app.example",
+};
+
+#[tokio::test]
+async fn requests_are_counted_and_written_behind_once() {
+    let f = fixture().await;
+    let alice = f.user("alice").await;
+    let engine = f.engine().await;
+    let (token, live) = engine
+        .create(Some(&alice), SessionKind::Web, &REQ)
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        f.clock.advance(SignedDuration::from_secs(1));
+        let a = engine.authenticate(&token, &REQ).await.unwrap().unwrap();
+        assert_eq!(a.user.unwrap().name.as_str(), "alice");
+    }
+    assert_eq!(live.requests(), 10);
+    assert_eq!(
+        f.store
+            .session_get(&live.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .requests,
+        0,
+        "not yet flushed"
+    );
+    assert_eq!(engine.flush().await.unwrap(), 1, "one session, one touch");
+    let stored = f.store.session_get(&live.id).await.unwrap().unwrap();
+    assert_eq!(stored.requests, 10);
+    assert_eq!(stored.last_access_at, f.clock.now());
+    assert_eq!(stored.client, "Firefox 131 on Linux");
+    assert_eq!(
+        engine.flush().await.unwrap(),
+        0,
+        "nothing new, nothing written"
+    );
+    engine.authenticate(&token, &REQ).await.unwrap().unwrap();
+    engine.flush().await.unwrap();
+    assert_eq!(
+        f.store
+            .session_get(&live.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .requests,
+        11
+    );
+}
+
+#[tokio::test]
+async fn sessions_survive_a_restart_and_keep_counting() {
+    let f = fixture().await;
+    let alice = f.user("alice").await;
+    let token;
+    {
+        let engine = f.engine().await;
+        let tasks = engine.start();
+        let (t, _) = engine
+            .create(Some(&alice), SessionKind::Web, &REQ)
+            .await
+            .unwrap();
+        for _ in 0..5 {
+            engine.authenticate(&t, &REQ).await.unwrap().unwrap();
+        }
+        tasks.shutdown().await.unwrap();
+        token = t;
+    }
+    drop(f.store.clone());
+    // A new process: reopen the file, reload the index.
+    let store = usher_store::open(&f.url).await.unwrap();
+    let engine = Engine::load(store, Arc::new(f.clock.clone()), config())
+        .await
+        .unwrap();
+    let a = engine.authenticate(&token, &REQ).await.unwrap().unwrap();
+    assert_eq!(a.session.requests(), 6);
+}
+
+#[tokio::test]
+async fn idle_timeout_refuses_then_records_expiry() {
+    let f = fixture().await;
+    let engine = f.engine().await;
+    let (token, live) = engine.create(None, SessionKind::Web, &REQ).await.unwrap();
+    f.clock.advance(SignedDuration::from_secs(299));
+    assert!(engine.authenticate(&token, &REQ).await.unwrap().is_some());
+    f.clock.advance(SignedDuration::from_secs(299));
+    assert!(
+        engine.authenticate(&token, &REQ).await.unwrap().is_some(),
+        "activity postpones idle"
+    );
+    f.clock.advance(SignedDuration::from_secs(300));
+    assert!(engine.authenticate(&token, &REQ).await.unwrap().is_none());
+    assert_eq!(engine.reap().await.unwrap(), 1);
+    let stored = f.store.session_get(&live.id).await.unwrap().unwrap();
+    assert_eq!(stored.end_reason, Some(EndReason::IdleTimeout));
+    assert_eq!(stored.requests, 2, "activity before expiry is kept");
+    assert_eq!(stored.ended_by.as_deref(), Some("system"));
+    let expired = f
+        .store
+        .events(&EventQuery {
+            kind: Some(EventKind::Expired),
+            limit: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(engine.live_count(), 0);
+    assert!(
+        engine.authenticate(&token, &REQ).await.unwrap().is_none(),
+        "still refused from the store"
+    );
+}
+
+#[tokio::test]
+async fn absolute_timeout_ignores_activity() {
+    let f = fixture().await;
+    let engine = f.engine().await;
+    let (token, live) = engine.create(None, SessionKind::Web, &REQ).await.unwrap();
+    for _ in 0..59 {
+        f.clock.advance(SignedDuration::from_secs(60));
+        assert!(engine.authenticate(&token, &REQ).await.unwrap().is_some());
+    }
+    f.clock.advance(SignedDuration::from_secs(60));
+    assert!(engine.authenticate(&token, &REQ).await.unwrap().is_none());
+    engine.reap().await.unwrap();
+    let stored = f.store.session_get(&live.id).await.unwrap().unwrap();
+    assert_eq!(stored.end_reason, Some(EndReason::AbsoluteTimeout));
+}
+
+#[tokio::test]
+async fn a_kill_is_immediate_durable_and_final() {
+    let f = fixture().await;
+    let alice = f.user("alice").await;
+    let engine = f.engine().await;
+    let (token, live) = engine
+        .create(Some(&alice), SessionKind::Web, &REQ)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        engine.authenticate(&token, &REQ).await.unwrap().unwrap();
+    }
+    let ended = engine
+        .end(
+            SessionSelector::Ids(vec![live.id]),
+            EndReason::Killed,
+            "root",
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended, vec![live.id]);
+    assert!(engine.authenticate(&token, &REQ).await.unwrap().is_none());
+    // A flush after the kill must not resurrect or recount anything.
+    engine.flush().await.unwrap();
+    let stored = f.store.session_get(&live.id).await.unwrap().unwrap();
+    assert_eq!(stored.requests, 3);
+    assert_eq!(stored.end_reason, Some(EndReason::Killed));
+    assert_eq!(stored.ended_by.as_deref(), Some("root"));
+    // A fresh process does not load it either.
+    let again = f.engine().await;
+    assert!(again.authenticate(&token, &REQ).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn ends_made_by_another_process_reach_this_engine() {
+    let f = fixture().await;
+    let alice = f.user("alice").await;
+    let engine = f.engine().await;
+    let (t1, s1) = engine
+        .create(Some(&alice), SessionKind::Web, &REQ)
+        .await
+        .unwrap();
+    let (t2, _) = engine
+        .create(Some(&alice), SessionKind::Web, &REQ)
+        .await
+        .unwrap();
+    let (t3, _) = engine.create(None, SessionKind::Web, &REQ).await.unwrap();
+    // "The CLI": a second engine over the same file ends one session by id.
+    let cli = f.engine().await;
+    cli.end(SessionSelector::Ids(vec![s1.id]), EndReason::Killed, "cli")
+        .await
+        .unwrap();
+    assert!(
+        engine.authenticate(&t1, &REQ).await.unwrap().is_some(),
+        "not yet read the feed"
+    );
+    engine.follow_changes().await.unwrap();
+    assert!(engine.authenticate(&t1, &REQ).await.unwrap().is_none());
+    assert!(engine.authenticate(&t2, &REQ).await.unwrap().is_some());
+    // Disabling the user elsewhere ends the rest of alice's sessions here.
+    let accounts = Accounts::new(
+        f.store.clone(),
+        Arc::new(f.clock.clone()),
+        PasswordHasher::new(1).unwrap(),
+    );
+    accounts
+        .set_disabled(&alice.name, true, "cli")
+        .await
+        .unwrap();
+    engine.follow_changes().await.unwrap();
+    assert!(engine.authenticate(&t2, &REQ).await.unwrap().is_none());
+    assert!(
+        engine.authenticate(&t3, &REQ).await.unwrap().is_some(),
+        "others untouched"
+    );
+}
+
+#[tokio::test]
+async fn sessions_created_by_another_node_are_found() {
+    let f = fixture().await;
+    let a = f.engine().await;
+    let b = f.engine().await;
+    let (token, _) = a.create(None, SessionKind::Web, &REQ).await.unwrap();
+    assert!(b.authenticate(&token, &REQ).await.unwrap().is_some());
+    let stranger = Token::generate().unwrap();
+    assert!(b.authenticate(&stranger, &REQ).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn background_tasks_flush_and_drain_on_shutdown() {
+    let f = fixture().await;
+    let engine = f.engine().await;
+    let tasks = engine.start();
+    let (token, live) = engine.create(None, SessionKind::Web, &REQ).await.unwrap();
+    for _ in 0..7 {
+        engine.authenticate(&token, &REQ).await.unwrap().unwrap();
+    }
+    tasks.shutdown().await.unwrap();
+    assert_eq!(
+        f.store
+            .session_get(&live.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .requests,
+        7
+    );
+}

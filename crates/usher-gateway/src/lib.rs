@@ -1,1 +1,26 @@
-//! placeholder
+//! Usher's HTTP face: the gate every request outside the prefix passes (session check,
+//! then reverse proxy or demo page), login and logout, health, and the server loop.
+//!
+//! Architecture invariant: status codes are decided in `error.rs` and by the handlers
+//! of this crate only; the engine and the store below know nothing of HTTP.
+
+mod admin;
+mod app;
+mod client;
+mod cookie;
+mod csrf;
+mod demo;
+mod error;
+mod gate;
+mod health;
+mod login;
+mod pages;
+mod proxy;
+pub mod redirect;
+mod server;
+mod settings;
+mod whoami;
+
+pub use app::{AppState, router};
+pub use server::{Server, ServerError};
+pub use settings::GatewaySettings;

@@ -1,1 +1,69 @@
-fn main() {}
+//! The `usher` binary: parses the command line, loads configuration, wires the parts
+//! and runs one subcommand. The only crate that knows clap.
+
+mod cli;
+mod config;
+mod serve;
+mod users;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let config = cli.config.as_deref();
+    match cli.command {
+        cli::Command::Serve(args) => {
+            let settings = config::load(config, &args.overrides())?;
+            serve::run(settings).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        cli::Command::User(cmd) => {
+            let settings = config::load(config, &config::Overrides::default())?;
+            users::run(&settings, cmd).await
+        }
+        cli::Command::Config(cli::ConfigCommand::Check) => {
+            let settings = config::load(config, &config::Overrides::default())?;
+            let mut effective = settings.raw.clone();
+            effective.store.url = settings.store.to_string();
+            println!("{}", toml_like(&effective)?);
+            eprintln!("configuration OK");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Effective settings as pretty JSON (secrets already redacted by their types).
+fn toml_like(raw: &config::RawConfig) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(raw)?)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,118 @@
+//! The application as a plain function of its state: `router(state)`; each feature
+//! module owns its routes and this root only merges them.
+
+use crate::client::ClientContext;
+use crate::cookie;
+use crate::csrf::CsrfKey;
+use crate::proxy::Proxy;
+use crate::{GatewaySettings, admin, gate, health, login, whoami};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use usher_core::Token;
+use usher_engine::sessions::Authenticated;
+use usher_engine::{Accounts, Engine, EngineError};
+
+/// Largest body Usher's own forms and endpoints accept.
+const USHER_BODY_LIMIT: usize = 64 * 1024;
+
+pub struct AppState {
+    pub engine: Engine,
+    pub accounts: Accounts,
+    pub settings: GatewaySettings,
+    pub(crate) csrf: CsrfKey,
+    pub(crate) proxy: Option<Proxy>,
+    /// Set at shutdown: `/readyz` then answers 503 so balancers move away first.
+    pub draining: AtomicBool,
+}
+
+impl AppState {
+    pub(crate) fn cookie_name(&self, ctx: &ClientContext) -> String {
+        cookie::cookie_name(
+            &self.settings.cookie_name,
+            ctx.https,
+            self.settings.cookie_domain.as_deref(),
+        )
+    }
+
+    /// The session a request's cookie names, if it is live; counts the request on it.
+    pub(crate) async fn session(
+        &self,
+        ctx: &ClientContext,
+        headers: &HeaderMap,
+    ) -> Result<Option<(Token, Authenticated)>, EngineError> {
+        let name = self.cookie_name(ctx);
+        let Some(token) = cookie::read(headers, &name).and_then(Token::parse) else {
+            return Ok(None);
+        };
+        let found = self
+            .engine
+            .authenticate(&token, &ctx.request_info())
+            .await?;
+        Ok(found.map(|a| (token, a)))
+    }
+
+    pub(crate) fn session_cookie(&self, ctx: &ClientContext, value: &str) -> HeaderValue {
+        let c = cookie::set(
+            &self.cookie_name(ctx),
+            value,
+            ctx.https,
+            self.settings.cookie_domain.as_deref(),
+        );
+        HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    pub(crate) fn clear_session_cookie(&self, ctx: &ClientContext) -> HeaderValue {
+        let c = cookie::clear(
+            &self.cookie_name(ctx),
+            ctx.https,
+            self.settings.cookie_domain.as_deref(),
+        );
+        HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.settings.prefix
+    }
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    let prefix = state.settings.prefix.clone();
+    let own = Router::new()
+        .merge(login::router())
+        .merge(health::router())
+        .merge(admin::router())
+        .merge(whoami::router())
+        .route("/static/usher.css", get(stylesheet))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(USHER_BODY_LIMIT));
+    Router::new()
+        .nest(&prefix, own)
+        .fallback(gate::handle)
+        .with_state(state)
+}
+
+async fn stylesheet() -> Response {
+    let mut r = include_str!("../static/usher.css").into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    r.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+async fn not_found() -> Response {
+    crate::pages::error_page(StatusCode::NOT_FOUND, "There is no such Usher page.")
+}

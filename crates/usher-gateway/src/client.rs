@@ -1,0 +1,105 @@
+//! What Usher knows about the client of one request: its address (through trusted
+//! proxies only), whether it came over https, the host it asked for, its User-Agent.
+
+use http::HeaderMap;
+use http::header::{HOST, USER_AGENT};
+use std::net::{IpAddr, SocketAddr};
+use usher_core::client_ip::{self, ClientIpHeader, Resolved};
+use usher_engine::RequestInfo;
+
+use crate::GatewaySettings;
+
+#[derive(Debug, Clone)]
+pub struct ClientContext {
+    pub peer: SocketAddr,
+    pub resolved: Resolved,
+    pub https: bool,
+    /// Host (with port, if any) the client asked for.
+    pub host: String,
+    pub user_agent: String,
+    pub peer_trusted: bool,
+}
+
+impl ClientContext {
+    pub fn new(
+        settings: &GatewaySettings,
+        peer: SocketAddr,
+        headers: &HeaderMap,
+        uri: &http::Uri,
+    ) -> Self {
+        let header = settings.client_ip_header;
+        let resolved = client_ip::resolve(
+            peer.ip(),
+            &settings.trusted,
+            header,
+            headers
+                .get_all(header.header_name())
+                .iter()
+                .map(|v| v.as_bytes()),
+        );
+        if resolved.malformed {
+            tracing::debug!(peer = %peer, header = header.header_name(), "unreadable client IP header; using the peer address");
+        }
+        let peer_trusted = settings.trusted.contains(peer.ip());
+        let forwarded = |name: &str| {
+            peer_trusted
+                .then(|| headers.get(name))
+                .flatten()
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.split(',').next().unwrap_or("").trim().to_owned())
+                .filter(|s| !s.is_empty())
+        };
+        let https = match forwarded("x-forwarded-proto") {
+            Some(p) => p.eq_ignore_ascii_case("https"),
+            None => uri.scheme_str() == Some("https"),
+        };
+        let host = forwarded("x-forwarded-host")
+            .filter(|h| valid_host(h))
+            .or_else(|| {
+                headers
+                    .get(HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|h| valid_host(h))
+                    .map(str::to_owned)
+            })
+            .or_else(|| uri.authority().map(|a| a.to_string()))
+            .unwrap_or_default();
+        let user_agent = headers
+            .get(USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        Self {
+            peer,
+            resolved,
+            https,
+            host,
+            user_agent,
+            peer_trusted,
+        }
+    }
+
+    pub fn ip(&self) -> IpAddr {
+        self.resolved.ip
+    }
+
+    pub fn request_info(&self) -> RequestInfo<'_> {
+        RequestInfo {
+            ip: self.resolved.ip,
+            user_agent: &self.user_agent,
+            host: &self.host,
+        }
+    }
+
+    pub fn believed(&self) -> Option<ClientIpHeader> {
+        self.resolved.believed
+    }
+}
+
+/// A Host header Usher is willing to repeat in URLs and forward upstream.
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 255
+        && h.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_')
+        })
+}

@@ -1,0 +1,114 @@
+//! Reading and writing Usher's session cookie.
+//!
+//! Reading is strict: a name that appears twice with different values (cookie tossing
+//! from a sibling domain) binds to nothing, and look-alike names are never read.
+
+use http::HeaderMap;
+use http::header::COOKIE;
+
+/// The cookie name to use for a request: `__Host-` over https (no Domain allowed),
+/// `__Secure-` over https when a cookie domain is configured, the bare name over http.
+pub fn cookie_name(base: &str, https: bool, domain: Option<&str>) -> String {
+    match (https, domain) {
+        (true, None) => format!("__Host-{base}"),
+        (true, Some(_)) => format!("__Secure-{base}"),
+        (false, _) => base.to_owned(),
+    }
+}
+
+/// The value of cookie `name`, if it appears exactly once (or always with one value).
+pub fn read<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    let mut found: Option<&str> = None;
+    for value in headers.get_all(COOKIE) {
+        let Ok(text) = value.to_str() else { continue };
+        for pair in text.split(';') {
+            let Some((k, v)) = pair.trim().split_once('=') else {
+                continue;
+            };
+            if k.trim() != name {
+                continue;
+            }
+            let v = v.trim().trim_matches('"');
+            match found {
+                Some(prev) if prev != v => return None,
+                _ => found = Some(v),
+            }
+        }
+    }
+    found
+}
+
+/// A `Set-Cookie` value carrying `value`. No `Max-Age`: the cookie lives as long as the
+/// browser session, and the server decides when the session is over.
+pub fn set(name: &str, value: &str, https: bool, domain: Option<&str>) -> String {
+    let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+    if https {
+        c.push_str("; Secure");
+    }
+    if let (Some(d), false) = (domain, name.starts_with("__Host-")) {
+        c.push_str("; Domain=");
+        c.push_str(d);
+    }
+    c
+}
+
+/// A `Set-Cookie` value that removes the cookie (same attributes, or browsers ignore it).
+pub fn clear(name: &str, https: bool, domain: Option<&str>) -> String {
+    let mut c = set(name, "", https, domain);
+    c.push_str("; Max-Age=0");
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(COOKIE, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn reads_one_value_and_refuses_ambiguity() {
+        assert_eq!(
+            read(&headers(&["a=1; usher_session=xyz; b=2"]), "usher_session"),
+            Some("xyz")
+        );
+        assert_eq!(
+            read(
+                &headers(&["usher_session=x", "usher_session=x"]),
+                "usher_session"
+            ),
+            Some("x")
+        );
+        assert_eq!(
+            read(
+                &headers(&["usher_session=x; usher_session=y"]),
+                "usher_session"
+            ),
+            None
+        );
+        assert_eq!(
+            read(&headers(&["__Host-usher_session=x"]), "usher_session"),
+            None
+        );
+        assert_eq!(
+            read(&headers(&["usher_sessionx=1; =; ;;"]), "usher_session"),
+            None
+        );
+    }
+
+    #[test]
+    fn attributes() {
+        assert_eq!(cookie_name("s", true, None), "__Host-s");
+        let c = set("__Host-s", "v", true, Some("example.com"));
+        assert_eq!(c, "__Host-s=v; Path=/; HttpOnly; SameSite=Lax; Secure");
+        let c = set("__Secure-s", "v", true, Some("example.com"));
+        assert!(c.ends_with("; Domain=example.com"));
+        assert!(clear("s", false, None).ends_with("Max-Age=0"));
+    }
+}

@@ -1,0 +1,301 @@
+//! Signing in and out.
+//!
+//! The login form is bound to a pre-session cookie (login CSRF); a successful login
+//! always issues a new token (no fixation) and ends the session the browser had. Logout
+//! is a POST with a token bound to the session; GET only shows the confirmation.
+
+use crate::app::AppState;
+use crate::client::ClientContext;
+use crate::csrf::{self, LOGIN_COOKIE};
+use crate::error::HttpError;
+use crate::pages::{LoginPage, LogoutPage, MessagePage, render};
+use crate::redirect::RedirectTarget;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use usher_core::SessionKind;
+use usher_engine::accounts::LoginOutcome;
+use usher_store::SessionSelector;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/login", get(login_get).post(login_post))
+        .route("/logout", get(logout_get).post(logout_post))
+}
+
+/// Form or query fields; a field given twice keeps its first value.
+fn fields(raw: &[u8]) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(raw) {
+        out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+    }
+    out
+}
+
+fn require_form(headers: &HeaderMap) -> Result<(), HttpError> {
+    let ok = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    if ok {
+        Ok(())
+    } else {
+        Err(HttpError::BadRequest(
+            "send the form as application/x-www-form-urlencoded, as the sign-in page does".into(),
+        ))
+    }
+}
+
+fn target(state: &AppState, ctx: &ClientContext, rd: Option<&String>) -> RedirectTarget {
+    rd.and_then(|rd| RedirectTarget::parse(rd, &ctx.host, &state.settings.allowed_redirects))
+        .unwrap_or_else(RedirectTarget::root)
+}
+
+/// The pre-session nonce from the login cookie, if it is well formed.
+fn login_nonce(headers: &HeaderMap) -> Option<[u8; 32]> {
+    let text = crate::cookie::read(headers, LOGIN_COOKIE)?;
+    let mut out = [0u8; 32];
+    match URL_SAFE_NO_PAD.decode_slice(text.as_bytes(), &mut out) {
+        Ok(32) => Some(out),
+        _ => None,
+    }
+}
+
+fn login_cookie(state: &AppState, ctx: &ClientContext, value: &str, max_age: u32) -> HeaderValue {
+    let secure = if ctx.https { "; Secure" } else { "" };
+    let c = format!(
+        "{LOGIN_COOKIE}={value}; Path={}/login; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
+        state.prefix()
+    );
+    HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn login_form(
+    state: &AppState,
+    ctx: &ClientContext,
+    headers: &HeaderMap,
+    status: StatusCode,
+    rd: &str,
+    username: &str,
+    error: Option<&str>,
+) -> Result<Response, HttpError> {
+    let (nonce, fresh) = match login_nonce(headers) {
+        Some(n) => (n, false),
+        None => (
+            usher_core::ids::os_random::<32>().map_err(|e| HttpError::Internal(e.to_string()))?,
+            true,
+        ),
+    };
+    let token = state.csrf.token("login", &nonce);
+    let mut r = render(
+        status,
+        &LoginPage {
+            prefix: state.prefix(),
+            csrf: &token,
+            rd,
+            username,
+            error,
+        },
+    );
+    if fresh {
+        r.headers_mut().append(
+            header::SET_COOKIE,
+            login_cookie(state, ctx, &URL_SAFE_NO_PAD.encode(nonce), 3600),
+        );
+    }
+    Ok(r)
+}
+
+async fn login_get(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, HttpError> {
+    let ctx = ClientContext::new(&state.settings, peer, &headers, &uri);
+    let q = fields(query.unwrap_or_default().as_bytes());
+    let rd = target(&state, &ctx, q.get("rd"));
+    login_form(
+        &state,
+        &ctx,
+        &headers,
+        StatusCode::OK,
+        rd.as_str(),
+        "",
+        None,
+    )
+}
+
+async fn login_post(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    let ctx = ClientContext::new(&state.settings, peer, &headers, &uri);
+    require_form(&headers)?;
+    let form = fields(&body);
+    let rd = target(&state, &ctx, form.get("rd"));
+    let bound = login_nonce(&headers).is_some_and(|nonce| {
+        form.get("csrf")
+            .is_some_and(|t| state.csrf.verify("login", &nonce, t))
+    });
+    if !bound || !csrf::same_origin(&headers, &ctx.host) {
+        return Err(HttpError::Forbidden(
+            "This sign-in form has expired or was sent from another site. Reload the sign-in page and try again.".into(),
+        ));
+    }
+    let (Some(username), Some(password)) = (form.get("username"), form.get("password")) else {
+        return Err(HttpError::BadRequest(
+            "the form needs both `username` and `password`".into(),
+        ));
+    };
+    let outcome = state
+        .accounts
+        .verify_login(username, password, ctx.ip(), &ctx.user_agent)
+        .await?;
+    let user = match outcome {
+        LoginOutcome::Ok(user) => user,
+        LoginOutcome::Refused => {
+            tracing::info!(ip = %ctx.ip(), "login refused");
+            return login_form(
+                &state,
+                &ctx,
+                &headers,
+                StatusCode::UNAUTHORIZED,
+                rd.as_str(),
+                username,
+                Some("Wrong user name or password."),
+            );
+        }
+    };
+    // A new token every time: whatever session this browser had ends here.
+    if let Some((_, old)) = state.session(&ctx, &headers).await? {
+        state
+            .engine
+            .end(
+                SessionSelector::Ids(vec![old.session.id]),
+                usher_core::EndReason::Logout,
+                user.name.as_str(),
+            )
+            .await?;
+    }
+    let (token, live) = state
+        .engine
+        .create(Some(&user), SessionKind::Web, &ctx.request_info())
+        .await?;
+    tracing::info!(session = %live.id, user = %user.name, ip = %ctx.ip(), "login");
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(rd.as_str()).unwrap_or_else(|_| HeaderValue::from_static("/")),
+    );
+    h.append(
+        header::SET_COOKIE,
+        state.session_cookie(&ctx, &token.encode()),
+    );
+    h.append(header::SET_COOKIE, login_cookie(&state, &ctx, "", 0));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+async fn logout_get(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, HttpError> {
+    let ctx = ClientContext::new(&state.settings, peer, &headers, &uri);
+    let q = fields(query.unwrap_or_default().as_bytes());
+    let rd = target(&state, &ctx, q.get("rd"));
+    let login = format!("{}/login", state.prefix());
+    let Some((token, auth)) = state.session(&ctx, &headers).await? else {
+        return Ok(render(
+            StatusCode::OK,
+            &MessagePage {
+                prefix: state.prefix(),
+                title: "Signed out",
+                message: "You are not signed in.",
+                link: Some(&login),
+                link_text: "Sign in",
+            },
+        ));
+    };
+    let csrf = state.csrf.token("logout", token.hash().as_bytes());
+    let user = auth
+        .user
+        .as_ref()
+        .map(|u| u.name.as_str())
+        .unwrap_or("an anonymous visitor");
+    Ok(render(
+        StatusCode::OK,
+        &LogoutPage {
+            prefix: state.prefix(),
+            user,
+            session_id: auth.session.id.as_str(),
+            csrf: &csrf,
+            rd: rd.as_str(),
+        },
+    ))
+}
+
+async fn logout_post(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    let ctx = ClientContext::new(&state.settings, peer, &headers, &uri);
+    require_form(&headers)?;
+    let form = fields(&body);
+    let mut location = format!("{}/login", state.prefix());
+    if let Some((token, auth)) = state.session(&ctx, &headers).await? {
+        let ok = form
+            .get("csrf")
+            .is_some_and(|t| state.csrf.verify("logout", token.hash().as_bytes(), t));
+        if !ok || !csrf::same_origin(&headers, &ctx.host) {
+            return Err(HttpError::Forbidden(
+                "This log-out form has expired or was sent from another site. Open the log-out page again.".into(),
+            ));
+        }
+        let actor = auth
+            .user
+            .as_ref()
+            .map(|u| u.name.to_string())
+            .unwrap_or_else(|| "anonymous".into());
+        state
+            .engine
+            .end(
+                SessionSelector::Ids(vec![auth.session.id]),
+                usher_core::EndReason::Logout,
+                &actor,
+            )
+            .await?;
+        tracing::info!(session = %auth.session.id, user = %actor, "logout");
+        if let Some(rd) = form.get("rd").filter(|rd| rd.as_str() != "/") {
+            location = target(&state, &ctx, Some(rd)).as_str().to_owned();
+        }
+    }
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).unwrap_or_else(|_| HeaderValue::from_static("/")),
+    );
+    h.append(header::SET_COOKIE, state.clear_session_cookie(&ctx));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}

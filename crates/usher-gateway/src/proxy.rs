@@ -1,0 +1,255 @@
+//! The reverse proxy: forwards an authenticated request to the upstream with Usher's
+//! identity headers, streams both bodies, and splices WebSocket (any Upgrade) tunnels.
+//!
+//! Client copies of identity headers are removed in every spelling (`Remote_User`,
+//! `remote-user`, …) before Usher's own are added, and hop-by-hop headers named in
+//! `Connection` are removed before that, so a client can neither inject an identity nor
+//! make Usher drop one (Traefik CVE-2024-45410, Caddy GHSA-f59h-q822-g45g).
+
+use crate::client::ClientContext;
+use crate::pages;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use usher_engine::sessions::Authenticated;
+
+/// Identity headers Usher sets; any client copy is removed.
+pub const IDENTITY_HEADERS: [&str; 9] = [
+    "remote-user",
+    "remote-groups",
+    "remote-name",
+    "remote-email",
+    "x-usher-session",
+    "x-real-ip",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+pub struct Proxy {
+    client: Client<HttpConnector, Body>,
+    upstream: Uri,
+    /// The session cookie's base name, kept from the upstream in every prefixed form.
+    cookie_name: String,
+}
+
+impl Proxy {
+    pub fn new(upstream: Uri, cookie_name: &str) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(60))
+            .build(connector);
+        Self {
+            client,
+            upstream,
+            cookie_name: cookie_name.to_owned(),
+        }
+    }
+
+    fn target(&self, uri: &Uri) -> Option<Uri> {
+        let base = self.upstream.path().trim_end_matches('/');
+        let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        Uri::builder()
+            .scheme(self.upstream.scheme_str().unwrap_or("http"))
+            .authority(self.upstream.authority()?.as_str())
+            .path_and_query(format!("{base}{pq}"))
+            .build()
+            .ok()
+    }
+
+    pub async fn forward(
+        &self,
+        mut req: Request,
+        ctx: &ClientContext,
+        auth: &Authenticated,
+    ) -> Response {
+        let Some(target) = self.target(req.uri()) else {
+            return pages::error_page(
+                StatusCode::BAD_REQUEST,
+                "This request path cannot be forwarded.",
+            );
+        };
+        let upgrade = upgrade_protocol(req.headers());
+        let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        parts.uri = target;
+        parts.version = http::Version::HTTP_11;
+        prepare_headers(
+            &mut parts.headers,
+            ctx,
+            auth,
+            upgrade.as_ref(),
+            &self.cookie_name,
+        );
+        let upstream_req = Request::from_parts(parts, body);
+        let mut resp = match self.client.request(upstream_req).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, upstream = %self.upstream, "upstream request failed");
+                return pages::error_page(
+                    StatusCode::BAD_GATEWAY,
+                    "The application behind Usher is not answering. Try again shortly.",
+                );
+            }
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                tokio::spawn(async move {
+                    match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                        Ok((client, upstream)) => {
+                            let mut client = TokioIo::new(client);
+                            let mut upstream = TokioIo::new(upstream);
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        }
+                        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                    }
+                });
+            }
+            let (parts, _) = resp.into_parts();
+            return Response::from_parts(parts, Body::empty());
+        }
+        strip_hop_by_hop(resp.headers_mut());
+        resp.map(Body::new).into_response()
+    }
+}
+
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    connection_upgrade
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Header names compared as a proxy or CGI gateway might: case-blind, `_` as `-`.
+fn normalized(name: &HeaderName) -> String {
+    name.as_str().replace('_', "-")
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    for n in named.iter().map(String::as_str).chain(HOP_BY_HOP) {
+        headers.remove(n);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+fn prepare_headers(
+    headers: &mut HeaderMap,
+    ctx: &ClientContext,
+    auth: &Authenticated,
+    upgrade: Option<&HeaderValue>,
+    cookie_name: &str,
+) {
+    let prior_xff: Option<String> = ctx
+        .peer_trusted
+        .then(|| {
+            let all: Vec<&str> = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            (!all.is_empty()).then(|| all.join(", "))
+        })
+        .flatten();
+    strip_hop_by_hop(headers);
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| IDENTITY_HEADERS.contains(&normalized(k).as_str()))
+        .cloned()
+        .collect();
+    for k in doomed {
+        headers.remove(k);
+    }
+    strip_usher_cookies(headers, cookie_name);
+    if let Some(proto) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, proto.clone());
+    }
+    let value = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""));
+    let (user, groups, name, email) = match &auth.user {
+        Some(u) => (
+            value(u.name.as_str()),
+            value(&u.groups_joined()),
+            value(&u.display_name),
+            value(&u.email),
+        ),
+        None => {
+            let empty = HeaderValue::from_static("");
+            (empty.clone(), empty.clone(), empty.clone(), empty)
+        }
+    };
+    headers.insert("remote-user", user);
+    headers.insert("remote-groups", groups);
+    headers.insert("remote-name", name);
+    headers.insert("remote-email", email);
+    headers.insert("x-usher-session", value(auth.session.id.as_str()));
+    headers.insert("x-real-ip", value(&ctx.ip().to_string()));
+    let peer = ctx.peer.ip().to_canonical().to_string();
+    let xff = match prior_xff {
+        Some(prior) => format!("{prior}, {peer}"),
+        None => peer,
+    };
+    headers.insert("x-forwarded-for", value(&xff));
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if ctx.https { "https" } else { "http" }),
+    );
+    headers.insert("x-forwarded-host", value(&ctx.host));
+}
+
+/// The upstream has no use for Usher's credentials: drop its cookies from `Cookie`.
+fn strip_usher_cookies(headers: &mut HeaderMap, cookie_name: &str) {
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| {
+            let name = c.split('=').next().unwrap_or("").trim();
+            let bare = name
+                .strip_prefix("__Host-")
+                .or_else(|| name.strip_prefix("__Secure-"))
+                .unwrap_or(name);
+            !(bare == cookie_name || name == crate::csrf::LOGIN_COOKIE)
+        })
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+    {
+        headers.insert(header::COOKIE, v);
+    }
+}

@@ -1,0 +1,158 @@
+//! The server loop: binds, serves with hyper-util (so header-read timeouts and
+//! upgrades are ours to set), and shuts down gracefully — stop accepting, let requests
+//! in flight finish within the drain timeout, then flush every pending count.
+
+use crate::GatewaySettings;
+use crate::app::{AppState, router};
+use crate::csrf::CsrfKey;
+use crate::proxy::Proxy;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+use usher_core::Clock;
+use usher_engine::sessions::Tasks;
+use usher_engine::{Accounts, Engine, EngineConfig, EngineError, PasswordHasher};
+use usher_store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(
+        "cannot listen on {addr}: {source} (is another server using that port? pick another with --listen)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    tasks: Tasks,
+}
+
+impl Server {
+    /// Loads the engine from `store`, binds `listen` (port 0 picks a free port) and
+    /// starts the background tasks. Serving starts with [`Server::run_until`].
+    pub async fn build(
+        listen: SocketAddr,
+        settings: GatewaySettings,
+        engine_config: EngineConfig,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServerError> {
+        let candidate = usher_core::ids::os_random::<32>().map_err(EngineError::from)?;
+        let secret = store
+            .secret("csrf", &candidate)
+            .await
+            .map_err(EngineError::from)?;
+        let engine = Engine::load(store.clone(), clock.clone(), engine_config).await?;
+        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let accounts = Accounts::new(store, clock, PasswordHasher::new(parallel)?);
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let proxy = settings
+            .upstream
+            .clone()
+            .map(|u| Proxy::new(u, &settings.cookie_name));
+        let tasks = engine.start();
+        let state = Arc::new(AppState {
+            engine,
+            accounts,
+            settings,
+            csrf: CsrfKey::new(secret),
+            proxy,
+            draining: AtomicBool::new(false),
+        });
+        Ok(Self {
+            listener,
+            state,
+            tasks,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` completes, then drains and flushes.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Self {
+            listener,
+            state,
+            tasks,
+        } = self;
+        let app = router(state.clone());
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(state.settings.header_read_timeout)
+            .max_buf_size(64 * 1024);
+        builder.http2().timer(TokioTimer::new());
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let svc = app.clone().map_request(
+                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req
+                },
+            );
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc))
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, peer = %peer, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        state.draining.store(true, Ordering::Release);
+        tracing::info!("shutting down: finishing requests in flight");
+        if tokio::time::timeout(state.settings.drain_timeout, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still in flight after the drain timeout; closing them");
+        }
+        tasks.shutdown().await?;
+        tracing::info!("pending request counts written; bye");
+        Ok(())
+    }
+}

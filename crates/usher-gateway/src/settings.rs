@@ -1,0 +1,42 @@
+//! The gateway's resolved settings: already validated, typed, ready to use.
+
+use std::time::Duration;
+use usher_core::client_ip::{ClientIpHeader, TrustedProxies};
+
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    /// Where Usher's own pages live, e.g. `/usher` (no trailing slash).
+    pub prefix: String,
+    /// The protected app; `None` serves the built-in demo page.
+    pub upstream: Option<http::Uri>,
+    pub trusted: TrustedProxies,
+    pub client_ip_header: ClientIpHeader,
+    /// Base cookie name; `__Host-` (or `__Secure-` with a domain) is prepended over https.
+    pub cookie_name: String,
+    pub cookie_domain: Option<String>,
+    /// Hosts a post-login redirect may point to, besides the request's own host.
+    pub allowed_redirects: Vec<String>,
+    /// A client that has not sent its complete request head within this is dropped.
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may take to finish at shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            prefix: "/usher".into(),
+            upstream: None,
+            trusted: TrustedProxies::new(vec![
+                ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
+                ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+            ]),
+            client_ip_header: ClientIpHeader::XForwardedFor,
+            cookie_name: "usher_session".into(),
+            cookie_domain: None,
+            allowed_redirects: Vec::new(),
+            header_read_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}

@@ -40,10 +40,11 @@ impl CsrfKey {
 
 /// Refuses requests a browser marks as cross-site, or whose `Origin` is another host.
 pub fn same_origin(headers: &HeaderMap, host: &str) -> bool {
-    if let Some(site) = headers.get("sec-fetch-site") {
-        if site.as_bytes() == b"cross-site" {
-            return false;
-        }
+    if headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes() == b"cross-site")
+    {
+        return false;
     }
     match headers.get(http::header::ORIGIN) {
         None => true,

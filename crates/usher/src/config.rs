@@ -271,12 +271,13 @@ pub fn load(explicit: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Se
     fig = fig.merge(
         Env::prefixed("USHER_")
             .filter(|k| {
-                let k = k.as_str();
+                // Keys arrive here in their original case; figment lowercases later.
+                let k = k.as_str().to_ascii_lowercase();
                 SECTIONS
                     .iter()
                     .any(|s| k.len() > s.len() && k.starts_with(s) && k.as_bytes()[s.len()] == b'_')
             })
-            .map(|k| k.as_str().replacen('_', ".", 1).into()),
+            .map(|k| k.as_str().to_ascii_lowercase().replacen('_', ".", 1).into()),
     );
     if let Some(v) = &overrides.listen {
         fig = fig.merge(Serialized::default("server.listen", v));
@@ -288,10 +289,34 @@ pub fn load(explicit: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Se
         fig = fig.merge(Serialized::default("store.url", v));
     }
     let raw: RawConfig = fig.extract().map_err(|e| {
-        let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+        let msgs: Vec<String> = e.into_iter().map(|e| describe(&e)).collect();
         anyhow::anyhow!("invalid configuration: {}", msgs.join("; "))
     })?;
     resolve(raw)
+}
+
+/// `sessions.idle_timeout: <what is wrong> (from usher.toml)`: the key in lowercase as
+/// written in the file, and where the bad value came from.
+fn describe(e: &figment::Error) -> String {
+    let key = e.path.join(".").to_ascii_lowercase();
+    let from = match &e.metadata {
+        Some(m) if m.name.contains("environment") => {
+            format!(
+                " (from the environment variable USHER_{})",
+                key.replace('.', "_").to_ascii_uppercase()
+            )
+        }
+        Some(m) => match &m.source {
+            Some(src) => format!(" (from {src})"),
+            None => format!(" (from {})", m.name),
+        },
+        None => String::new(),
+    };
+    if key.is_empty() {
+        format!("{}{from}", e.kind)
+    } else {
+        format!("{key}: {}{from}", e.kind)
+    }
 }
 
 pub fn resolve(raw: RawConfig) -> anyhow::Result<Settings> {

@@ -1,1 +1,9 @@
-//! Integration tests.
+//! Usher's integration tests, in one binary: the real server on loopback ports, a real
+//! SQLite file per test, HTTP from the outside.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod binary;
+mod login;
+mod proxy;
+mod sessions;
+mod support;

@@ -1,0 +1,150 @@
+//! A small app to put behind Usher: it answers with what it received (method, path,
+//! headers, body size) as JSON, streams on `/stream`, and echoes WebSocket messages.
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+pub struct Upstream {
+    pub addr: SocketAddr,
+    /// `/stream` sends its second chunk only after this is notified.
+    pub release: Arc<Notify>,
+}
+
+type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+impl Upstream {
+    pub async fn spawn() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let release = Arc::new(Notify::new());
+        let rel = release.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let rel = rel.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| handle(req, rel.clone()));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { addr, release }
+    }
+
+    pub fn uri(&self) -> http::Uri {
+        format!("http://{}", self.addr).parse().unwrap()
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    release: Arc<Notify>,
+) -> Result<Response<Body>, Infallible> {
+    if req.headers().contains_key("sec-websocket-key") {
+        return Ok(websocket(req));
+    }
+    if req.uri().path() == "/stream" {
+        let stream = futures_util::stream::unfold(0u8, move |n| {
+            let release = release.clone();
+            async move {
+                match n {
+                    0 => Some((
+                        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"first;"))),
+                        1,
+                    )),
+                    1 => {
+                        release.notified().await;
+                        Some((Ok(Frame::data(Bytes::from_static(b"second"))), 2))
+                    }
+                    _ => None,
+                }
+            }
+        });
+        return Ok(Response::new(BodyExt::boxed(StreamBody::new(stream))));
+    }
+    let method = req.method().to_string();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let json = serde_json::json!({
+        "method": method,
+        "path": path,
+        "headers": headers,
+        "body_len": body.len(),
+        "body_sha_prefix": body.iter().take(16).map(|b| format!("{b:02x}")).collect::<String>(),
+    });
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .header("x-upstream", "yes")
+        .body(BodyExt::boxed(Full::new(Bytes::from(json.to_string()))))
+        .unwrap())
+}
+
+/// Answers the WebSocket handshake, then echoes every message, prefixed with the
+/// `Remote-User` the upgrade request carried.
+fn websocket(mut req: Request<Incoming>) -> Response<Body> {
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let key = req.headers()["sec-websocket-key"].as_bytes().to_vec();
+    let user = req
+        .headers()
+        .get("remote-user")
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if msg.is_text() {
+                let reply = format!("{user}:{}", msg.into_text().unwrap());
+                if ws.send(reply.into()).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    Response::builder()
+        .status(101)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", derive_accept_key(&key))
+        .body(BodyExt::boxed(Full::new(Bytes::new())))
+        .unwrap()
+}

@@ -1,0 +1,343 @@
+//! The real binary: first start, restarts, kill -9, configuration errors, the user CLI.
+
+use crate::support::{Running, serve, usher};
+use std::time::{Duration, Instant};
+use usher_core::{EndReason, Username};
+use usher_store::StoreUrl;
+use usher_testkit::{client, hidden_field, session_cookie, set_cookie_named};
+
+async fn login(base: &Running, user: &str, password: &str) -> String {
+    let c = client();
+    let form = c.get(base.url("/usher/login")).send().await.unwrap();
+    let lc = set_cookie_named(&form, "usher_login").unwrap();
+    let csrf = hidden_field(&form.text().await.unwrap(), "csrf").unwrap();
+    let r = c
+        .post(base.url("/usher/login"))
+        .header("cookie", lc)
+        .form(&[("username", user), ("password", password), ("csrf", &csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "login of {user}");
+    session_cookie(&r, "usher_session").unwrap()
+}
+
+async fn status(base: &Running, cookie: &str) -> u16 {
+    client()
+        .get(base.url("/"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn store_url(dir: &std::path::Path) -> StoreUrl {
+    StoreUrl::parse(&format!("sqlite://{}/usher-data/usher.db", dir.display())).unwrap()
+}
+
+#[tokio::test]
+async fn first_start_creates_the_admin_and_shows_the_password_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &[]);
+    assert!(dir.path().join("usher-data/usher.db").exists());
+    let file = dir.path().join("usher-data/initial-admin-password");
+    let password = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(password.len() >= 20);
+    let err = server.stderr();
+    assert!(
+        err.contains("Created the administrator `admin`") && err.contains(&password),
+        "{err}"
+    );
+    let cookie = login(&server, "admin", &password).await;
+    let html = client()
+        .get(server.url("/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("Hello, admin") && html.contains("Admin console"));
+    assert!(server.terminate(), "exit code 0 on SIGTERM");
+    let again = serve(dir.path(), &[]);
+    assert!(
+        !again.stderr().contains("Created the administrator"),
+        "only once"
+    );
+    assert!(again.terminate());
+}
+
+#[tokio::test]
+async fn the_admin_password_can_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &[("USHER_ADMIN_PASSWORD", "from-the-env-123")]);
+    assert!(
+        !dir.path()
+            .join("usher-data/initial-admin-password")
+            .exists()
+    );
+    login(&server, "admin", "from-the-env-123").await;
+    server.kill9();
+}
+
+#[tokio::test]
+async fn a_sigterm_restart_keeps_browsers_signed_in_and_counting() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("USHER_ADMIN_PASSWORD", "admin-password")];
+    let server = serve(dir.path(), &env);
+    let cookie = login(&server, "admin", "admin-password").await;
+    for _ in 0..5 {
+        assert_eq!(status(&server, &cookie).await, 200);
+    }
+    assert!(server.terminate());
+    let server = serve(dir.path(), &env);
+    let html = client()
+        .get(server.url("/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains(r#"<span class="requests">6</span>"#),
+        "{html}"
+    );
+    assert!(server.terminate());
+}
+
+#[tokio::test]
+async fn kill_9_loses_no_login_or_logout_and_at_most_one_flush_of_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("USHER_ADMIN_PASSWORD", "admin-password"),
+        ("USHER_STORE_FLUSH_INTERVAL", "100ms"),
+    ];
+    let server = serve(dir.path(), &env);
+    let kept = login(&server, "admin", "admin-password").await;
+    let gone = login(&server, "admin", "admin-password").await;
+    for _ in 0..10 {
+        assert_eq!(status(&server, &kept).await, 200);
+    }
+    // Log `gone` out; the 303 is the acknowledgement.
+    let page = client()
+        .get(server.url("/usher/logout"))
+        .header("cookie", &gone)
+        .send()
+        .await
+        .unwrap();
+    let csrf = hidden_field(&page.text().await.unwrap(), "csrf").unwrap();
+    let r = client()
+        .post(server.url("/usher/logout"))
+        .header("cookie", &gone)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    // Wait until one flush has carried the counts, then pull the plug.
+    let store = usher_store::open(&store_url(dir.path())).await.unwrap();
+    let admin = Username::parse("admin").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let sessions = store.sessions_of_user(&admin).await.unwrap();
+        if sessions
+            .iter()
+            .any(|s| s.ended_at.is_none() && s.requests == 10)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "counts never flushed: {sessions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..3 {
+        assert_eq!(status(&server, &kept).await, 200);
+    }
+    server.kill9();
+    drop(store);
+    let server = serve(dir.path(), &env);
+    assert_eq!(
+        status(&server, &kept).await,
+        200,
+        "the login survived kill -9"
+    );
+    assert_eq!(
+        status(&server, &gone).await,
+        401,
+        "the logout survived kill -9"
+    );
+    let store = usher_store::open(&store_url(dir.path())).await.unwrap();
+    let sessions = store.sessions_of_user(&admin).await.unwrap();
+    let live = sessions.iter().find(|s| s.ended_at.is_none()).unwrap();
+    assert!(
+        (10..=14).contains(&live.requests),
+        "counts: {}",
+        live.requests
+    );
+    let ended = sessions.iter().find(|s| s.ended_at.is_some()).unwrap();
+    assert_eq!(ended.end_reason, Some(EndReason::Logout));
+    server.kill9();
+}
+
+#[tokio::test]
+async fn configuration_mistakes_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("usher.toml"),
+        "[sessions]\nidle_timout = \"5m\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = usher(dir.path(), &["config", "check"], "", &[]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("idle_timout") && err.contains("usher.toml"),
+        "{err}"
+    );
+
+    std::fs::write(
+        dir.path().join("usher.toml"),
+        "[sessions]\nidle_timeout = \"5m\"\n",
+    )
+    .unwrap();
+    let (code, out, _) = usher(dir.path(), &["config", "check"], "", &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"idle_timeout\": \"5m\""), "{out}");
+
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (&[("USHER_SESSIONS_IDLE_TIMEOUT", "10x")], "idle_timeout"),
+        (&[("USHER_SERVER_LISTEN", "localhost")], "server.listen"),
+        (&[("USHER_PROXY_TRUSTED", "10.0.0.0/33")], "proxy.trusted"),
+        (
+            &[("USHER_PROXY_CLIENT_IP_HEADER", "X-Client")],
+            "proxy.client_ip_header",
+        ),
+        (&[("USHER_SESSIONS_BOGUS", "1")], "bogus"),
+    ];
+    for (env, key) in cases {
+        let (code, _, err) = usher(dir.path(), &["config", "check"], "", env);
+        assert_ne!(code, 0, "{env:?}");
+        assert!(err.contains(key), "{env:?}: {err}");
+    }
+    // Flags beat the environment, which beats the file.
+    let (code, out, _) = usher(
+        dir.path(),
+        &["config", "check"],
+        "",
+        &[("USHER_SESSIONS_IDLE_TIMEOUT", "7m")],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("\"idle_timeout\": \"7m\""), "{out}");
+    let (code, _, err) = usher(dir.path(), &["serve", "--listen", "nope"], "", &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("server.listen"), "{err}");
+    let (code, _, err) = usher(
+        dir.path(),
+        &["--config", "missing.toml", "config", "check"],
+        "",
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("missing.toml"), "{err}");
+}
+
+#[tokio::test]
+async fn user_commands_act_on_a_running_server_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("USHER_ADMIN_PASSWORD", "admin-password")];
+    let server = serve(dir.path(), &env);
+    let d = dir.path();
+    let (code, out, err) = usher(
+        d,
+        &["user", "add", "bob", "--password-stdin"],
+        "bob-password\n",
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("created user bob"));
+    let (code, _, err) = usher(
+        d,
+        &["user", "add", "bob", "--password-stdin"],
+        "bob-password\n",
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("already exists"), "{err}");
+    let (code, _, err) = usher(
+        d,
+        &["user", "add", "carol", "--password-stdin"],
+        "short\n",
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("too short"), "{err}");
+    let (code, _, err) = usher(
+        d,
+        &["user", "add", "bad name!", "--password-stdin"],
+        "long-enough\n",
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("user name"), "{err}");
+    let (code, _, err) = usher(d, &["user", "add", "dave"], "", &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--password-stdin"), "{err}");
+
+    let cookie = login(&server, "bob", "bob-password").await;
+    assert_eq!(status(&server, &cookie).await, 200);
+    let (code, out, _) = usher(d, &["user", "list"], "", &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("bob") && out.contains("admin"), "{out}");
+    let (code, out, _) = usher(d, &["user", "list", "--format", "json"], "", &[]);
+    assert_eq!(code, 0);
+    let users: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(users.as_array().unwrap().len(), 2);
+
+    let (code, _, _) = usher(
+        d,
+        &["user", "passwd", "bob", "--password-stdin"],
+        "new-bob-password\n",
+        &[],
+    );
+    assert_eq!(code, 0);
+    let (code, out, _) = usher(d, &["user", "disable", "bob"], "", &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("ended 1 session"), "{out}");
+    let started = Instant::now();
+    while status(&server, &cookie).await != 401 {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "still accepted after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, _, _) = usher(d, &["user", "enable", "bob"], "", &[]);
+    assert_eq!(code, 0);
+    let fresh = login(&server, "bob", "new-bob-password").await;
+    let (code, out, _) = usher(d, &["user", "remove", "bob"], "", &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("ended 1 session"), "{out}");
+    let started = Instant::now();
+    while status(&server, &fresh).await != 401 {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "still accepted after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, _, err) = usher(d, &["user", "disable", "bob"], "", &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no user bob"), "{err}");
+    assert!(server.terminate());
+}

@@ -1,0 +1,211 @@
+//! The reverse proxy in front of a real upstream.
+
+use futures_util::{SinkExt, StreamExt};
+use usher_core::client_ip::TrustedProxies;
+use usher_core::{Group, Username};
+use usher_testkit::{Options, TestApp, Upstream, client};
+
+async fn behind_usher(trusted: bool) -> (TestApp, Upstream) {
+    let upstream = Upstream::spawn().await;
+    let mut options = Options::default();
+    options.gateway.upstream = Some(upstream.uri());
+    if !trusted {
+        options.gateway.trusted = TrustedProxies::new(vec![]);
+    }
+    let app = TestApp::spawn_with(options).await;
+    let accounts = app.accounts();
+    let mut alice = accounts
+        .create(
+            Username::parse("alice").unwrap(),
+            Some("alice-password"),
+            false,
+            "test",
+        )
+        .await
+        .unwrap();
+    alice.display_name = "Alice Liddell".into();
+    alice.email = "alice@example.com".into();
+    alice.groups = vec![Group::parse("staff").unwrap(), Group::admins()];
+    app.store
+        .user_update(&alice, "test", alice.created_at)
+        .await
+        .unwrap();
+    (app, upstream)
+}
+
+fn header_values(echo: &serde_json::Value, name: &str) -> Vec<String> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
+        .map(|h| h[1].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_upstream_sees_usher_identity_and_never_the_clients_copies() {
+    let (app, _up) = behind_usher(false).await;
+    let cookie = app.login("alice", "alice-password").await;
+    let session = app.store.sessions_live().await.unwrap()[0].id;
+    let r = client()
+        .get(app.url("/some/path?q=1&r=%2F"))
+        .header("cookie", format!("theme=dark; {cookie}; lang=en"))
+        .header("Remote-User", "mallory")
+        .header("Remote_User", "mallory")
+        .header("REMOTE-GROUPS", "admins")
+        .header("remote-name", "Mallory")
+        .header("remote-email", "m@evil.example")
+        .header("x-usher-session", "aaaaaaaaaaaa")
+        .header("x-real-ip", "6.6.6.6")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-host", "evil.example")
+        .header("x-forwarded-proto", "https")
+        .header(
+            "connection",
+            "keep-alive, Remote-User, X-Forwarded-For, X-Usher-Session",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-upstream"], "yes");
+    let echo: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echo["path"], "/some/path?q=1&r=%2F");
+    assert_eq!(header_values(&echo, "remote-user"), ["alice"]);
+    assert_eq!(header_values(&echo, "remote-groups"), ["admins,staff"]);
+    assert_eq!(header_values(&echo, "remote-name"), ["Alice Liddell"]);
+    assert_eq!(header_values(&echo, "remote-email"), ["alice@example.com"]);
+    assert_eq!(header_values(&echo, "x-usher-session"), [session.as_str()]);
+    assert_eq!(header_values(&echo, "x-real-ip"), ["127.0.0.1"]);
+    assert_eq!(header_values(&echo, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(header_values(&echo, "x-forwarded-proto"), ["http"]);
+    assert_eq!(header_values(&echo, "x-forwarded-host").len(), 1);
+    assert_ne!(header_values(&echo, "x-forwarded-host")[0], "evil.example");
+    assert!(header_values(&echo, "remote_user").is_empty());
+    assert_eq!(
+        header_values(&echo, "cookie"),
+        ["theme=dark; lang=en"],
+        "Usher's credential stays with Usher"
+    );
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_chain_is_extended_and_its_client_believed() {
+    let (app, _up) = behind_usher(true).await;
+    let cookie = app.login("alice", "alice-password").await;
+    let echo: serde_json::Value = client()
+        .get(app.url("/"))
+        .header("cookie", &cookie)
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("x-forwarded-proto", "http")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(header_values(&echo, "x-real-ip"), ["203.0.113.7"]);
+    assert_eq!(
+        header_values(&echo, "x-forwarded-for"),
+        ["203.0.113.7, 127.0.0.1"]
+    );
+    assert_eq!(header_values(&echo, "x-forwarded-proto"), ["http"]);
+}
+
+#[tokio::test]
+async fn strangers_never_reach_the_upstream() {
+    let (app, _up) = behind_usher(false).await;
+    for accept in ["text/html", "application/json"] {
+        let r = client()
+            .get(app.url("/secret"))
+            .header("accept", accept)
+            .header("remote-user", "alice")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status() == 302 || r.status() == 401, "{}", r.status());
+        assert!(r.headers().get("x-upstream").is_none());
+    }
+}
+
+#[tokio::test]
+async fn response_bodies_stream_through() {
+    let (app, up) = behind_usher(false).await;
+    let cookie = app.login("alice", "alice-password").await;
+    let mut r = client()
+        .get(app.url("/stream"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The upstream holds its second chunk back until we have seen the first.
+    let first = r.chunk().await.unwrap().unwrap();
+    assert_eq!(&first[..], b"first;");
+    up.release.notify_one();
+    let mut rest = Vec::new();
+    while let Some(c) = r.chunk().await.unwrap() {
+        rest.extend_from_slice(&c);
+    }
+    assert_eq!(rest, b"second");
+}
+
+#[tokio::test]
+async fn large_request_bodies_pass_through() {
+    let (app, _up) = behind_usher(false).await;
+    let cookie = app.login("alice", "alice-password").await;
+    let body = vec![7u8; 8 * 1024 * 1024];
+    let echo: serde_json::Value = client()
+        .post(app.url("/upload"))
+        .header("cookie", &cookie)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["body_len"], 8 * 1024 * 1024);
+}
+
+#[tokio::test]
+async fn websockets_are_upgraded_through_usher() {
+    let (app, _up) = behind_usher(false).await;
+    let cookie = app.login("alice", "alice-password").await;
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/ws", app.addr),
+    )
+    .unwrap();
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    ws.send("hello".into()).await.unwrap();
+    let reply = ws.next().await.unwrap().unwrap();
+    assert_eq!(reply.into_text().unwrap().as_str(), "alice:hello");
+    // Without a session there is no tunnel.
+    let anon = tokio_tungstenite::connect_async(format!("ws://{}/ws", app.addr)).await;
+    assert!(anon.is_err());
+}
+
+#[tokio::test]
+async fn a_dead_upstream_is_a_clear_502() {
+    let upstream_addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut options = Options::default();
+    options.gateway.upstream = Some(format!("http://{upstream_addr}").parse().unwrap());
+    let app = TestApp::spawn_with(options).await;
+    app.add_user("alice", "alice-password", false).await;
+    let cookie = app.login("alice", "alice-password").await;
+    let r = client()
+        .get(app.url("/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(r.text().await.unwrap().contains("not answering"));
+}

@@ -1,0 +1,258 @@
+//! Tracking: counts, client details, persistence, timeouts, ends made elsewhere.
+
+use jiff::SignedDuration;
+use std::time::Duration;
+use usher_core::client_ip::TrustedProxies;
+use usher_core::{EndReason, EventKind, SessionPolicy, Username};
+use usher_store::EventQuery;
+use usher_testkit::{Options, TestApp, client};
+
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Gecko/20100101 Firefox/131.0";
+
+/// Polls `check` for up to 3 s: for effects that background tasks make.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..300 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+#[tokio::test]
+async fn counts_and_client_details_are_tracked_and_survive_a_restart() {
+    let app = TestApp::spawn().await;
+    app.add_user("alice", "alice-password", false).await;
+    let cookie = app.login("alice", "alice-password").await;
+    for _ in 0..5 {
+        let r = client()
+            .get(app.url("/"))
+            .header("cookie", &cookie)
+            .header("user-agent", FIREFOX)
+            .header("host", "app.example:8443")
+            .header("x-forwarded-for", "203.0.113.5")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let (dir, url) = app.stop().await;
+    // Stopped gracefully: every count is in the file.
+    let store = usher_store::open(&url).await.unwrap();
+    let s = &store
+        .sessions_of_user(&Username::parse("alice").unwrap())
+        .await
+        .unwrap()[0];
+    assert_eq!(s.requests, 5);
+    assert_eq!(
+        s.ip.to_string(),
+        "203.0.113.5",
+        "through the trusted loopback proxy"
+    );
+    assert_eq!(s.first_ip.to_string(), "127.0.0.1");
+    assert_eq!(s.client, "Firefox 131 on Linux");
+    assert_eq!(s.user_agent, FIREFOX);
+    assert_eq!(s.host, "app.example:8443");
+    assert!(s.last_access_at > s.created_at);
+    drop(store);
+
+    let app = TestApp::spawn_on(dir, url, Options::default()).await;
+    let html = client()
+        .get(app.url("/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("Hello, alice"),
+        "still signed in after the restart"
+    );
+    assert!(
+        html.contains(r#"<span class="requests">6</span>"#),
+        "the count goes on: {html}"
+    );
+}
+
+#[tokio::test]
+async fn an_untrusted_peer_cannot_choose_its_ip() {
+    let mut options = Options::default();
+    options.gateway.trusted = TrustedProxies::new(vec![]);
+    let app = TestApp::spawn_with(options).await;
+    app.add_user("alice", "alice-password", false).await;
+    let cookie = app.login("alice", "alice-password").await;
+    client()
+        .get(app.url("/"))
+        .header("cookie", &cookie)
+        .header("x-forwarded-for", "198.51.100.66")
+        .send()
+        .await
+        .unwrap();
+    app.flush().await;
+    let s = &app.store.sessions_live().await.unwrap()[0];
+    assert_eq!(s.ip.to_string(), "127.0.0.1");
+}
+
+fn short_timeouts() -> Options {
+    let mut o = Options {
+        manual_clock: true,
+        ..Options::default()
+    };
+    o.engine.policy = SessionPolicy {
+        idle_timeout: SignedDuration::from_secs(60),
+        absolute_timeout: SignedDuration::from_secs(300),
+    };
+    o
+}
+
+#[tokio::test]
+async fn idle_sessions_end_with_their_reason_recorded() {
+    let app = TestApp::spawn_with(short_timeouts()).await;
+    let clock = app.clock.clone().unwrap();
+    app.add_user("alice", "alice-password", false).await;
+    let cookie = app.login("alice", "alice-password").await;
+    let get = || {
+        client()
+            .get(app.url("/"))
+            .header("cookie", &cookie)
+            .header("accept", "text/html")
+            .send()
+    };
+    clock.advance(SignedDuration::from_secs(59));
+    assert_eq!(get().await.unwrap().status(), 200);
+    clock.advance(SignedDuration::from_secs(59));
+    assert_eq!(
+        get().await.unwrap().status(),
+        200,
+        "activity keeps it alive"
+    );
+    clock.advance(SignedDuration::from_secs(61));
+    assert_eq!(get().await.unwrap().status(), 302, "idle too long");
+    let store = app.store.clone();
+    eventually("the expiry is recorded", || {
+        let store = store.clone();
+        async move {
+            store
+                .sessions_of_user(&Username::parse("alice").unwrap())
+                .await
+                .unwrap()[0]
+                .end_reason
+                == Some(EndReason::IdleTimeout)
+        }
+    })
+    .await;
+    let s = &app
+        .store
+        .sessions_of_user(&Username::parse("alice").unwrap())
+        .await
+        .unwrap()[0];
+    assert_eq!(s.requests, 2, "both allowed requests were counted");
+    let expired = app
+        .store
+        .events(&EventQuery {
+            kind: Some(EventKind::Expired),
+            limit: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].actor.as_deref(), Some("system"));
+}
+
+#[tokio::test]
+async fn the_absolute_timeout_ends_even_busy_sessions() {
+    let app = TestApp::spawn_with(short_timeouts()).await;
+    let clock = app.clock.clone().unwrap();
+    app.add_user("alice", "alice-password", false).await;
+    let cookie = app.login("alice", "alice-password").await;
+    let get = || {
+        client()
+            .get(app.url("/"))
+            .header("cookie", &cookie)
+            .header("accept", "text/html")
+            .send()
+    };
+    for _ in 0..5 {
+        clock.advance(SignedDuration::from_secs(50));
+        assert_eq!(get().await.unwrap().status(), 200);
+    }
+    clock.advance(SignedDuration::from_secs(50));
+    assert_eq!(get().await.unwrap().status(), 302, "300 s after login");
+    let store = app.store.clone();
+    eventually("the absolute expiry is recorded", || {
+        let store = store.clone();
+        async move {
+            store
+                .sessions_of_user(&Username::parse("alice").unwrap())
+                .await
+                .unwrap()[0]
+                .end_reason
+                == Some(EndReason::AbsoluteTimeout)
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn changes_made_outside_the_server_take_effect_within_a_second() {
+    let app = TestApp::spawn().await;
+    app.add_user("alice", "alice-password", false).await;
+    app.add_user("bob", "bob-password-1", false).await;
+    let alice = app.login("alice", "alice-password").await;
+    let bob = app.login("bob", "bob-password-1").await;
+    // As `usher user disable alice` does: straight on the store, from another handle.
+    let other = usher_store::open(&app.store_url).await.unwrap();
+    let ended = other
+        .user_set_disabled(
+            &Username::parse("alice").unwrap(),
+            true,
+            "cli",
+            usher_core::Clock::now(&usher_core::SystemClock),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended.len(), 1);
+    let started = std::time::Instant::now();
+    let url = app.url("/");
+    eventually("alice's session is refused", || {
+        let (url, alice) = (url.clone(), alice.clone());
+        async move {
+            client()
+                .get(url)
+                .header("cookie", alice)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 401
+        }
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        client()
+            .get(app.url("/"))
+            .header("cookie", &bob)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // And a disabled user cannot sign in again.
+    let (status, cookie) = app.try_login("alice", "alice-password", "/").await;
+    assert_eq!(status, 401);
+    assert!(cookie.is_none());
+}

@@ -6,6 +6,10 @@
 
 pub mod conformance;
 mod error;
+mod postgres;
+mod rows;
+#[macro_use]
+mod sql;
 mod sqlite;
 mod url;
 
@@ -145,8 +149,6 @@ pub trait Store: Send + Sync + 'static {
 pub async fn open(url: &StoreUrl) -> Result<Arc<dyn Store>> {
     match url {
         StoreUrl::Sqlite { path } => Ok(Arc::new(sqlite::SqliteStore::open(path).await?)),
-        StoreUrl::Postgres { .. } => Err(StoreError::Unsupported(
-            "the PostgreSQL backend is not built yet; use a sqlite:// store URL".into(),
-        )),
+        StoreUrl::Postgres { url } => Ok(Arc::new(postgres::PgStore::open(url).await?)),
     }
 }

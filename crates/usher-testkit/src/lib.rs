@@ -187,6 +187,26 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Logs out like a browser (confirmation page, then the form); returns the status.
+    pub async fn logout(&self, cookie: &str) -> u16 {
+        let c = client();
+        let page = c
+            .get(self.url("/usher/logout"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        let csrf = hidden_field(&page.text().await.unwrap(), "csrf").expect("logout form");
+        c.post(self.url("/usher/logout"))
+            .header("cookie", cookie)
+            .form(&[("csrf", csrf.as_str())])
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     /// Flushes pending request counts now (instead of waiting for the interval).
     pub async fn flush(&self) {
         self.state.engine.flush().await.unwrap();

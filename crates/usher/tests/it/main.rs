@@ -4,6 +4,7 @@
 
 mod binary;
 mod login;
+mod postgres;
 mod proxy;
 mod sessions;
 mod support;

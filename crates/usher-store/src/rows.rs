@@ -1,0 +1,203 @@
+//! Rows as every SQL backend returns them (plain integers, text and bytes, decoded by
+//! sqlx's generic `FromRow`), and their one conversion into domain types.
+
+use crate::{Change, ChangeKind, Result, StoreError};
+use std::net::IpAddr;
+use usher_core::{
+    EndReason, Event, EventKind, Group, SessionId, SessionKind, SessionRecord, Timestamp,
+    TokenHash, User, Username,
+};
+
+pub(crate) const SESSION_COLUMNS: &str = "id, token_hash, user_name, kind, ip, first_ip, user_agent, client, host, requests, created_at, last_access_at, ended_at, end_reason, ended_by";
+pub(crate) const EVENT_COLUMNS: &str =
+    "at, kind, user_name, session_id, ip, user_agent, actor, detail";
+pub(crate) const USER_COLUMNS: &str =
+    "name, display_name, email, disabled, password_hash, created_at, last_login_at";
+
+pub(crate) fn ms(t: Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+pub(crate) fn ts(v: i64) -> Result<Timestamp> {
+    Timestamp::from_millisecond(v).map_err(|e| StoreError::Corrupt(format!("timestamp {v}: {e}")))
+}
+
+fn ip(s: &str) -> Result<IpAddr> {
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("ip address {s:?}")))
+}
+
+fn session_id(s: &str) -> Result<SessionId> {
+    SessionId::parse(s).map_err(|_| StoreError::Corrupt(format!("session id {s:?}")))
+}
+
+fn username(s: &str) -> Result<Username> {
+    Username::parse(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SessionRow {
+    id: String,
+    token_hash: Vec<u8>,
+    user_name: Option<String>,
+    kind: String,
+    ip: String,
+    first_ip: String,
+    user_agent: String,
+    client: String,
+    host: String,
+    requests: i64,
+    created_at: i64,
+    last_access_at: i64,
+    ended_at: Option<i64>,
+    end_reason: Option<String>,
+    ended_by: Option<String>,
+}
+
+impl SessionRow {
+    pub(crate) fn into_record(self) -> Result<SessionRecord> {
+        Ok(SessionRecord {
+            token_hash: TokenHash::from_slice(&self.token_hash)
+                .ok_or_else(|| StoreError::Corrupt(format!("token hash of {}", self.id)))?,
+            id: session_id(&self.id)?,
+            user: self.user_name.as_deref().map(username).transpose()?,
+            kind: SessionKind::parse(&self.kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("session kind {:?}", self.kind)))?,
+            ip: ip(&self.ip)?,
+            first_ip: ip(&self.first_ip)?,
+            user_agent: self.user_agent,
+            client: self.client,
+            host: self.host,
+            requests: u64::try_from(self.requests).unwrap_or(0),
+            created_at: ts(self.created_at)?,
+            last_access_at: ts(self.last_access_at)?,
+            ended_at: self.ended_at.map(ts).transpose()?,
+            end_reason: self
+                .end_reason
+                .map(|r| {
+                    EndReason::parse(&r)
+                        .ok_or_else(|| StoreError::Corrupt(format!("end reason {r:?}")))
+                })
+                .transpose()?,
+            ended_by: self.ended_by,
+        })
+    }
+}
+
+/// What ending a session needs to know about it for its event.
+#[derive(sqlx::FromRow)]
+pub(crate) struct EndingRow {
+    pub(crate) id: String,
+    pub(crate) user_name: Option<String>,
+    pub(crate) ip: String,
+    pub(crate) user_agent: String,
+}
+
+impl EndingRow {
+    pub(crate) fn event(&self, end: &crate::EndSessions) -> Result<(SessionId, Event)> {
+        let sid = session_id(&self.id)?;
+        let mut event = Event::new(end.at, EventKind::for_end(end.reason));
+        event.user = self.user_name.clone();
+        event.session = Some(sid);
+        event.ip = self.ip.parse().ok();
+        event.user_agent = Some(self.user_agent.clone());
+        event.actor = Some(end.actor.clone());
+        event.detail = Some(end.reason.as_str().to_owned());
+        Ok((sid, event))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    at: i64,
+    kind: String,
+    user_name: Option<String>,
+    session_id: Option<String>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    actor: Option<String>,
+    detail: Option<String>,
+}
+
+impl EventRow {
+    pub(crate) fn into_event(self) -> Result<Event> {
+        Ok(Event {
+            at: ts(self.at)?,
+            kind: EventKind::parse(&self.kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("event kind {:?}", self.kind)))?,
+            user: self.user_name,
+            session: self.session_id.and_then(|s| SessionId::parse(&s).ok()),
+            ip: self.ip.as_deref().map(ip).transpose()?,
+            user_agent: self.user_agent,
+            actor: self.actor,
+            detail: self.detail,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct UserRow {
+    name: String,
+    display_name: String,
+    email: String,
+    disabled: bool,
+    password_hash: Option<String>,
+    created_at: i64,
+    last_login_at: Option<i64>,
+}
+
+impl UserRow {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn into_user(self, groups: &[String]) -> Result<User> {
+        Ok(User {
+            name: username(&self.name)?,
+            display_name: self.display_name,
+            email: self.email,
+            groups: groups
+                .iter()
+                .map(|g| Group::parse(g).map_err(|e| StoreError::Corrupt(e.to_string())))
+                .collect::<Result<_>>()?,
+            disabled: self.disabled,
+            password_hash: self.password_hash,
+            created_at: ts(self.created_at)?,
+            last_login_at: self.last_login_at.map(ts).transpose()?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ChangeRow {
+    seq: i64,
+    kind: String,
+    subject: String,
+}
+
+impl ChangeRow {
+    pub(crate) fn into_change(self) -> Result<Change> {
+        let kind = match self.kind.as_str() {
+            "session_ended" => SessionId::parse(&self.subject)
+                .ok()
+                .map(ChangeKind::SessionEnded),
+            "user_changed" => Username::parse(&self.subject)
+                .ok()
+                .map(ChangeKind::UserChanged),
+            _ => None,
+        };
+        kind.map(|kind| Change {
+            seq: self.seq,
+            kind,
+        })
+        .ok_or_else(|| StoreError::Corrupt(format!("change {}", self.seq)))
+    }
+}
+
+/// How a change is written: its kind and subject columns.
+pub(crate) fn change_columns(kind: &ChangeKind) -> (&'static str, &str) {
+    match kind {
+        ChangeKind::SessionEnded(id) => ("session_ended", id.as_str()),
+        ChangeKind::UserChanged(name) => ("user_changed", name.as_str()),
+    }
+}

@@ -1,0 +1,483 @@
+//! The `Store` implementation shared by the SQL backends, written once as a macro
+//! expanded for each backend's concrete sqlx types.
+//!
+//! The SQL is the common subset SQLite and PostgreSQL both speak: `$n` parameters,
+//! `ON CONFLICT DO NOTHING`, `CASE` instead of `MAX()`/`GREATEST()`, `CAST` instead of
+//! `::`. A backend provides `write()` (a write transaction), `reader()` (a pool), and
+//! `before_change()` (anything to do before appending to the change feed).
+
+macro_rules! impl_sql_store {
+    ($module:ident, $store:ty, $db:ty) => {
+        mod $module {
+            use crate::rows::{
+                ChangeRow, EVENT_COLUMNS, EndingRow, EventRow, SESSION_COLUMNS, SessionRow,
+                USER_COLUMNS, UserRow, change_columns, ms,
+            };
+            use crate::{
+                Change, ChangeKind, EndSessions, EndedSessions, EventQuery, Result,
+                SessionSelector, Store, StoreError, Touch,
+            };
+            use async_trait::async_trait;
+            use sqlx::{AssertSqlSafe, Transaction};
+            use usher_core::{
+                EndReason, Event, EventKind, NewSession, SessionId, SessionRecord, Timestamp,
+                TokenHash, User, Username,
+            };
+
+            type Tx = Transaction<'static, $db>;
+
+            async fn insert_event(tx: &mut Tx, e: &Event) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO events (at, kind, user_name, session_id, ip, user_agent, actor, detail)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(ms(e.at))
+                .bind(e.kind.as_str())
+                .bind(e.user.as_deref())
+                .bind(e.session.as_ref().map(SessionId::as_str))
+                .bind(e.ip.map(|ip| ip.to_string()))
+                .bind(e.user_agent.as_deref())
+                .bind(e.actor.as_deref())
+                .bind(e.detail.as_deref())
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn insert_change(tx: &mut Tx, at: Timestamp, kind: &ChangeKind) -> Result<()> {
+                <$store>::before_change(tx).await?;
+                let (k, subject) = change_columns(kind);
+                sqlx::query("INSERT INTO changes (at, kind, subject) VALUES ($1, $2, $3)")
+                    .bind(ms(at))
+                    .bind(k)
+                    .bind(subject)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
+            async fn apply_touches(tx: &mut Tx, touches: &[Touch]) -> Result<u64> {
+                let mut updated = 0;
+                for t in touches {
+                    // `ended_at IS NULL`: a late touch never revives an ended session.
+                    // The CASE keeps last access from ever moving backwards.
+                    let r = sqlx::query(
+                        "UPDATE sessions SET requests = requests + $1,
+                             last_access_at = CASE WHEN last_access_at < $2 THEN $2 ELSE last_access_at END,
+                             ip = $3, user_agent = $4, client = $5, host = $6
+                         WHERE id = $7 AND ended_at IS NULL",
+                    )
+                    .bind(i64::try_from(t.requests).unwrap_or(i64::MAX))
+                    .bind(ms(t.last_access_at))
+                    .bind(t.ip.to_string())
+                    .bind(&t.user_agent)
+                    .bind(&t.client)
+                    .bind(&t.host)
+                    .bind(t.id.as_str())
+                    .execute(&mut **tx)
+                    .await?;
+                    updated += r.rows_affected();
+                }
+                Ok(updated)
+            }
+
+            async fn end_in_tx(tx: &mut Tx, end: &EndSessions) -> Result<EndedSessions> {
+                apply_touches(tx, &end.touches).await?;
+                let rows: Vec<EndingRow> = match &end.selector {
+                    SessionSelector::Ids(ids) => {
+                        let mut rows = Vec::with_capacity(ids.len());
+                        for id in ids {
+                            let row = sqlx::query_as(
+                                "SELECT id, user_name, ip, user_agent FROM sessions
+                                 WHERE id = $1 AND ended_at IS NULL",
+                            )
+                            .bind(id.as_str())
+                            .fetch_optional(&mut **tx)
+                            .await?;
+                            rows.extend(row);
+                        }
+                        rows
+                    }
+                    SessionSelector::User(name) => {
+                        sqlx::query_as(
+                            "SELECT id, user_name, ip, user_agent FROM sessions
+                             WHERE user_name = $1 AND ended_at IS NULL",
+                        )
+                        .bind(name.as_str())
+                        .fetch_all(&mut **tx)
+                        .await?
+                    }
+                };
+                let mut ended = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let (sid, event) = row.event(end)?;
+                    sqlx::query(
+                        "UPDATE sessions SET ended_at = $1, end_reason = $2, ended_by = $3
+                         WHERE id = $4 AND ended_at IS NULL",
+                    )
+                    .bind(ms(end.at))
+                    .bind(end.reason.as_str())
+                    .bind(&end.actor)
+                    .bind(&row.id)
+                    .execute(&mut **tx)
+                    .await?;
+                    insert_event(tx, &event).await?;
+                    insert_change(tx, end.at, &ChangeKind::SessionEnded(sid)).await?;
+                    ended.push(sid);
+                }
+                Ok(ended)
+            }
+
+            async fn write_groups(tx: &mut Tx, user: &User) -> Result<()> {
+                sqlx::query("DELETE FROM user_groups WHERE user_name = $1")
+                    .bind(user.name.as_str())
+                    .execute(&mut **tx)
+                    .await?;
+                for g in &user.groups {
+                    sqlx::query(
+                        "INSERT INTO user_groups (user_name, group_name) VALUES ($1, $2)
+                         ON CONFLICT DO NOTHING",
+                    )
+                    .bind(user.name.as_str())
+                    .bind(g.as_str())
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(())
+            }
+
+            fn user_event(kind: EventKind, name: &Username, actor: &str, at: Timestamp) -> Event {
+                let mut event = Event::new(at, kind);
+                event.user = Some(name.to_string());
+                event.actor = Some(actor.to_owned());
+                event
+            }
+
+            impl $store {
+                async fn user_from_row(&self, row: UserRow) -> Result<User> {
+                    let groups: Vec<String> = sqlx::query_scalar(
+                        "SELECT group_name FROM user_groups WHERE user_name = $1 ORDER BY group_name",
+                    )
+                    .bind(row.name())
+                    .fetch_all(self.reader())
+                    .await?;
+                    row.into_user(&groups)
+                }
+
+                async fn sessions_where(&self, filter: &'static str, arg: Option<&str>) -> Result<Vec<SessionRecord>> {
+                    let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions {filter}");
+                    let mut q = sqlx::query_as::<_, SessionRow>(AssertSqlSafe(sql));
+                    if let Some(arg) = arg {
+                        q = q.bind(arg.to_owned());
+                    }
+                    q.fetch_all(self.reader())
+                        .await?
+                        .into_iter()
+                        .map(SessionRow::into_record)
+                        .collect()
+                }
+            }
+
+            #[async_trait]
+            impl Store for $store {
+                async fn ping(&self) -> Result<()> {
+                    sqlx::query("SELECT 1").execute(self.reader()).await?;
+                    Ok(())
+                }
+
+                async fn secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
+                    let mut tx = self.write().await?;
+                    sqlx::query(
+                        "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(name)
+                    .bind(candidate)
+                    .execute(&mut *tx)
+                    .await?;
+                    let value: Vec<u8> = sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+                        .bind(name)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(value)
+                }
+
+                async fn user_create(&self, user: &User, actor: &str) -> Result<()> {
+                    let mut tx = self.write().await?;
+                    let r = sqlx::query(
+                        "INSERT INTO users (name, display_name, email, disabled, password_hash, created_at, last_login_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(user.name.as_str())
+                    .bind(&user.display_name)
+                    .bind(&user.email)
+                    .bind(user.disabled)
+                    .bind(user.password_hash.as_deref())
+                    .bind(ms(user.created_at))
+                    .bind(user.last_login_at.map(ms))
+                    .execute(&mut *tx)
+                    .await;
+                    if let Err(e) = r {
+                        return Err(match StoreError::from(e) {
+                            StoreError::Conflict(_) => StoreError::Conflict(format!("user {}", user.name)),
+                            other => other,
+                        });
+                    }
+                    write_groups(&mut tx, user).await?;
+                    insert_event(&mut tx, &user_event(EventKind::UserCreated, &user.name, actor, user.created_at)).await?;
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn user_get(&self, name: &Username) -> Result<Option<User>> {
+                    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE name = $1");
+                    let row: Option<UserRow> = sqlx::query_as(AssertSqlSafe(sql))
+                        .bind(name.as_str())
+                        .fetch_optional(self.reader())
+                        .await?;
+                    match row {
+                        Some(row) => Ok(Some(self.user_from_row(row).await?)),
+                        None => Ok(None),
+                    }
+                }
+
+                async fn user_list(&self) -> Result<Vec<User>> {
+                    let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY name");
+                    let rows: Vec<UserRow> = sqlx::query_as(AssertSqlSafe(sql))
+                        .fetch_all(self.reader())
+                        .await?;
+                    let mut out = Vec::with_capacity(rows.len());
+                    for row in rows {
+                        out.push(self.user_from_row(row).await?);
+                    }
+                    Ok(out)
+                }
+
+                async fn user_count(&self) -> Result<u64> {
+                    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+                        .fetch_one(self.reader())
+                        .await?;
+                    Ok(u64::try_from(n).unwrap_or(0))
+                }
+
+                async fn user_update(&self, user: &User, actor: &str, at: Timestamp) -> Result<()> {
+                    let mut tx = self.write().await?;
+                    let old: Option<Option<String>> =
+                        sqlx::query_scalar("SELECT password_hash FROM users WHERE name = $1")
+                            .bind(user.name.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    let Some(old_hash) = old else {
+                        return Err(StoreError::NotFound(format!("user {}", user.name)));
+                    };
+                    sqlx::query(
+                        "UPDATE users SET display_name = $1, email = $2, password_hash = $3, last_login_at = $4
+                         WHERE name = $5",
+                    )
+                    .bind(&user.display_name)
+                    .bind(&user.email)
+                    .bind(user.password_hash.as_deref())
+                    .bind(user.last_login_at.map(ms))
+                    .bind(user.name.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    write_groups(&mut tx, user).await?;
+                    if old_hash != user.password_hash {
+                        insert_event(&mut tx, &user_event(EventKind::PasswordChanged, &user.name, actor, at)).await?;
+                    }
+                    insert_change(&mut tx, at, &ChangeKind::UserChanged(user.name.clone())).await?;
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn user_set_disabled(
+                    &self,
+                    name: &Username,
+                    disabled: bool,
+                    actor: &str,
+                    at: Timestamp,
+                ) -> Result<EndedSessions> {
+                    let mut tx = self.write().await?;
+                    let r = sqlx::query("UPDATE users SET disabled = $1 WHERE name = $2")
+                        .bind(disabled)
+                        .bind(name.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    if r.rows_affected() == 0 {
+                        return Err(StoreError::NotFound(format!("user {name}")));
+                    }
+                    let ended = if disabled {
+                        let end = EndSessions {
+                            selector: SessionSelector::User(name.clone()),
+                            reason: EndReason::UserDisabled,
+                            actor: actor.to_owned(),
+                            at,
+                            touches: Vec::new(),
+                        };
+                        end_in_tx(&mut tx, &end).await?
+                    } else {
+                        Vec::new()
+                    };
+                    let kind = if disabled { EventKind::UserDisabled } else { EventKind::UserEnabled };
+                    insert_event(&mut tx, &user_event(kind, name, actor, at)).await?;
+                    insert_change(&mut tx, at, &ChangeKind::UserChanged(name.clone())).await?;
+                    tx.commit().await?;
+                    Ok(ended)
+                }
+
+                async fn user_remove(&self, name: &Username, actor: &str, at: Timestamp) -> Result<EndedSessions> {
+                    let mut tx = self.write().await?;
+                    let end = EndSessions {
+                        selector: SessionSelector::User(name.clone()),
+                        reason: EndReason::UserDisabled,
+                        actor: actor.to_owned(),
+                        at,
+                        touches: Vec::new(),
+                    };
+                    let ended = end_in_tx(&mut tx, &end).await?;
+                    let r = sqlx::query("DELETE FROM users WHERE name = $1")
+                        .bind(name.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    if r.rows_affected() == 0 {
+                        return Err(StoreError::NotFound(format!("user {name}")));
+                    }
+                    insert_event(&mut tx, &user_event(EventKind::UserRemoved, name, actor, at)).await?;
+                    insert_change(&mut tx, at, &ChangeKind::UserChanged(name.clone())).await?;
+                    tx.commit().await?;
+                    Ok(ended)
+                }
+
+                async fn session_create(&self, s: &NewSession, client: &str) -> Result<()> {
+                    let mut tx = self.write().await?;
+                    let ip = s.client.ip.to_string();
+                    sqlx::query(
+                        "INSERT INTO sessions (id, token_hash, user_name, kind, ip, first_ip, user_agent, client, host,
+                             requests, created_at, last_access_at)
+                         VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, 0, $9, $9)",
+                    )
+                    .bind(s.id.as_str())
+                    .bind(&s.token_hash.as_bytes()[..])
+                    .bind(s.user.as_ref().map(Username::as_str))
+                    .bind(s.kind.as_str())
+                    .bind(&ip)
+                    .bind(&s.client.user_agent)
+                    .bind(client)
+                    .bind(&s.client.host)
+                    .bind(ms(s.created_at))
+                    .execute(&mut *tx)
+                    .await?;
+                    if let Some(user) = &s.user {
+                        sqlx::query("UPDATE users SET last_login_at = $1 WHERE name = $2")
+                            .bind(ms(s.created_at))
+                            .bind(user.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                        let mut event = user_event(EventKind::Login, user, user.as_str(), s.created_at);
+                        event.session = Some(s.id);
+                        event.ip = Some(s.client.ip);
+                        event.user_agent = Some(s.client.user_agent.clone());
+                        insert_event(&mut tx, &event).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn session_get(&self, id: &SessionId) -> Result<Option<SessionRecord>> {
+                    Ok(self.sessions_where("WHERE id = $1", Some(id.as_str())).await?.pop())
+                }
+
+                async fn session_by_token(&self, hash: &TokenHash) -> Result<Option<SessionRecord>> {
+                    let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = $1");
+                    sqlx::query_as::<_, SessionRow>(AssertSqlSafe(sql))
+                        .bind(&hash.as_bytes()[..])
+                        .fetch_optional(self.reader())
+                        .await?
+                        .map(SessionRow::into_record)
+                        .transpose()
+                }
+
+                async fn sessions_live(&self) -> Result<Vec<SessionRecord>> {
+                    self.sessions_where("WHERE ended_at IS NULL", None).await
+                }
+
+                async fn sessions_of_user(&self, name: &Username) -> Result<Vec<SessionRecord>> {
+                    self.sessions_where("WHERE user_name = $1 ORDER BY created_at DESC", Some(name.as_str()))
+                        .await
+                }
+
+                async fn sessions_end(&self, end: &EndSessions) -> Result<EndedSessions> {
+                    let mut tx = self.write().await?;
+                    let ended = end_in_tx(&mut tx, end).await?;
+                    tx.commit().await?;
+                    Ok(ended)
+                }
+
+                async fn touches_apply(&self, touches: &[Touch]) -> Result<u64> {
+                    if touches.is_empty() {
+                        return Ok(0);
+                    }
+                    let mut tx = self.write().await?;
+                    let n = apply_touches(&mut tx, touches).await?;
+                    tx.commit().await?;
+                    Ok(n)
+                }
+
+                async fn event_record(&self, event: &Event) -> Result<()> {
+                    let mut tx = self.write().await?;
+                    insert_event(&mut tx, event).await?;
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn events(&self, q: &EventQuery) -> Result<Vec<Event>> {
+                    let sql = format!(
+                        "SELECT {EVENT_COLUMNS} FROM events
+                         WHERE (CAST($1 AS TEXT) IS NULL OR user_name = $1)
+                           AND (CAST($2 AS TEXT) IS NULL OR kind = $2)
+                         ORDER BY at DESC, id DESC LIMIT $3"
+                    );
+                    let rows: Vec<EventRow> = sqlx::query_as(AssertSqlSafe(sql))
+                        .bind(q.user.as_deref())
+                        .bind(q.kind.map(EventKind::as_str))
+                        .bind(i64::from(if q.limit == 0 { 100 } else { q.limit }))
+                        .fetch_all(self.reader())
+                        .await?;
+                    rows.into_iter().map(EventRow::into_event).collect()
+                }
+
+                async fn change_head(&self) -> Result<i64> {
+                    // Pruning always keeps the newest entry, so MAX(seq) never moves back.
+                    Ok(sqlx::query_scalar("SELECT CAST(COALESCE(MAX(seq), 0) AS BIGINT) FROM changes")
+                        .fetch_one(self.reader())
+                        .await?)
+                }
+
+                async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>> {
+                    let rows: Vec<ChangeRow> = sqlx::query_as(
+                        "SELECT seq, kind, subject FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    )
+                    .bind(after)
+                    .bind(i64::from(limit))
+                    .fetch_all(self.reader())
+                    .await?;
+                    rows.into_iter().map(ChangeRow::into_change).collect()
+                }
+
+                async fn changes_prune(&self, before: Timestamp) -> Result<u64> {
+                    let mut tx = self.write().await?;
+                    let r = sqlx::query(
+                        "DELETE FROM changes WHERE at < $1 AND seq < (SELECT MAX(seq) FROM changes)",
+                    )
+                    .bind(ms(before))
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(r.rows_affected())
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use impl_sql_store;

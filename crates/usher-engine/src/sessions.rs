@@ -29,6 +29,8 @@ const FLUSH_BATCH: usize = 500;
 const FEED_INTERVAL: Duration = Duration::from_millis(200);
 /// How often idle and absolute timeouts are swept.
 const REAP_INTERVAL: Duration = Duration::from_secs(1);
+/// How long an ended session's id is remembered against stale store reads.
+const TOMBSTONE_TTL: SignedDuration = SignedDuration::from_mins(10);
 /// Change-feed entries older than this are pruned; every node has read them long ago.
 const FEED_RETENTION: SignedDuration = SignedDuration::from_hours(1);
 
@@ -81,7 +83,7 @@ pub struct LiveSession {
     pub first_ip: IpAddr,
     /// Every request ever counted, stored or not.
     requests: AtomicU64,
-    /// The part of `requests` the store has.
+    /// The part of `requests` the store has or a writer has claimed.
     flushed: AtomicU64,
     last_access_us: AtomicI64,
     /// `LIVE`, or the code of the reason it is ending for.
@@ -151,28 +153,35 @@ impl LiveSession {
         !self.dirty.swap(true, Ordering::AcqRel)
     }
 
-    /// The unflushed activity, claimed for writing: after this the session is clean.
-    fn take_touch(&self) -> Option<(Touch, u64)> {
+    /// The unflushed activity, claimed for writing: after this the session is clean,
+    /// and no other writer (the flusher, an end) can claim the same requests. A writer
+    /// whose transaction fails hands its claim back with [`LiveSession::unclaim`].
+    fn take_touch(&self) -> Option<Touch> {
         self.dirty.store(false, Ordering::Release);
         let total = self.requests.load(Ordering::Acquire);
-        let delta = total.saturating_sub(self.flushed.load(Ordering::Acquire));
+        let claimed_before = self.flushed.fetch_max(total, Ordering::AcqRel);
+        let delta = total.saturating_sub(claimed_before);
         let (ip, user_agent, host) = match self.client.lock() {
             Ok(c) => (c.ip, c.user_agent.clone(), c.host.clone()),
-            Err(_) => return None,
+            Err(_) => {
+                self.unclaim(delta);
+                return None;
+            }
         };
         let client = user_agent::summarize(&user_agent);
-        Some((
-            Touch {
-                id: self.id,
-                requests: delta,
-                last_access_at: self.last_access_at(),
-                ip,
-                user_agent,
-                client,
-                host,
-            },
-            total,
-        ))
+        Some(Touch {
+            id: self.id,
+            requests: delta,
+            last_access_at: self.last_access_at(),
+            ip,
+            user_agent,
+            client,
+            host,
+        })
+    }
+
+    fn unclaim(&self, requests: u64) {
+        self.flushed.fetch_sub(requests, Ordering::AcqRel);
     }
 }
 
@@ -190,6 +199,8 @@ struct Inner {
     by_token: DashMap<TokenHash, Arc<LiveSession>>,
     by_id: DashMap<SessionId, TokenHash>,
     users: DashMap<Username, Arc<User>>,
+    /// Sessions ended lately, so a store read that raced the end cannot re-admit one.
+    tombstones: DashMap<SessionId, Timestamp>,
     dirty_tx: mpsc::UnboundedSender<Arc<LiveSession>>,
     dirty_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Arc<LiveSession>>>,
     dirty_count: AtomicU64,
@@ -236,6 +247,7 @@ impl Engine {
                 by_token: DashMap::new(),
                 by_id: DashMap::new(),
                 users: DashMap::new(),
+                tombstones: DashMap::new(),
                 dirty_tx,
                 dirty_rx: tokio::sync::Mutex::new(dirty_rx),
                 dirty_count: AtomicU64::new(0),
@@ -294,6 +306,12 @@ impl Engine {
             .or_insert_with(|| live.clone())
             .clone();
         self.inner.by_id.insert(record.id, record.token_hash);
+        // Insert first, then look for a tombstone (`forget` does the reverse): whichever
+        // way a read of the store and an end interleave, an ended session stays out.
+        if self.inner.tombstones.contains_key(&record.id) {
+            self.forget(&[record.id]);
+            return Ok(None);
+        }
         Ok(Some(entry))
     }
 
@@ -384,9 +402,11 @@ impl Engine {
         let summary = user_agent::summarize(&ua);
         self.inner.store.session_create(&new, &summary).await?;
         if let Some(u) = user {
+            // Keep what the change feed may have put here since `u` was read.
             self.inner
                 .users
-                .insert(u.name.clone(), Arc::new(public_user(u.clone())));
+                .entry(u.name.clone())
+                .or_insert_with(|| Arc::new(public_user(u.clone())));
         }
         let record = SessionRecord {
             id: new.id,
@@ -430,13 +450,11 @@ impl Engine {
                 .collect(),
         };
         let mut touches = Vec::new();
-        let mut totals = Vec::new();
+        let mut claims = Vec::new();
         for s in &local {
-            if let Some((touch, total)) = s.take_touch()
-                && touch.requests > 0
-            {
+            if let Some(touch) = s.take_touch() {
+                claims.push((s.clone(), touch.requests));
                 touches.push(touch);
-                totals.push((s.clone(), total));
             }
         }
         let end = EndSessions {
@@ -450,15 +468,13 @@ impl Engine {
             Ok(ended) => ended,
             Err(e) => {
                 // Nothing was written: the activity is still owed to the store.
-                for s in &local {
+                for (s, claimed) in &claims {
+                    s.unclaim(*claimed);
                     self.requeue(s);
                 }
                 return Err(e.into());
             }
         };
-        for (s, total) in totals {
-            s.flushed.fetch_max(total, Ordering::AcqRel);
-        }
         for s in &local {
             let _ = s.state.compare_exchange(
                 LIVE,
@@ -483,7 +499,9 @@ impl Engine {
 
     /// Drops ended sessions from memory: their tokens are refused from now on.
     pub fn forget(&self, ids: &[SessionId]) {
+        let now = self.inner.clock.now();
         for id in ids {
+            self.inner.tombstones.insert(*id, now);
             if let Some((_, hash)) = self.inner.by_id.remove(id)
                 && let Some((_, s)) = self.inner.by_token.remove(&hash)
             {
@@ -530,9 +548,9 @@ impl Engine {
             if !s.is_live() {
                 continue;
             }
-            if let Some((touch, total)) = s.take_touch() {
+            if let Some(touch) = s.take_touch() {
+                batch.push((s, touch.requests));
                 touches.push(touch);
-                batch.push((s, total));
             }
         }
         drop(rx);
@@ -542,9 +560,6 @@ impl Engine {
         self.inner.counters.flushes.fetch_add(1, Ordering::Relaxed);
         match self.inner.store.touches_apply(&touches).await {
             Ok(_) => {
-                for (s, total) in &batch {
-                    s.flushed.fetch_max(*total, Ordering::AcqRel);
-                }
                 self.inner
                     .counters
                     .touches_written
@@ -569,14 +584,24 @@ impl Engine {
         let now = self.inner.clock.now();
         let policy = self.inner.config.policy;
         let mut due: Vec<(EndReason, SessionId)> = Vec::new();
+        let mut gone: Vec<SessionId> = Vec::new();
         for e in self.inner.by_token.iter() {
             let s = e.value();
             let reason = code_reason(s.state.load(Ordering::Acquire))
                 .or_else(|| policy.verdict(s.created_at, s.last_access_at(), now));
-            if let Some(r @ (EndReason::IdleTimeout | EndReason::AbsoluteTimeout)) = reason {
-                due.push((r, s.id));
+            match reason {
+                Some(r @ (EndReason::IdleTimeout | EndReason::AbsoluteTimeout)) => {
+                    due.push((r, s.id));
+                }
+                // Ended some other way and already durable: only memory is left.
+                Some(_) => gone.push(s.id),
+                None => {}
             }
         }
+        self.forget(&gone);
+        // A store read older than this cannot still be in flight.
+        let horizon = now - TOMBSTONE_TTL;
+        self.inner.tombstones.retain(|_, at| *at > horizon);
         let mut ended = 0;
         for reason in [EndReason::AbsoluteTimeout, EndReason::IdleTimeout] {
             let ids: Vec<SessionId> = due
@@ -611,11 +636,12 @@ impl Engine {
         reason: EndReason,
     ) -> Result<usize, EngineError> {
         let mut touches = Vec::new();
+        let mut claims = Vec::new();
         for id in &ids {
             if let Some(s) = self.by_id(id)
-                && let Some((t, _)) = s.take_touch()
-                && t.requests > 0
+                && let Some(t) = s.take_touch()
             {
+                claims.push((s, t.requests));
                 touches.push(t);
             }
         }
@@ -626,7 +652,15 @@ impl Engine {
             at: self.inner.clock.now(),
             touches,
         };
-        Ok(self.inner.store.sessions_end(&end).await?.len())
+        match self.inner.store.sessions_end(&end).await {
+            Ok(ended) => Ok(ended.len()),
+            Err(e) => {
+                for (s, claimed) in &claims {
+                    s.unclaim(*claimed);
+                }
+                Err(e.into())
+            }
+        }
     }
 
     /// Applies changes made elsewhere (another node, the CLI) since the last call.

@@ -304,3 +304,164 @@ async fn background_tasks_flush_and_drain_on_shutdown() {
         7
     );
 }
+
+/// The real store, except that a flush, once committed, waits to be released before it
+/// reports back: the window in which an end can race a flush.
+struct GatedStore {
+    inner: Arc<dyn Store>,
+    committed: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl Store for GatedStore {
+    async fn ping(&self) -> usher_store::Result<()> {
+        self.inner.ping().await
+    }
+    async fn secret(&self, n: &str, c: &[u8]) -> usher_store::Result<Vec<u8>> {
+        self.inner.secret(n, c).await
+    }
+    async fn user_create(&self, u: &usher_core::User, a: &str) -> usher_store::Result<()> {
+        self.inner.user_create(u, a).await
+    }
+    async fn user_get(&self, n: &Username) -> usher_store::Result<Option<usher_core::User>> {
+        self.inner.user_get(n).await
+    }
+    async fn user_list(&self) -> usher_store::Result<Vec<usher_core::User>> {
+        self.inner.user_list().await
+    }
+    async fn user_count(&self) -> usher_store::Result<u64> {
+        self.inner.user_count().await
+    }
+    async fn user_update(
+        &self,
+        u: &usher_core::User,
+        a: &str,
+        t: Timestamp,
+    ) -> usher_store::Result<()> {
+        self.inner.user_update(u, a, t).await
+    }
+    async fn user_set_disabled(
+        &self,
+        n: &Username,
+        d: bool,
+        a: &str,
+        t: Timestamp,
+    ) -> usher_store::Result<Vec<usher_core::SessionId>> {
+        self.inner.user_set_disabled(n, d, a, t).await
+    }
+    async fn user_remove(
+        &self,
+        n: &Username,
+        a: &str,
+        t: Timestamp,
+    ) -> usher_store::Result<Vec<usher_core::SessionId>> {
+        self.inner.user_remove(n, a, t).await
+    }
+    async fn session_create(&self, s: &usher_core::NewSession, c: &str) -> usher_store::Result<()> {
+        self.inner.session_create(s, c).await
+    }
+    async fn session_get(
+        &self,
+        id: &usher_core::SessionId,
+    ) -> usher_store::Result<Option<usher_core::SessionRecord>> {
+        self.inner.session_get(id).await
+    }
+    async fn session_by_token(
+        &self,
+        h: &usher_core::TokenHash,
+    ) -> usher_store::Result<Option<usher_core::SessionRecord>> {
+        self.inner.session_by_token(h).await
+    }
+    async fn sessions_live(&self) -> usher_store::Result<Vec<usher_core::SessionRecord>> {
+        self.inner.sessions_live().await
+    }
+    async fn sessions_of_user(
+        &self,
+        n: &Username,
+    ) -> usher_store::Result<Vec<usher_core::SessionRecord>> {
+        self.inner.sessions_of_user(n).await
+    }
+    async fn sessions_end(
+        &self,
+        e: &usher_store::EndSessions,
+    ) -> usher_store::Result<Vec<usher_core::SessionId>> {
+        self.inner.sessions_end(e).await
+    }
+    async fn touches_apply(&self, t: &[usher_store::Touch]) -> usher_store::Result<u64> {
+        let r = self.inner.touches_apply(t).await;
+        self.committed.notify_one();
+        self.release.notified().await;
+        r
+    }
+    async fn event_record(&self, e: &usher_core::Event) -> usher_store::Result<()> {
+        self.inner.event_record(e).await
+    }
+    async fn events(&self, q: &EventQuery) -> usher_store::Result<Vec<usher_core::Event>> {
+        self.inner.events(q).await
+    }
+    async fn change_head(&self) -> usher_store::Result<i64> {
+        self.inner.change_head().await
+    }
+    async fn changes_since(&self, a: i64, l: u32) -> usher_store::Result<Vec<usher_store::Change>> {
+        self.inner.changes_since(a, l).await
+    }
+    async fn changes_prune(&self, b: Timestamp) -> usher_store::Result<u64> {
+        self.inner.changes_prune(b).await
+    }
+}
+
+#[tokio::test]
+async fn an_end_racing_a_flush_never_counts_twice() {
+    let f = fixture().await;
+    let gated = Arc::new(GatedStore {
+        inner: f.store.clone(),
+        committed: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let engine = Engine::load(gated.clone(), Arc::new(f.clock.clone()), config())
+        .await
+        .unwrap();
+    let (token, live) = engine.create(None, SessionKind::Web, &REQ).await.unwrap();
+    for _ in 0..5 {
+        engine.authenticate(&token, &REQ).await.unwrap().unwrap();
+    }
+    let flusher = engine.clone();
+    let flush = tokio::spawn(async move { flusher.flush().await });
+    // The flush of 5 is committed but has not reported back yet.
+    gated.committed.notified().await;
+    for _ in 0..2 {
+        engine.authenticate(&token, &REQ).await.unwrap().unwrap();
+    }
+    engine
+        .end(
+            SessionSelector::Ids(vec![live.id]),
+            EndReason::Killed,
+            "root",
+        )
+        .await
+        .unwrap();
+    gated.release.notify_one();
+    flush.await.unwrap().unwrap();
+    let stored = f.store.session_get(&live.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.requests, 7,
+        "5 by the flush, 2 by the end, none twice"
+    );
+}
+
+#[tokio::test]
+async fn a_store_read_racing_an_end_cannot_readmit_the_session() {
+    let f = fixture().await;
+    let a = f.engine().await;
+    let b = f.engine().await;
+    let (token, live) = a.create(None, SessionKind::Web, &REQ).await.unwrap();
+    // Node B hears of the end (the feed) before its own read of the store lands: the
+    // read still shows the session live, but it must not be let back in.
+    b.forget(&[live.id]);
+    assert!(b.authenticate(&token, &REQ).await.unwrap().is_none());
+    assert!(
+        a.authenticate(&token, &REQ).await.unwrap().is_some(),
+        "A never heard of it"
+    );
+}

@@ -17,25 +17,36 @@ pub fn cookie_name(base: &str, https: bool, domain: Option<&str>) -> String {
 }
 
 /// The value of cookie `name`, if it appears exactly once (or always with one value).
+/// Works on bytes: another cookie with non-ASCII bytes (an app's `name=José`) must not
+/// hide Usher's.
 pub fn read<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    let mut found: Option<&str> = None;
-    for value in headers.get_all(COOKIE) {
-        let Ok(text) = value.to_str() else { continue };
-        for pair in text.split(';') {
-            let Some((k, v)) = pair.trim().split_once('=') else {
-                continue;
-            };
-            if k.trim() != name {
-                continue;
-            }
-            let v = v.trim().trim_matches('"');
-            match found {
-                Some(prev) if prev != v => return None,
-                _ => found = Some(v),
-            }
+    let mut found: Option<&[u8]> = None;
+    for (k, v) in pairs(headers) {
+        if k != name.as_bytes() {
+            continue;
+        }
+        let v = v
+            .strip_prefix(b"\"")
+            .and_then(|v| v.strip_suffix(b"\""))
+            .unwrap_or(v);
+        match found {
+            Some(prev) if prev != v => return None,
+            _ => found = Some(v),
         }
     }
-    found
+    found.and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// Every `name=value` pair of every `Cookie` header, trimmed, as bytes.
+pub fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b';'))
+        .filter_map(|pair| {
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            Some((pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()))
+        })
 }
 
 /// A `Set-Cookie` value carrying `value`. No `Max-Age`: the cookie lives as long as the

@@ -22,8 +22,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use usher_core::SessionKind;
+use usher_engine::EngineError;
 use usher_engine::accounts::LoginOutcome;
 use usher_store::SessionSelector;
+use usher_store::StoreError;
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
@@ -55,8 +57,10 @@ fn require_form(headers: &HeaderMap) -> Result<(), HttpError> {
 }
 
 fn target(state: &AppState, ctx: &ClientContext, rd: Option<&String>) -> RedirectTarget {
-    rd.and_then(|rd| RedirectTarget::parse(rd, &ctx.host, &state.settings.allowed_redirects))
-        .unwrap_or_else(RedirectTarget::root)
+    rd.and_then(|rd| {
+        RedirectTarget::parse(rd, &ctx.host, ctx.https, &state.settings.allowed_redirects)
+    })
+    .unwrap_or_else(RedirectTarget::root)
 }
 
 /// The pre-session nonce from the login cookie, if it is well formed.
@@ -190,10 +194,26 @@ async fn login_post(
             )
             .await?;
     }
-    let (token, live) = state
+    let created = state
         .engine
         .create(Some(&user), SessionKind::Web, &ctx.request_info())
-        .await?;
+        .await;
+    let (token, live) = match created {
+        Ok(c) => c,
+        // Disabled (or removed) while the password was being checked.
+        Err(EngineError::Store(StoreError::Conflict(_))) => {
+            return login_form(
+                &state,
+                &ctx,
+                &headers,
+                StatusCode::UNAUTHORIZED,
+                rd.as_str(),
+                username,
+                Some("Wrong user name or password."),
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
     tracing::info!(session = %live.id, user = %user.name, ip = %ctx.ip(), "login");
     let mut r = StatusCode::SEE_OTHER.into_response();
     let h = r.headers_mut();

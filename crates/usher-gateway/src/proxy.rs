@@ -19,17 +19,26 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use usher_engine::sessions::Authenticated;
 
 /// Identity headers Usher sets; any client copy is removed.
-pub const IDENTITY_HEADERS: [&str; 9] = [
+const IDENTITY_HEADERS: [&str; 6] = [
     "remote-user",
     "remote-groups",
     "remote-name",
     "remote-email",
     "x-usher-session",
     "x-real-ip",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
 ];
+
+/// Whether a client header (compared as a CGI gateway would: case-blind, `_` as `-`)
+/// claims something only Usher or a trusted proxy may say: an identity, or where the
+/// request came from. Frameworks trust `X-Forwarded-Prefix`, `Forwarded`,
+/// `X-Original-URL` and friends, so all of them go.
+fn is_reserved(name: &HeaderName) -> bool {
+    let n = name.as_str().replace('_', "-");
+    IDENTITY_HEADERS.contains(&n.as_str())
+        || n.starts_with("x-forwarded-")
+        || n.starts_with("x-original-")
+        || n == "forwarded"
+}
 
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -131,6 +140,9 @@ impl Proxy {
     }
 }
 
+/// The protocol to tunnel, when the client asks to upgrade to WebSocket. Nothing else
+/// is tunnelled: inside an `h2c` tunnel the client could send any identity header on
+/// every later request, past Usher.
 fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     let connection_upgrade = headers
         .get_all(header::CONNECTION)
@@ -138,14 +150,9 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    connection_upgrade
-        .then(|| headers.get(header::UPGRADE).cloned())
-        .flatten()
-}
-
-/// Header names compared as a proxy or CGI gateway might: case-blind, `_` as `-`.
-fn normalized(name: &HeaderName) -> String {
-    name.as_str().replace('_', "-")
+    let upgrade = headers.get(header::UPGRADE)?;
+    let websocket = upgrade.as_bytes().eq_ignore_ascii_case(b"websocket");
+    (connection_upgrade && websocket).then(|| upgrade.clone())
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -161,6 +168,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(n);
     }
     headers.remove(header::UPGRADE);
+    headers.remove("http2-settings");
 }
 
 fn prepare_headers(
@@ -182,11 +190,7 @@ fn prepare_headers(
         })
         .flatten();
     strip_hop_by_hop(headers);
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| IDENTITY_HEADERS.contains(&normalized(k).as_str()))
-        .cloned()
-        .collect();
+    let doomed: Vec<HeaderName> = headers.keys().filter(|k| is_reserved(k)).cloned().collect();
     for k in doomed {
         headers.remove(k);
     }
@@ -195,7 +199,11 @@ fn prepare_headers(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, proto.clone());
     }
-    let value = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""));
+    // Raw UTF-8 (obs-text) rather than nothing for names like "José"; control
+    // characters, which no header may carry, give an empty value.
+    let value = |s: &str| {
+        HeaderValue::from_bytes(s.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static(""))
+    };
     let (user, groups, name, email) = match &auth.user {
         Some(u) => (
             value(u.name.as_str()),
@@ -227,28 +235,28 @@ fn prepare_headers(
     headers.insert("x-forwarded-host", value(&ctx.host));
 }
 
-/// The upstream has no use for Usher's credentials: drop its cookies from `Cookie`.
+/// The upstream has no use for Usher's credentials: drop its cookies from `Cookie`,
+/// keeping the app's own byte for byte.
 fn strip_usher_cookies(headers: &mut HeaderMap, cookie_name: &str) {
-    let kept: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|c| {
-            let name = c.split('=').next().unwrap_or("").trim();
-            let bare = name
-                .strip_prefix("__Host-")
-                .or_else(|| name.strip_prefix("__Secure-"))
-                .unwrap_or(name);
-            !(bare == cookie_name || name == crate::csrf::LOGIN_COOKIE)
-        })
-        .filter(|c| !c.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let mut kept: Vec<u8> = Vec::new();
+    for (name, value) in crate::cookie::pairs(headers) {
+        let bare = name
+            .strip_prefix(b"__Host-")
+            .or_else(|| name.strip_prefix(b"__Secure-"))
+            .unwrap_or(name);
+        if bare == cookie_name.as_bytes() || name == crate::csrf::LOGIN_COOKIE.as_bytes() {
+            continue;
+        }
+        if !kept.is_empty() {
+            kept.extend_from_slice(b"; ");
+        }
+        kept.extend_from_slice(name);
+        kept.push(b'=');
+        kept.extend_from_slice(value);
+    }
     headers.remove(header::COOKIE);
     if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+        && let Ok(v) = HeaderValue::from_bytes(&kept)
     {
         headers.insert(header::COOKIE, v);
     }

@@ -18,19 +18,18 @@ impl RedirectTarget {
         &self.0
     }
 
-    /// Validates `rd` for a request to `host` (the Host header, maybe with a port).
-    pub fn parse(rd: &str, host: &str, allowed: &[String]) -> Option<Self> {
+    /// Validates `rd` for a request to `host` (the Host header, maybe with a port) that
+    /// arrived over https when `https` is set (then http:// targets are refused).
+    pub fn parse(rd: &str, host: &str, https: bool, allowed: &[String]) -> Option<Self> {
         if rd.is_empty() || rd.len() > 4096 {
             return None;
         }
         // Browsers treat `\` as `/`, drop tabs and newlines, and some decode `%5c`:
-        // none of these belongs in a redirect Usher emits.
-        let decoded: Vec<u8> = url::form_urlencoded::parse(format!("x={rd}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned().into_bytes())
-            .unwrap_or_default();
-        let suspicious = |b: &u8| *b == b'\\' || b.is_ascii_control() || *b == b' ';
-        if rd.bytes().any(|b| suspicious(&b)) || decoded.iter().any(suspicious) {
+        // none of these belongs in a redirect Usher emits. (Percent-decoding only: a
+        // `+` in a query is a plus, not a space.)
+        let decoded: Vec<u8> = percent_encoding::percent_decode_str(rd).collect();
+        let suspicious = |b: &u8| *b == b'\\' || b.is_ascii_control();
+        if rd.bytes().any(|b| suspicious(&b) || b == b' ') || decoded.iter().any(suspicious) {
             return None;
         }
         if rd.starts_with('/') {
@@ -51,13 +50,20 @@ impl RedirectTarget {
                 out.push('#');
                 out.push_str(f);
             }
+            // Dot segments may have collapsed into a scheme-relative `//host` (C19):
+            // judge what is emitted, not what came in.
+            if out.starts_with("//") || out.starts_with("/\\") {
+                return None;
+            }
             return Some(Self(out));
         }
         let url = url::Url::parse(rd).ok()?;
-        if !matches!(url.scheme(), "http" | "https")
-            || !url.username().is_empty()
-            || url.password().is_some()
-        {
+        let scheme_ok = match url.scheme() {
+            "https" => true,
+            "http" => !https,
+            _ => false,
+        };
+        if !scheme_ok || !url.username().is_empty() || url.password().is_some() {
             return None;
         }
         let target = url.host_str()?.to_ascii_lowercase();
@@ -92,13 +98,26 @@ fn host_matches(host: &str, entry: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn check_on(rd: &str, https: bool) -> Option<String> {
+        let allowed = ["app.example.com".to_owned(), ".corp.example".to_owned()];
+        RedirectTarget::parse(rd, "good.example", https, &allowed).map(|t| t.0)
+    }
+
     fn check(rd: &str) -> Option<String> {
-        RedirectTarget::parse(
-            rd,
-            "good.example",
-            &["app.example.com".into(), ".corp.example".into()],
-        )
-        .map(|t| t.0)
+        check_on(rd, false)
+    }
+
+    #[test]
+    fn keeps_pluses_and_refuses_downgrades() {
+        assert_eq!(
+            check("/search?q=a+b%20c").as_deref(),
+            Some("/search?q=a+b%20c")
+        );
+        assert_eq!(check_on("http://good.example/", true), None);
+        assert_eq!(
+            check_on("https://good.example/", true).as_deref(),
+            Some("https://good.example/")
+        );
     }
 
     #[test]
@@ -150,6 +169,10 @@ mod tests {
             "https://malicious-corp.example/",
             "https://app.example.com.evil/",
             "/\tevil",
+            "/.//evil.example",
+            "/a/..//evil.example",
+            "/%2e//evil.example",
+            "/./\\evil.example",
             "",
         ] {
             assert_eq!(check(rd), None, "{rd:?} was accepted");

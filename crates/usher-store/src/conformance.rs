@@ -90,7 +90,8 @@ macro_rules! conformance_tests {
             touches_never_revive_ended_sessions, end_is_recorded_once_with_event_and_change,
             end_applies_pending_touches_first, end_all_of_a_users_sessions,
             disabling_a_user_ends_their_sessions, removing_a_user_ends_their_sessions,
-            secrets_are_created_once, change_feed_is_ordered_and_prunable
+            secrets_are_created_once, change_feed_is_ordered_and_prunable,
+            no_session_for_disabled_or_unknown_users
         );
     };
     (@ $make:expr; $($name:ident),* $(,)?) => {
@@ -496,5 +497,39 @@ pub async fn change_feed_is_ordered_and_prunable(store: Arc<dyn Store>) {
         store.change_head().await.unwrap(),
         head,
         "the head never moves back"
+    );
+}
+
+pub async fn no_session_for_disabled_or_unknown_users(store: Arc<dyn Store>) {
+    store.user_create(&user("alice"), "cli").await.unwrap();
+    store
+        .user_set_disabled(&name("alice"), true, "root", t(1))
+        .await
+        .unwrap();
+    for who in ["alice", "ghost"] {
+        let s = NewSession {
+            id: SessionId::generate().unwrap(),
+            token_hash: Token::generate().unwrap().hash(),
+            user: Some(name(who)),
+            kind: SessionKind::Web,
+            created_at: t(2),
+            client: ClientSnapshot {
+                ip: "192.0.2.1".parse().unwrap(),
+                user_agent: String::new(),
+                host: String::new(),
+            },
+        };
+        let r = store.session_create(&s, "").await;
+        assert!(matches!(r, Err(StoreError::Conflict(_))), "{who}: {r:?}");
+    }
+    assert!(store.sessions_live().await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .user_get(&name("alice"))
+            .await
+            .unwrap()
+            .unwrap()
+            .last_login_at,
+        None
     );
 }

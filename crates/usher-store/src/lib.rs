@@ -98,8 +98,8 @@ pub trait Store: Send + Sync + 'static {
     async fn user_get(&self, name: &Username) -> Result<Option<User>>;
     async fn user_list(&self) -> Result<Vec<User>>;
     async fn user_count(&self) -> Result<u64>;
-    /// Replaces profile, groups and password hash. Records `password_changed` when the
-    /// hash changed.
+    /// Replaces profile, groups and password hash (not the last login, which only a
+    /// login moves). Records `password_changed` when the hash changed.
     async fn user_update(&self, user: &User, actor: &str, at: Timestamp) -> Result<()>;
     /// Disables (ending every live session with `user_disabled`) or re-enables a user.
     async fn user_set_disabled(
@@ -119,6 +119,7 @@ pub trait Store: Send + Sync + 'static {
 
     // --- sessions ---
     /// Creates a session and records its `login` event; durable when it returns.
+    /// A session for a user who is disabled or gone is refused with `Conflict`.
     async fn session_create(&self, session: &NewSession, client: &str) -> Result<()>;
     async fn session_get(&self, id: &SessionId) -> Result<Option<SessionRecord>>;
     async fn session_by_token(&self, hash: &TokenHash) -> Result<Option<SessionRecord>>;

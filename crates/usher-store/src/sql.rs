@@ -270,14 +270,13 @@ macro_rules! impl_sql_store {
                     let Some(old_hash) = old else {
                         return Err(StoreError::NotFound(format!("user {}", user.name)));
                     };
+                    // Not `last_login_at`: only a login moves it, never a stale copy.
                     sqlx::query(
-                        "UPDATE users SET display_name = $1, email = $2, password_hash = $3, last_login_at = $4
-                         WHERE name = $5",
+                        "UPDATE users SET display_name = $1, email = $2, password_hash = $3 WHERE name = $4",
                     )
                     .bind(&user.display_name)
                     .bind(&user.email)
                     .bind(user.password_hash.as_deref())
-                    .bind(user.last_login_at.map(ms))
                     .bind(user.name.as_str())
                     .execute(&mut *tx)
                     .await?;
@@ -350,6 +349,23 @@ macro_rules! impl_sql_store {
 
                 async fn session_create(&self, s: &NewSession, client: &str) -> Result<()> {
                     let mut tx = self.write().await?;
+                    if let Some(user) = &s.user {
+                        // First, and as a write: it takes the user's row lock, so a
+                        // disable racing this login either lands before (and we refuse)
+                        // or waits and then ends the session we create.
+                        let r = sqlx::query(
+                            "UPDATE users SET last_login_at = $1 WHERE name = $2 AND disabled = FALSE",
+                        )
+                        .bind(ms(s.created_at))
+                        .bind(user.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                        if r.rows_affected() == 0 {
+                            return Err(StoreError::Conflict(format!(
+                                "user {user} is disabled or gone; no session"
+                            )));
+                        }
+                    }
                     let ip = s.client.ip.to_string();
                     sqlx::query(
                         "INSERT INTO sessions (id, token_hash, user_name, kind, ip, first_ip, user_agent, client, host,
@@ -368,11 +384,6 @@ macro_rules! impl_sql_store {
                     .execute(&mut *tx)
                     .await?;
                     if let Some(user) = &s.user {
-                        sqlx::query("UPDATE users SET last_login_at = $1 WHERE name = $2")
-                            .bind(ms(s.created_at))
-                            .bind(user.as_str())
-                            .execute(&mut *tx)
-                            .await?;
                         let mut event = user_event(EventKind::Login, user, user.as_str(), s.created_at);
                         event.session = Some(s.id);
                         event.ip = Some(s.client.ip);

@@ -295,6 +295,60 @@ pub fn load(explicit: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Se
     resolve(raw)
 }
 
+/// A DNS name: dot-separated labels of letters, digits and inner hyphens.
+fn is_host_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Keys that are read and validated but whose features have not landed yet: a value
+/// other than the default would be silently ignored, so it is refused instead.
+fn refuse_unimplemented(raw: &RawConfig) -> anyhow::Result<()> {
+    let d = RawConfig::default();
+    let mut unset = Vec::new();
+    let mut check = |key: &'static str, differs: bool| {
+        if differs {
+            unset.push(key);
+        }
+    };
+    check(
+        "limits.max_sessions_per_user",
+        raw.limits.max_sessions_per_user != d.limits.max_sessions_per_user,
+    );
+    check("limits.on_limit", raw.limits.on_limit != d.limits.on_limit);
+    check("access.public", raw.access.public != d.access.public);
+    check("tracking.ignore", !raw.tracking.ignore.is_empty());
+    check(
+        "sessions.anonymous_idle_timeout",
+        raw.sessions.anonymous_idle_timeout != d.sessions.anonymous_idle_timeout,
+    );
+    check(
+        "sessions.max_anonymous",
+        raw.sessions.max_anonymous != d.sessions.max_anonymous,
+    );
+    check(
+        "history.retention",
+        raw.history.retention != d.history.retention,
+    );
+    check("log.access", raw.log.access != d.log.access);
+    check("log.format", raw.log.format != d.log.format);
+    if unset.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "{}: not supported by this version of Usher yet; remove {} so that nothing is silently ignored",
+        unset.join(", "),
+        if unset.len() == 1 { "it" } else { "them" }
+    )
+}
+
 /// `sessions.idle_timeout: <what is wrong> (from usher.toml)`: the key in lowercase as
 /// written in the file, and where the bad value came from.
 fn describe(e: &figment::Error) -> String {
@@ -409,6 +463,26 @@ pub fn resolve(raw: RawConfig) -> anyhow::Result<Settings> {
             raw.log.format
         );
     }
+    refuse_unimplemented(&raw)?;
+    let cookie_domain = match raw.gateway.cookie_domain.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(d) => {
+            let bare = d.trim_start_matches('.');
+            if !is_host_name(bare) {
+                bail!(
+                    "gateway.cookie_domain: `{d}` must be a domain name such as example.com (no scheme, port or path)"
+                );
+            }
+            Some(bare.to_ascii_lowercase())
+        }
+    };
+    for entry in &raw.gateway.allowed_redirects.0 {
+        if !is_host_name(entry.strip_prefix('.').unwrap_or(entry)) {
+            bail!(
+                "gateway.allowed_redirects: `{entry}` must be a host name (app.example.com) or a leading-dot domain (.example.com), without scheme, port or path"
+            );
+        }
+    }
     let data_dir = match &store {
         StoreUrl::Sqlite { path } => path
             .parent()
@@ -423,7 +497,7 @@ pub fn resolve(raw: RawConfig) -> anyhow::Result<Settings> {
         trusted: TrustedProxies::new(nets),
         client_ip_header,
         cookie_name: cookie.clone(),
-        cookie_domain: raw.gateway.cookie_domain.clone().filter(|d| !d.is_empty()),
+        cookie_domain,
         allowed_redirects: raw.gateway.allowed_redirects.0.clone(),
         header_read_timeout: raw.server.header_read_timeout.as_std(),
         drain_timeout: raw.server.drain_timeout.as_std(),

@@ -215,7 +215,19 @@ async fn configuration_mistakes_are_named() {
     assert_eq!(code, 0);
     assert!(out.contains("\"idle_timeout\": \"5m\""), "{out}");
 
-    let cases: [(&[(&str, &str)], &str); 5] = [
+    let cases: [(&[(&str, &str)], &str); 8] = [
+        (
+            &[("USHER_LIMITS_MAX_SESSIONS_PER_USER", "1")],
+            "not supported by this version",
+        ),
+        (
+            &[("USHER_GATEWAY_COOKIE_DOMAIN", "https://example.com")],
+            "gateway.cookie_domain",
+        ),
+        (
+            &[("USHER_GATEWAY_ALLOWED_REDIRECTS", "*.example.com")],
+            "gateway.allowed_redirects",
+        ),
         (&[("USHER_SESSIONS_IDLE_TIMEOUT", "10x")], "idle_timeout"),
         (&[("USHER_SERVER_LISTEN", "localhost")], "server.listen"),
         (&[("USHER_PROXY_TRUSTED", "10.0.0.0/33")], "proxy.trusted"),

@@ -23,7 +23,7 @@ async fn behind_usher(trusted: bool) -> (TestApp, Upstream) {
         )
         .await
         .unwrap();
-    alice.display_name = "Alice Liddell".into();
+    alice.display_name = "Alice Liddell-José".into();
     alice.email = "alice@example.com".into();
     alice.groups = vec![Group::parse("staff").unwrap(), Group::admins()];
     app.store
@@ -50,7 +50,17 @@ async fn the_upstream_sees_usher_identity_and_never_the_clients_copies() {
     let session = app.store.sessions_live().await.unwrap()[0].id;
     let r = client()
         .get(app.url("/some/path?q=1&r=%2F"))
-        .header("cookie", format!("theme=dark; {cookie}; lang=en"))
+        .header(
+            "cookie",
+            reqwest::header::HeaderValue::from_bytes(
+                format!("theme=dark; {cookie}; name=José").as_bytes(),
+            )
+            .unwrap(),
+        )
+        .header("x-forwarded-prefix", "/admin")
+        .header("x_forwarded_port", "443")
+        .header("forwarded", "for=6.6.6.6;proto=https")
+        .header("x-original-url", "/admin")
         .header("Remote-User", "mallory")
         .header("Remote_User", "mallory")
         .header("REMOTE-GROUPS", "admins")
@@ -74,7 +84,7 @@ async fn the_upstream_sees_usher_identity_and_never_the_clients_copies() {
     assert_eq!(echo["path"], "/some/path?q=1&r=%2F");
     assert_eq!(header_values(&echo, "remote-user"), ["alice"]);
     assert_eq!(header_values(&echo, "remote-groups"), ["admins,staff"]);
-    assert_eq!(header_values(&echo, "remote-name"), ["Alice Liddell"]);
+    assert_eq!(header_values(&echo, "remote-name"), ["Alice Liddell-José"]);
     assert_eq!(header_values(&echo, "remote-email"), ["alice@example.com"]);
     assert_eq!(header_values(&echo, "x-usher-session"), [session.as_str()]);
     assert_eq!(header_values(&echo, "x-real-ip"), ["127.0.0.1"]);
@@ -83,10 +93,21 @@ async fn the_upstream_sees_usher_identity_and_never_the_clients_copies() {
     assert_eq!(header_values(&echo, "x-forwarded-host").len(), 1);
     assert_ne!(header_values(&echo, "x-forwarded-host")[0], "evil.example");
     assert!(header_values(&echo, "remote_user").is_empty());
+    for spoofed in [
+        "x-forwarded-prefix",
+        "x_forwarded_port",
+        "forwarded",
+        "x-original-url",
+    ] {
+        assert!(
+            header_values(&echo, spoofed).is_empty(),
+            "{spoofed} reached the upstream"
+        );
+    }
     assert_eq!(
         header_values(&echo, "cookie"),
-        ["theme=dark; lang=en"],
-        "Usher's credential stays with Usher"
+        ["theme=dark; name=José"],
+        "Usher's credential stays with Usher; the app's cookies pass untouched"
     );
 }
 
@@ -184,6 +205,22 @@ async fn websockets_are_upgraded_through_usher() {
     ws.send("hello".into()).await.unwrap();
     let reply = ws.next().await.unwrap().unwrap();
     assert_eq!(reply.into_text().unwrap().as_str(), "alice:hello");
+    // Only WebSocket is tunnelled: an h2c upgrade would let every request inside the
+    // tunnel carry its own identity headers past Usher.
+    let echo: serde_json::Value = client()
+        .get(app.url("/h2c"))
+        .header("cookie", &cookie)
+        .header("connection", "Upgrade, HTTP2-Settings")
+        .header("upgrade", "h2c")
+        .header("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(header_values(&echo, "upgrade").is_empty());
+    assert!(header_values(&echo, "http2-settings").is_empty());
     // Without a session there is no tunnel.
     let anon = tokio_tungstenite::connect_async(format!("ws://{}/ws", app.addr)).await;
     assert!(anon.is_err());

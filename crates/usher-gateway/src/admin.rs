@@ -7,11 +7,10 @@ use crate::error::HttpError;
 use crate::gate;
 use crate::pages::{AdminPage, render};
 use axum::Router;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::StatusCode;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub fn router() -> Router<Arc<AppState>> {
@@ -22,10 +21,9 @@ pub fn router() -> Router<Arc<AppState>> {
 
 async fn dashboard(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ctx: ClientContext,
     req: Request,
 ) -> Response {
-    let ctx = ClientContext::new(&state.settings, peer, req.headers(), req.uri());
     let auth = match state.session(&ctx, req.headers()).await {
         Ok(Some((_, auth))) => auth,
         Ok(None) => return gate::unauthenticated(&state, &ctx, &req),

@@ -8,6 +8,11 @@ use usher_core::client_ip::{self, ClientIpHeader, Resolved};
 use usher_engine::RequestInfo;
 
 use crate::GatewaySettings;
+use crate::app::AppState;
+use crate::error::HttpError;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use http::request::Parts;
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct ClientContext {
@@ -102,4 +107,22 @@ fn valid_host(h: &str) -> bool {
         && h.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_')
         })
+}
+
+/// Handlers take the client context as an extractor; it needs the peer address the
+/// server loop attaches to every request.
+impl FromRequestParts<Arc<AppState>> for ClientContext {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, HttpError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)
+            .ok_or_else(|| HttpError::Internal("no peer address on the request".into()))?;
+        Ok(Self::new(&state.settings, peer, &parts.headers, &parts.uri))
+    }
 }

@@ -5,18 +5,16 @@ use crate::app::AppState;
 use crate::client::ClientContext;
 use crate::demo;
 use crate::error::HttpError;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub async fn handle(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ctx: ClientContext,
     req: Request,
 ) -> Response {
-    let ctx = ClientContext::new(&state.settings, peer, req.headers(), req.uri());
     let found = match state.session(&ctx, req.headers()).await {
         Ok(found) => found,
         Err(e) => return HttpError::from(e).into_response(),

@@ -12,14 +12,13 @@ use crate::pages::{LoginPage, LogoutPage, MessagePage, render};
 use crate::redirect::RedirectTarget;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use usher_core::SessionKind;
 use usher_engine::EngineError;
@@ -120,12 +119,10 @@ fn login_form(
 
 async fn login_get(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    uri: Uri,
+    ctx: ClientContext,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
-    let ctx = ClientContext::new(&state.settings, peer, &headers, &uri);
     let q = fields(query.unwrap_or_default().as_bytes());
     let rd = target(&state, &ctx, q.get("rd"));
     login_form(
@@ -141,12 +138,10 @@ async fn login_get(
 
 async fn login_post(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    uri: Uri,
+    ctx: ClientContext,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let ctx = ClientContext::new(&state.settings, peer, &headers, &uri);
     require_form(&headers)?;
     let form = fields(&body);
     let rd = target(&state, &ctx, form.get("rd"));
@@ -164,6 +159,18 @@ async fn login_post(
             "the form needs both `username` and `password`".into(),
         ));
     };
+    // Unknown user, wrong password, disabled account: one answer for all.
+    let refused = || {
+        login_form(
+            &state,
+            &ctx,
+            &headers,
+            StatusCode::UNAUTHORIZED,
+            rd.as_str(),
+            username,
+            Some("Wrong user name or password."),
+        )
+    };
     let outcome = state
         .accounts
         .verify_login(username, password, ctx.ip(), &ctx.user_agent)
@@ -172,15 +179,7 @@ async fn login_post(
         LoginOutcome::Ok(user) => user,
         LoginOutcome::Refused => {
             tracing::info!(ip = %ctx.ip(), "login refused");
-            return login_form(
-                &state,
-                &ctx,
-                &headers,
-                StatusCode::UNAUTHORIZED,
-                rd.as_str(),
-                username,
-                Some("Wrong user name or password."),
-            );
+            return refused();
         }
     };
     // A new token every time: whatever session this browser had ends here.
@@ -202,15 +201,7 @@ async fn login_post(
         Ok(c) => c,
         // Disabled (or removed) while the password was being checked.
         Err(EngineError::Store(StoreError::Conflict(_))) => {
-            return login_form(
-                &state,
-                &ctx,
-                &headers,
-                StatusCode::UNAUTHORIZED,
-                rd.as_str(),
-                username,
-                Some("Wrong user name or password."),
-            );
+            return refused();
         }
         Err(e) => return Err(e.into()),
     };
@@ -232,12 +223,10 @@ async fn login_post(
 
 async fn logout_get(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    uri: Uri,
+    ctx: ClientContext,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, HttpError> {
-    let ctx = ClientContext::new(&state.settings, peer, &headers, &uri);
     let q = fields(query.unwrap_or_default().as_bytes());
     let rd = target(&state, &ctx, q.get("rd"));
     let login = format!("{}/login", state.prefix());
@@ -273,12 +262,10 @@ async fn logout_get(
 
 async fn logout_post(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    uri: Uri,
+    ctx: ClientContext,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    let ctx = ClientContext::new(&state.settings, peer, &headers, &uri);
     require_form(&headers)?;
     let form = fields(&body);
     let mut location = format!("{}/login", state.prefix());

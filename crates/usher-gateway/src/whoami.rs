@@ -5,23 +5,14 @@ use crate::app::AppState;
 use crate::client::ClientContext;
 use axum::Json;
 use axum::Router;
-use axum::extract::{ConnectInfo, State};
 use axum::routing::get;
-use http::{HeaderMap, Uri};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new().route("/whoami", get(whoami))
 }
 
-async fn whoami(
-    State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Json<serde_json::Value> {
-    let ctx = ClientContext::new(&state.settings, peer, &headers, &uri);
+async fn whoami(ctx: ClientContext) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "client_ip": ctx.ip().to_string(),
         "peer": ctx.peer.to_string(),

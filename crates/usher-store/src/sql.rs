@@ -146,6 +146,17 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
+            /// Ends every live session of a user who is being disabled or removed.
+            fn end_all_of(name: &Username, actor: &str, at: Timestamp) -> EndSessions {
+                EndSessions {
+                    selector: SessionSelector::User(name.clone()),
+                    reason: EndReason::UserDisabled,
+                    actor: actor.to_owned(),
+                    at,
+                    touches: Vec::new(),
+                }
+            }
+
             fn user_event(kind: EventKind, name: &Username, actor: &str, at: Timestamp) -> Event {
                 let mut event = Event::new(at, kind);
                 event.user = Some(name.to_string());
@@ -306,14 +317,7 @@ macro_rules! impl_sql_store {
                         return Err(StoreError::NotFound(format!("user {name}")));
                     }
                     let ended = if disabled {
-                        let end = EndSessions {
-                            selector: SessionSelector::User(name.clone()),
-                            reason: EndReason::UserDisabled,
-                            actor: actor.to_owned(),
-                            at,
-                            touches: Vec::new(),
-                        };
-                        end_in_tx(&mut tx, &end).await?
+                        end_in_tx(&mut tx, &end_all_of(name, actor, at)).await?
                     } else {
                         Vec::new()
                     };
@@ -326,14 +330,7 @@ macro_rules! impl_sql_store {
 
                 async fn user_remove(&self, name: &Username, actor: &str, at: Timestamp) -> Result<EndedSessions> {
                     let mut tx = self.write().await?;
-                    let end = EndSessions {
-                        selector: SessionSelector::User(name.clone()),
-                        reason: EndReason::UserDisabled,
-                        actor: actor.to_owned(),
-                        at,
-                        touches: Vec::new(),
-                    };
-                    let ended = end_in_tx(&mut tx, &end).await?;
+                    let ended = end_in_tx(&mut tx, &end_all_of(name, actor, at)).await?;
                     let r = sqlx::query("DELETE FROM users WHERE name = $1")
                         .bind(name.as_str())
                         .execute(&mut *tx)

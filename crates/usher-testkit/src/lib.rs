@@ -164,27 +164,7 @@ impl TestApp {
         rd: &str,
         extra_cookie: Option<&str>,
     ) -> reqwest::Response {
-        let client = client();
-        let form = client.get(self.url("/usher/login")).send().await.unwrap();
-        let login_cookie = set_cookie_named(&form, "usher_login").expect("login cookie");
-        let html = form.text().await.unwrap();
-        let csrf = hidden_field(&html, "csrf").expect("csrf field");
-        let mut cookie = login_cookie;
-        if let Some(extra) = extra_cookie {
-            cookie = format!("{cookie}; {extra}");
-        }
-        client
-            .post(self.url("/usher/login"))
-            .header("cookie", cookie)
-            .form(&[
-                ("username", user),
-                ("password", password),
-                ("rd", rd),
-                ("csrf", &csrf),
-            ])
-            .send()
-            .await
-            .unwrap()
+        browser_login(&self.base, user, password, rd, extra_cookie).await
     }
 
     /// Logs out like a browser (confirmation page, then the form); returns the status.
@@ -211,6 +191,54 @@ impl TestApp {
     pub async fn flush(&self) {
         self.state.engine.flush().await.unwrap();
     }
+}
+
+/// Signs in at the Usher on `base` (`http://host:port`) like a browser: fetch the form,
+/// post it back with its pre-session cookie (plus `extra_cookie`, if any).
+pub async fn browser_login(
+    base: &str,
+    user: &str,
+    password: &str,
+    rd: &str,
+    extra_cookie: Option<&str>,
+) -> reqwest::Response {
+    let client = client();
+    let form = client
+        .get(format!("{base}/usher/login"))
+        .send()
+        .await
+        .unwrap();
+    let login_cookie = set_cookie_named(&form, "usher_login").expect("login cookie");
+    let html = form.text().await.unwrap();
+    let csrf = hidden_field(&html, "csrf").expect("csrf field");
+    let mut cookie = login_cookie;
+    if let Some(extra) = extra_cookie {
+        cookie = format!("{cookie}; {extra}");
+    }
+    client
+        .post(format!("{base}/usher/login"))
+        .header("cookie", cookie)
+        .form(&[
+            ("username", user),
+            ("password", password),
+            ("rd", rd),
+            ("csrf", &csrf),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The status of a GET to `url` presenting `cookie`.
+pub async fn status(url: &str, cookie: &str) -> u16 {
+    client()
+        .get(url)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 /// A client that neither follows redirects nor keeps cookies: tests see every hop.

@@ -4,33 +4,16 @@ use crate::support::{Running, serve, usher};
 use std::time::{Duration, Instant};
 use usher_core::{EndReason, Username};
 use usher_store::StoreUrl;
-use usher_testkit::{client, hidden_field, session_cookie, set_cookie_named};
+use usher_testkit::{browser_login, client, hidden_field, session_cookie};
 
-async fn login(base: &Running, user: &str, password: &str) -> String {
-    let c = client();
-    let form = c.get(base.url("/usher/login")).send().await.unwrap();
-    let lc = set_cookie_named(&form, "usher_login").unwrap();
-    let csrf = hidden_field(&form.text().await.unwrap(), "csrf").unwrap();
-    let r = c
-        .post(base.url("/usher/login"))
-        .header("cookie", lc)
-        .form(&[("username", user), ("password", password), ("csrf", &csrf)])
-        .send()
-        .await
-        .unwrap();
+async fn login(server: &Running, user: &str, password: &str) -> String {
+    let r = browser_login(&server.url(""), user, password, "/", None).await;
     assert_eq!(r.status(), 303, "login of {user}");
     session_cookie(&r, "usher_session").unwrap()
 }
 
-async fn status(base: &Running, cookie: &str) -> u16 {
-    client()
-        .get(base.url("/"))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+async fn status(server: &Running, cookie: &str) -> u16 {
+    usher_testkit::status(&server.url("/"), cookie).await
 }
 
 fn store_url(dir: &std::path::Path) -> StoreUrl {

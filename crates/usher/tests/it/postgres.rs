@@ -3,17 +3,10 @@
 use std::time::{Duration, Instant};
 use usher_core::Username;
 use usher_store::conformance::postgres_scratch;
-use usher_testkit::{Options, TestApp, client};
+use usher_testkit::{Options, TestApp};
 
 async fn status(app: &TestApp, cookie: &str) -> u16 {
-    client()
-        .get(app.url("/"))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    usher_testkit::status(&app.url("/"), cookie).await
 }
 
 #[tokio::test]

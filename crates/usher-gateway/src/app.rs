@@ -5,7 +5,7 @@ use crate::client::ClientContext;
 use crate::cookie;
 use crate::csrf::CsrfKey;
 use crate::proxy::Proxy;
-use crate::{GatewaySettings, admin, gate, health, login, whoami};
+use crate::{GatewaySettings, admin, forward, gate, health, login, whoami};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
@@ -87,6 +87,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(health::router())
         .merge(admin::router())
         .merge(whoami::router())
+        .merge(forward::router())
         .route("/static/usher.css", get(stylesheet))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(USHER_BODY_LIMIT));

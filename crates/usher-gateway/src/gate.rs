@@ -1,5 +1,6 @@
 //! The gate: every request outside Usher's prefix. A live session passes (to the
-//! upstream, or to the demo page); anything else is sent to sign in.
+//! upstream, or to the demo page); anything else is sent to sign in. The forward-auth
+//! endpoints ask the same question through [`decide`], so every policy applies to both.
 
 use crate::app::AppState;
 use crate::client::ClientContext;
@@ -7,72 +8,133 @@ use crate::demo;
 use crate::error::HttpError;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use std::sync::Arc;
+use usher_engine::sessions::Authenticated;
+
+/// What the gate decides for one request.
+pub enum Verdict {
+    Pass(Authenticated),
+    SignIn,
+}
+
+/// The one decision every surface (reverse proxy, nginx, Traefik, Caddy) shares: it
+/// counts the request on its session.
+pub async fn decide(
+    state: &AppState,
+    ctx: &ClientContext,
+    headers: &HeaderMap,
+) -> Result<Verdict, HttpError> {
+    Ok(match state.session(ctx, headers).await? {
+        Some((_, auth)) => Verdict::Pass(auth),
+        None => Verdict::SignIn,
+    })
+}
 
 pub async fn handle(
     State(state): State<Arc<AppState>>,
     ctx: ClientContext,
     req: Request,
 ) -> Response {
-    let found = match state.session(&ctx, req.headers()).await {
-        Ok(found) => found,
-        Err(e) => return HttpError::from(e).into_response(),
-    };
-    let Some((_, auth)) = found else {
-        return unauthenticated(&state, &ctx, &req);
-    };
-    match &state.proxy {
-        Some(proxy) => proxy.forward(req, &ctx, &auth).await,
-        None => demo::page(&state, &auth),
+    match decide(&state, &ctx, req.headers()).await {
+        Ok(Verdict::Pass(auth)) => match &state.proxy {
+            Some(proxy) => proxy.forward(req, &ctx, &auth).await,
+            None => demo::page(&state, &auth),
+        },
+        Ok(Verdict::SignIn) => unauthenticated(&state, &ctx, &req),
+        Err(e) => e.into_response(),
     }
+}
+
+/// A browser navigating (it accepts HTML and is not a script).
+pub fn is_browser(headers: &HeaderMap) -> bool {
+    let html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    let xhr = headers
+        .get("x-requested-with")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"xmlhttprequest"));
+    html && !xhr
+}
+
+/// Where to sign in, carrying `rd` (where to come back) and `rm` (the method of the
+/// request that was refused). The login page is `gateway.login_url` when set (Usher on
+/// a host of its own), else under the prefix on the request's own host.
+pub fn login_location(state: &AppState, rd: Option<&str>, rm: Option<&str>) -> String {
+    let mut out = match &state.settings.login_url {
+        Some(url) => url.clone(),
+        None => format!("{}/login", state.prefix()),
+    };
+    let mut sep = if out.contains('?') { '&' } else { '?' };
+    for (key, value) in [("rd", rd), ("rm", rm)] {
+        if let Some(v) = value {
+            out.push(sep);
+            out.push_str(key);
+            out.push('=');
+            out.push_str(&encode(v));
+            sep = '&';
+        }
+    }
+    out
+}
+
+/// A `Location` header value; Usher builds these itself, so one never fails to parse.
+pub fn location(url: &str) -> HeaderValue {
+    HeaderValue::from_str(url).unwrap_or_else(|_| HeaderValue::from_static("/"))
+}
+
+/// The JSON 401 for API clients.
+pub fn unauthorized_json(state: &AppState) -> Response {
+    let body = serde_json::json!({
+        "error": {
+            "code": "unauthenticated",
+            "message": format!("sign in at {}/login first", state.prefix()),
+        }
+    });
+    let mut r = (StatusCode::UNAUTHORIZED, body.to_string()).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"usher\""),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 /// Browsers are sent to the login page and come back here after; API clients get 401.
 pub fn unauthenticated(state: &AppState, ctx: &ClientContext, req: &Request) -> Response {
-    let wants_html = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"));
-    let xhr = req
-        .headers()
-        .get("x-requested-with")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"xmlhttprequest"));
     let had_cookie = crate::cookie::read(req.headers(), &state.cookie_name(ctx)).is_some();
-    let mut response = if wants_html && !xhr {
-        let rd = req
+    let mut response = if is_browser(req.headers()) {
+        let path = req
             .uri()
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        let location = format!("{}/login?rd={}", state.prefix(), encode(rd));
+        // With the login page on another host, only an absolute `rd` finds its way back.
+        let rd = match state.settings.login_url {
+            Some(_) => format!(
+                "{}://{}{path}",
+                if ctx.https { "https" } else { "http" },
+                ctx.host
+            ),
+            None => path.to_owned(),
+        };
         let mut r = StatusCode::FOUND.into_response();
-        if let Ok(v) = HeaderValue::from_str(&location) {
-            r.headers_mut().insert(header::LOCATION, v);
-        }
+        r.headers_mut().insert(
+            header::LOCATION,
+            location(&login_location(state, Some(&rd), None)),
+        );
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         r
     } else {
-        let body = serde_json::json!({
-            "error": {
-                "code": "unauthenticated",
-                "message": format!("sign in at {}/login first", state.prefix()),
-            }
-        });
-        let mut r = (StatusCode::UNAUTHORIZED, body.to_string()).into_response();
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"usher\""),
-        );
-        r
+        unauthorized_json(state)
     };
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if had_cookie {
         // The cookie names no live session: drop it rather than send it forever.
         response

@@ -18,23 +18,14 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use usher_engine::sessions::Authenticated;
 
-/// Identity headers Usher sets; any client copy is removed.
-const IDENTITY_HEADERS: [&str; 6] = [
-    "remote-user",
-    "remote-groups",
-    "remote-name",
-    "remote-email",
-    "x-usher-session",
-    "x-real-ip",
-];
-
 /// Whether a client header (compared as a CGI gateway would: case-blind, `_` as `-`)
 /// claims something only Usher or a trusted proxy may say: an identity, or where the
 /// request came from. Frameworks trust `X-Forwarded-Prefix`, `Forwarded`,
 /// `X-Original-URL` and friends, so all of them go.
 fn is_reserved(name: &HeaderName) -> bool {
     let n = name.as_str().replace('_', "-");
-    IDENTITY_HEADERS.contains(&n.as_str())
+    crate::identity::NAMES.contains(&n.as_str())
+        || n == "x-real-ip"
         || n.starts_with("x-forwarded-")
         || n.starts_with("x-original-")
         || n == "forwarded"
@@ -199,28 +190,8 @@ fn prepare_headers(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, proto.clone());
     }
-    // Raw UTF-8 (obs-text) rather than nothing for names like "José"; control
-    // characters, which no header may carry, give an empty value.
-    let value = |s: &str| {
-        HeaderValue::from_bytes(s.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static(""))
-    };
-    let (user, groups, name, email) = match &auth.user {
-        Some(u) => (
-            value(u.name.as_str()),
-            value(&u.groups_joined()),
-            value(&u.display_name),
-            value(&u.email),
-        ),
-        None => {
-            let empty = HeaderValue::from_static("");
-            (empty.clone(), empty.clone(), empty.clone(), empty)
-        }
-    };
-    headers.insert("remote-user", user);
-    headers.insert("remote-groups", groups);
-    headers.insert("remote-name", name);
-    headers.insert("remote-email", email);
-    headers.insert("x-usher-session", value(auth.session.id.as_str()));
+    crate::identity::set(headers, Some(auth));
+    let value = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""));
     headers.insert("x-real-ip", value(&ctx.ip().to_string()));
     let peer = ctx.peer.ip().to_canonical().to_string();
     let xff = match prior_xff {

@@ -16,6 +16,9 @@ pub struct GatewaySettings {
     pub cookie_domain: Option<String>,
     /// Hosts a post-login redirect may point to, besides the request's own host.
     pub allowed_redirects: Vec<String>,
+    /// The login page as browsers reach it, when Usher has a host of its own
+    /// (`https://auth.example.com/usher/login`); else `<prefix>/login` on the app's host.
+    pub login_url: Option<String>,
     /// A client that has not sent its complete request head within this is dropped.
     pub header_read_timeout: Duration,
     /// How long in-flight requests may take to finish at shutdown.
@@ -35,6 +38,7 @@ impl Default for GatewaySettings {
             cookie_name: "usher_session".into(),
             cookie_domain: None,
             allowed_redirects: Vec::new(),
+            login_url: None,
             header_read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
         }

@@ -191,6 +191,8 @@ impl Default for Access {
 pub struct Gateway {
     pub allowed_redirects: List,
     pub cookie_domain: Option<String>,
+    /// The login page as browsers reach it when Usher has a host of its own.
+    pub login_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -476,6 +478,22 @@ pub fn resolve(raw: RawConfig) -> anyhow::Result<Settings> {
             Some(bare.to_ascii_lowercase())
         }
     };
+    let login_url = match raw.gateway.login_url.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(u) => {
+            let ok = http::Uri::try_from(u).ok().is_some_and(|uri| {
+                matches!(uri.scheme_str(), Some("http" | "https"))
+                    && uri.authority().is_some()
+                    && uri.query().is_none()
+            });
+            if !ok {
+                bail!(
+                    "gateway.login_url: `{u}` must be an absolute URL without a query, such as https://auth.example.com/usher/login"
+                );
+            }
+            Some(u.to_owned())
+        }
+    };
     for entry in &raw.gateway.allowed_redirects.0 {
         if !is_host_name(entry.strip_prefix('.').unwrap_or(entry)) {
             bail!(
@@ -499,6 +517,7 @@ pub fn resolve(raw: RawConfig) -> anyhow::Result<Settings> {
         cookie_name: cookie.clone(),
         cookie_domain,
         allowed_redirects: raw.gateway.allowed_redirects.0.clone(),
+        login_url,
         header_read_timeout: raw.server.header_read_timeout.as_std(),
         drain_timeout: raw.server.drain_timeout.as_std(),
     };

@@ -1,0 +1,186 @@
+//! Forward auth: Usher as the `auth_request` of nginx (`/auth/request`) and the
+//! ForwardAuth / forward_auth of Traefik and Caddy (`/auth/forward`), following the
+//! conventions Authelia established and these proxies' users know.
+//!
+//! The original request is described by headers the proxy sets, and they are believed
+//! only from a peer in `proxy.trusted` (oauth2-proxy GHSA-7x63-xv5r-3p2x): anyone else
+//! could name any URL. A described URL that does not parse, carries userinfo or a
+//! fragment (GHSA-pxq7-h93f-9jrg) is treated as unknown: the decision never depends on it,
+//! and it is not offered as a place to return to.
+
+use crate::app::AppState;
+use crate::client::ClientContext;
+use crate::gate::{self, Verdict};
+use crate::identity;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use std::sync::Arc;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/auth/request", any(nginx))
+        .route("/auth/forward", any(forward))
+}
+
+/// Longest original URL Usher will consider.
+const MAX_URL: usize = 8 * 1024;
+
+/// The request the proxy is asking about.
+struct Original {
+    url: Option<url::Url>,
+    method: Option<String>,
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// Parses a described URL; `None` for anything that is not a plain http(s) URL.
+fn original_url(text: &str) -> Option<url::Url> {
+    if text.len() > MAX_URL || text.contains('#') || text.to_ascii_lowercase().contains("%23") {
+        return None;
+    }
+    let url = url::Url::parse(text).ok()?;
+    let plain = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some()
+        && url.username().is_empty()
+        && url.password().is_none();
+    plain.then_some(url)
+}
+
+fn method(text: Option<&str>) -> Option<String> {
+    text.and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        .map(|m| m.as_str().to_owned())
+}
+
+/// nginx: `X-Original-URL` and `X-Original-Method`, else the `X-Forwarded-*` set.
+fn from_nginx(ctx: &ClientContext, headers: &HeaderMap) -> Original {
+    if !ctx.peer_trusted {
+        return Original {
+            url: None,
+            method: None,
+        };
+    }
+    match header_str(headers, "x-original-url") {
+        Some(u) => Original {
+            url: original_url(u),
+            method: method(header_str(headers, "x-original-method")),
+        },
+        None => from_forwarded(ctx, headers),
+    }
+}
+
+/// Traefik and Caddy: `X-Forwarded-Proto`, `-Host`, `-Uri`, `-Method`.
+fn from_forwarded(ctx: &ClientContext, headers: &HeaderMap) -> Original {
+    if !ctx.peer_trusted {
+        return Original {
+            url: None,
+            method: None,
+        };
+    }
+    let proto = header_str(headers, "x-forwarded-proto").unwrap_or("http");
+    let host = header_str(headers, "x-forwarded-host");
+    let uri = header_str(headers, "x-forwarded-uri").unwrap_or("/");
+    let url = host
+        .filter(|_| uri.starts_with('/') && matches!(proto, "http" | "https"))
+        .and_then(|h| original_url(&format!("{proto}://{h}{uri}")));
+    Original {
+        url,
+        method: method(header_str(headers, "x-forwarded-method")),
+    }
+}
+
+/// The context of the original request: its host and scheme decide the cookie's name
+/// and where the session says it was used.
+fn original_context(mut ctx: ClientContext, original: &Original) -> ClientContext {
+    if let Some(url) = &original.url {
+        ctx.https = url.scheme() == "https";
+        if let Some(host) = url.host_str() {
+            ctx.host = match url.port() {
+                Some(p) => format!("{host}:{p}"),
+                None => host.to_owned(),
+            };
+        }
+    }
+    ctx
+}
+
+fn allowed(auth: &usher_engine::sessions::Authenticated) -> Response {
+    let mut r = StatusCode::OK.into_response();
+    identity::set(r.headers_mut(), Some(auth));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Even a refusal carries every identity header, empty: a proxy that copies them on
+/// any answer then never lets a client's own copy through.
+fn with_empty_identity(mut r: Response) -> Response {
+    identity::set(r.headers_mut(), None);
+    r
+}
+
+async fn nginx(State(state): State<Arc<AppState>>, ctx: ClientContext, req: Request) -> Response {
+    let original = from_nginx(&ctx, req.headers());
+    let ctx = original_context(ctx, &original);
+    match gate::decide(&state, &ctx, req.headers()).await {
+        Ok(Verdict::Pass(auth)) => allowed(&auth),
+        // nginx turns this into a redirect with `error_page 401 =302 $redirection_url`;
+        // it only accepts 2xx, 401 and 403 from an auth subrequest.
+        Ok(Verdict::SignIn) => {
+            let rd = original.url.as_ref().map(url::Url::as_str);
+            let mut r = gate::unauthorized_json(&state);
+            r.headers_mut().insert(
+                header::LOCATION,
+                gate::location(&gate::login_location(
+                    &state,
+                    rd,
+                    original.method.as_deref(),
+                )),
+            );
+            with_empty_identity(r)
+        }
+        Err(e) => {
+            // Fail closed within what nginx understands: 403, never a 5xx.
+            tracing::warn!(error = %e, "forward auth could not decide");
+            with_empty_identity(StatusCode::FORBIDDEN.into_response())
+        }
+    }
+}
+
+async fn forward(State(state): State<Arc<AppState>>, ctx: ClientContext, req: Request) -> Response {
+    let original = from_forwarded(&ctx, req.headers());
+    let ctx = original_context(ctx, &original);
+    match gate::decide(&state, &ctx, req.headers()).await {
+        Ok(Verdict::Pass(auth)) => allowed(&auth),
+        Ok(Verdict::SignIn) => {
+            if !gate::is_browser(req.headers()) {
+                return with_empty_identity(gate::unauthorized_json(&state));
+            }
+            let method = original.method.as_deref().unwrap_or("GET");
+            // A browser that was not navigating (a form POST) must come back with GET.
+            let status = if matches!(method, "GET" | "HEAD") {
+                StatusCode::FOUND
+            } else {
+                StatusCode::SEE_OTHER
+            };
+            let rd = original.url.as_ref().map(url::Url::as_str);
+            let mut r = status.into_response();
+            r.headers_mut().insert(
+                header::LOCATION,
+                gate::location(&gate::login_location(&state, rd, Some(method))),
+            );
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            with_empty_identity(r)
+        }
+        Err(e) => e.into_response(),
+    }
+}

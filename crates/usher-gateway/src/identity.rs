@@ -1,0 +1,35 @@
+//! The identity headers Usher hands to the app: the same five, always all of them, on
+//! the reverse proxy's requests and on forward-auth answers alike.
+
+use http::{HeaderMap, HeaderValue};
+use usher_engine::sessions::Authenticated;
+
+/// Identity headers, lowercase. Every one is always set — empty when unknown — so a
+/// proxy that copies them overwrites whatever the client sent (Caddy GHSA-7r4p-vjf4-gxv4).
+pub const NAMES: [&str; 5] = [
+    "remote-user",
+    "remote-groups",
+    "remote-name",
+    "remote-email",
+    "x-usher-session",
+];
+
+/// Sets the identity headers for `auth` (all empty for `None`).
+pub fn set(headers: &mut HeaderMap, auth: Option<&Authenticated>) {
+    // Raw UTF-8 (obs-text) rather than nothing for names like "José"; control
+    // characters, which no header may carry, give an empty value.
+    let value = |s: &str| {
+        HeaderValue::from_bytes(s.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static(""))
+    };
+    let user = auth.and_then(|a| a.user.as_deref());
+    let values = [
+        user.map(|u| value(u.name.as_str())),
+        user.map(|u| value(&u.groups_joined())),
+        user.map(|u| value(&u.display_name)),
+        user.map(|u| value(&u.email)),
+        auth.map(|a| value(a.session.id.as_str())),
+    ];
+    for (name, v) in NAMES.into_iter().zip(values) {
+        headers.insert(name, v.unwrap_or_else(|| HeaderValue::from_static("")));
+    }
+}

@@ -1,0 +1,275 @@
+//! The forward-auth contract, straight against Usher (the proxies' own tests are in
+//! `proxies.rs`): what nginx, Traefik and Caddy send, and what they must get back.
+
+use usher_core::Username;
+use usher_core::client_ip::TrustedProxies;
+use usher_testkit::{Options, TestApp, client};
+
+const IDENTITY: [&str; 5] = [
+    "remote-user",
+    "remote-groups",
+    "remote-name",
+    "remote-email",
+    "x-usher-session",
+];
+
+fn query_param(location: &str, key: &str) -> Option<String> {
+    let q = location.split_once('?')?.1;
+    url::form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn app_with_alice() -> (TestApp, String) {
+    let app = TestApp::spawn().await;
+    app.add_user("alice", "alice-password", true).await;
+    let cookie = app.login("alice", "alice-password").await;
+    (app, cookie)
+}
+
+#[tokio::test]
+async fn nginx_auth_request_answers_200_with_identity_or_401_with_the_login_url() {
+    let (app, cookie) = app_with_alice().await;
+    let ask = |cookie: Option<&str>| {
+        let mut r = client()
+            .get(app.url("/usher/auth/request"))
+            .header("x-original-url", "http://app.example.com/reports/q3?x=1")
+            .header("x-original-method", "GET")
+            .header("x-forwarded-for", "203.0.113.9");
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        r.send()
+    };
+    let ok = ask(Some(&cookie)).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.headers()["remote-user"], "alice");
+    assert_eq!(ok.headers()["remote-groups"], "admins");
+    let sid = ok.headers()["x-usher-session"].to_str().unwrap().to_owned();
+    assert_eq!(sid.len(), 12);
+
+    let no = ask(None).await.unwrap();
+    assert_eq!(no.status(), 401);
+    let location = no.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("/usher/login?"), "{location}");
+    assert_eq!(
+        query_param(&location, "rd").as_deref(),
+        Some("http://app.example.com/reports/q3?x=1")
+    );
+    assert_eq!(query_param(&location, "rm").as_deref(), Some("GET"));
+    for h in IDENTITY {
+        assert_eq!(no.headers()[h], "", "{h} is sent, empty");
+    }
+
+    // Counted on the session, with where it was used.
+    app.flush().await;
+    let s = &app
+        .store
+        .sessions_of_user(&Username::parse("alice").unwrap())
+        .await
+        .unwrap()[0];
+    assert_eq!(s.requests, 1);
+    assert_eq!(s.host, "app.example.com");
+    assert_eq!(s.ip.to_string(), "203.0.113.9");
+}
+
+#[tokio::test]
+async fn traefik_and_caddy_forward_auth_redirects_browsers_and_refuses_scripts() {
+    let (app, cookie) = app_with_alice().await;
+    let ask = |method: &str, accept: &str, xhr: bool, cookie: Option<&str>| {
+        let mut r = client()
+            .get(app.url("/usher/auth/forward"))
+            .header("x-forwarded-method", method)
+            .header("x-forwarded-proto", "http")
+            .header("x-forwarded-host", "app.example.com")
+            .header("x-forwarded-uri", "/orders/7?tab=lines")
+            .header("x-forwarded-for", "198.51.100.4")
+            .header("accept", accept);
+        if xhr {
+            r = r.header("x-requested-with", "XMLHttpRequest");
+        }
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        r.send()
+    };
+    let html = "text/html,application/xhtml+xml";
+    let r = ask("GET", html, false, Some(&cookie)).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["remote-user"], "alice");
+
+    let r = ask("GET", html, false, None).await.unwrap();
+    assert_eq!(r.status(), 302);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(
+        query_param(&location, "rd").as_deref(),
+        Some("http://app.example.com/orders/7?tab=lines")
+    );
+    assert_eq!(query_param(&location, "rm").as_deref(), Some("GET"));
+    for h in IDENTITY {
+        assert_eq!(r.headers()[h], "");
+    }
+    let r = ask("HEAD", html, false, None).await.unwrap();
+    assert_eq!(r.status(), 302);
+    let r = ask("POST", html, false, None).await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        query_param(r.headers()["location"].to_str().unwrap(), "rm").as_deref(),
+        Some("POST")
+    );
+    let r = ask("GET", html, true, None).await.unwrap();
+    assert_eq!(r.status(), 401, "XHR");
+    let r = ask("GET", "application/json", false, None).await.unwrap();
+    assert_eq!(r.status(), 401, "API client");
+
+    // The login page takes the absolute rd back to the app's host it came from.
+    let login = usher_testkit::browser_login(
+        &app.base,
+        "alice",
+        "alice-password",
+        "http://app.example.com/orders/7?tab=lines",
+        None,
+    )
+    .await;
+    assert_eq!(login.status(), 303);
+    assert_eq!(
+        login.headers()["location"],
+        "/",
+        "another host is not ours unless allowed"
+    );
+}
+
+#[tokio::test]
+async fn redirect_back_to_an_allowed_app_host_works_with_a_separate_login_host() {
+    let mut options = Options::default();
+    options.gateway.allowed_redirects = vec!["app.example.com".into()];
+    options.gateway.login_url = Some("https://auth.example.com/usher/login".into());
+    let app = TestApp::spawn_with(options).await;
+    app.add_user("alice", "alice-password", false).await;
+    let r = client()
+        .get(app.url("/usher/auth/forward"))
+        .header("x-forwarded-method", "GET")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "app.example.com")
+        .header("x-forwarded-uri", "/")
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let location = r.headers()["location"].to_str().unwrap();
+    assert!(
+        location.starts_with(
+            "https://auth.example.com/usher/login?rd=https%3A%2F%2Fapp.example.com%2F"
+        ),
+        "{location}"
+    );
+    let login = usher_testkit::browser_login(
+        &app.base,
+        "alice",
+        "alice-password",
+        "http://app.example.com/x",
+        None,
+    )
+    .await;
+    assert_eq!(login.headers()["location"], "http://app.example.com/x");
+    let login = usher_testkit::browser_login(
+        &app.base,
+        "alice",
+        "alice-password",
+        "http://evil.example/x",
+        None,
+    )
+    .await;
+    assert_eq!(login.headers()["location"], "/");
+}
+
+#[tokio::test]
+async fn describing_headers_from_an_untrusted_peer_are_ignored() {
+    let mut options = Options::default();
+    options.gateway.trusted = TrustedProxies::new(vec![]);
+    let app = TestApp::spawn_with(options).await;
+    let r = client()
+        .get(app.url("/usher/auth/request"))
+        .header("x-original-url", "http://app.example.com/public")
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let location = r.headers()["location"].to_str().unwrap();
+    assert_eq!(
+        query_param(location, "rd"),
+        None,
+        "an untrusted description is not repeated"
+    );
+}
+
+#[tokio::test]
+async fn malformed_descriptions_fail_closed_and_never_5xx() {
+    let (app, cookie) = app_with_alice().await;
+    let long = format!("http://app.example.com/{}", "a".repeat(16 * 1024));
+    let urls = [
+        "app.example.com/no-scheme",
+        "http://app.example.com/%zz",
+        "http://user:pw@app.example.com/",
+        "http://app.example.com/#/admin",
+        "http://app.example.com/%23/admin",
+        "javascript:alert(1)",
+        "http://[::1/",
+        "http://app.example.com:65536/",
+        " ",
+        long.as_str(),
+    ];
+    for endpoint in ["/usher/auth/request", "/usher/auth/forward"] {
+        for u in urls {
+            for with_cookie in [false, true] {
+                let mut r = client()
+                    .get(app.url(endpoint))
+                    .header("x-original-url", u)
+                    .header("x-forwarded-uri", u)
+                    .header("x-forwarded-host", u)
+                    .header("x-forwarded-proto", u)
+                    .header("x-original-method", "G E T")
+                    .header("x-forwarded-method", "\u{1}")
+                    .header("accept", "text/html");
+                if with_cookie {
+                    r = r.header("cookie", &cookie);
+                }
+                let Ok(r) = r.send().await else { continue };
+                let s = r.status().as_u16();
+                assert!(s < 500, "{endpoint} {u:.40}: {s}");
+                if !with_cookie {
+                    assert!(
+                        !(200..300).contains(&s),
+                        "{endpoint} {u:.40}: {s} without a session"
+                    );
+                } else {
+                    assert_eq!(s, 200, "{endpoint} {u:.40}: a valid session is still valid");
+                }
+                if let Some(l) = r.headers().get("location") {
+                    let rd = query_param(l.to_str().unwrap(), "rd");
+                    assert!(
+                        rd.as_deref()
+                            .is_none_or(|rd| !rd.contains('#') && !rd.contains('@')),
+                        "{rd:?}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_ended_session_is_refused_by_forward_auth() {
+    let (app, cookie) = app_with_alice().await;
+    let ask = || {
+        client()
+            .get(app.url("/usher/auth/request"))
+            .header("cookie", &cookie)
+            .send()
+    };
+    assert_eq!(ask().await.unwrap().status(), 200);
+    assert_eq!(app.logout(&cookie).await, 303);
+    assert_eq!(ask().await.unwrap().status(), 401);
+}

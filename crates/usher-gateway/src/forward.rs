@@ -97,6 +97,11 @@ fn from_forwarded(ctx: &ClientContext, headers: &HeaderMap) -> Original {
     }
 }
 
+/// Scheme and host the browser used, for an absolute login URL on the same host.
+fn origin(ctx: &ClientContext) -> Option<(&'static str, &str)> {
+    (!ctx.host.is_empty()).then_some((if ctx.https { "https" } else { "http" }, ctx.host.as_str()))
+}
+
 /// The context of the original request: its host and scheme decide the cookie's name
 /// and where the session says it was used.
 fn original_context(mut ctx: ClientContext, original: &Original) -> ClientContext {
@@ -141,6 +146,7 @@ async fn nginx(State(state): State<Arc<AppState>>, ctx: ClientContext, req: Requ
                 header::LOCATION,
                 gate::location(&gate::login_location(
                     &state,
+                    origin(&ctx),
                     rd,
                     original.method.as_deref(),
                 )),
@@ -175,7 +181,12 @@ async fn forward(State(state): State<Arc<AppState>>, ctx: ClientContext, req: Re
             let mut r = status.into_response();
             r.headers_mut().insert(
                 header::LOCATION,
-                gate::location(&gate::login_location(&state, rd, Some(method))),
+                gate::location(&gate::login_location(
+                    &state,
+                    origin(&ctx),
+                    rd,
+                    Some(method),
+                )),
             );
             r.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

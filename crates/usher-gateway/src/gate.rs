@@ -60,11 +60,19 @@ pub fn is_browser(headers: &HeaderMap) -> bool {
 
 /// Where to sign in, carrying `rd` (where to come back) and `rm` (the method of the
 /// request that was refused). The login page is `gateway.login_url` when set (Usher on
-/// a host of its own), else under the prefix on the request's own host.
-pub fn login_location(state: &AppState, rd: Option<&str>, rm: Option<&str>) -> String {
-    let mut out = match &state.settings.login_url {
-        Some(url) => url.clone(),
-        None => format!("{}/login", state.prefix()),
+/// a host of its own), else under the prefix on the request's own host — as an absolute
+/// URL when `origin` (scheme, host) is given: nginx's `error_page` treats a path as an
+/// internal redirect, not a redirect for the browser.
+pub fn login_location(
+    state: &AppState,
+    origin: Option<(&str, &str)>,
+    rd: Option<&str>,
+    rm: Option<&str>,
+) -> String {
+    let mut out = match (&state.settings.login_url, origin) {
+        (Some(url), _) => url.clone(),
+        (None, Some((scheme, host))) => format!("{scheme}://{host}{}/login", state.prefix()),
+        (None, None) => format!("{}/login", state.prefix()),
     };
     let mut sep = if out.contains('?') { '&' } else { '?' };
     for (key, value) in [("rd", rd), ("rm", rm)] {
@@ -127,7 +135,7 @@ pub fn unauthenticated(state: &AppState, ctx: &ClientContext, req: &Request) -> 
         let mut r = StatusCode::FOUND.into_response();
         r.headers_mut().insert(
             header::LOCATION,
-            location(&login_location(state, Some(&rd), None)),
+            location(&login_location(state, None, Some(&rd), None)),
         );
         r.headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -2,6 +2,7 @@
 //! temporary SQLite file, an upstream app to put behind it, and a browser-like login.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod proxies;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -51,7 +51,11 @@ async fn nginx_auth_request_answers_200_with_identity_or_401_with_the_login_url(
     let no = ask(None).await.unwrap();
     assert_eq!(no.status(), 401);
     let location = no.headers()["location"].to_str().unwrap().to_owned();
-    assert!(location.starts_with("/usher/login?"), "{location}");
+    // Absolute: nginx's error_page would serve a bare path internally instead.
+    assert!(
+        location.starts_with("http://app.example.com/usher/login?"),
+        "{location}"
+    );
     assert_eq!(
         query_param(&location, "rd").as_deref(),
         Some("http://app.example.com/reports/q3?x=1")

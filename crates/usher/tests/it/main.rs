@@ -6,6 +6,7 @@ mod binary;
 mod forward;
 mod login;
 mod postgres;
+mod proxies;
 mod proxy;
 mod sessions;
 mod support;

@@ -1,0 +1,360 @@
+//! `usher-bench`: runs each scenario against its baseline, alternating, on loopback,
+//! and prints medians and ratios measured in the same run — absolute figures drift on
+//! a shared 2-core machine, ratios hold.
+//!
+//!     cargo run --release -p usher-bench -- [--quick] [--sessions N] [--scenario NAME]
+//!
+//! Needs `wrk` and `nginx` (Debian packages) and a release build of `usher`, which it
+//! makes with cargo first.
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use std::fmt::Write as _;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use usher_core::{SessionKind, SessionPolicy, SystemClock, User, Username};
+use usher_engine::{Engine, EngineConfig, RequestInfo};
+use usher_store::StoreUrl;
+
+#[derive(Parser)]
+struct Args {
+    /// Short runs, for CI: proves the harness works, not the figures.
+    #[arg(long)]
+    quick: bool,
+    /// Distinct sessions the load rotates through.
+    #[arg(long, default_value_t = 10_000)]
+    sessions: usize,
+    /// Seconds per measured run (default 10, or 2 with --quick).
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Alternating rounds per scenario.
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Only this scenario: forward-auth, auth-endpoint.
+    #[arg(long)]
+    scenario: Option<String>,
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_port(port: u16) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nothing listens on {port}");
+        }
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Creates `n` sessions in a fresh store and returns their cookies.
+async fn seed(db: &Path, n: usize) -> anyhow::Result<Vec<String>> {
+    let url = StoreUrl::parse(&format!("sqlite://{}", db.display()))?;
+    let store = usher_store::open(&url).await?;
+    let clock = Arc::new(SystemClock);
+    let name = Username::parse("bench")?;
+    let user = User::new(name, usher_core::Clock::now(&SystemClock));
+    store.user_create(&user, "bench").await?;
+    let engine = Engine::load(
+        store,
+        clock,
+        EngineConfig {
+            policy: SessionPolicy::default(),
+            flush_interval: Duration::from_secs(1),
+        },
+    )
+    .await?;
+    let req = RequestInfo {
+        ip: "127.0.0.1".parse()?,
+        user_agent: "usher-bench",
+        host: "bench.example",
+    };
+    let mut cookies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (token, _) = engine.create(Some(&user), SessionKind::Web, &req).await?;
+        cookies.push(format!("usher_session={}", token.encode()));
+    }
+    Ok(cookies)
+}
+
+/// A wrk script that sends each request with the next cookie of the list.
+fn wrk_script(dir: &Path, cookies: &[String]) -> anyhow::Result<PathBuf> {
+    let mut lua = String::from("local cookies = {\n");
+    for c in cookies {
+        writeln!(lua, "  \"{c}\",")?;
+    }
+    lua.push_str(
+        "}\nlocal i = 0\nrequest = function()\n  i = i % #cookies + 1\n  \
+         return wrk.format(nil, nil, { [\"Cookie\"] = cookies[i] })\nend\n",
+    );
+    let path = dir.join("cookies.lua");
+    std::fs::write(&path, lua)?;
+    Ok(path)
+}
+
+#[derive(Clone, Copy)]
+struct Measured {
+    rps: f64,
+    p99_ms: f64,
+}
+
+fn wrk(url: &str, seconds: u64, script: Option<&Path>) -> anyhow::Result<Measured> {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t2", "-c64", "--latency", "-d"])
+        .arg(format!("{seconds}s"));
+    if let Some(s) = script {
+        cmd.arg("-s").arg(s);
+    }
+    let out = cmd
+        .arg(url)
+        .output()
+        .context("running wrk (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .with_context(|| format!("wrk printed no rate:\n{text}"))?;
+    let p99_ms = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(|v| parse_latency(v.trim()))
+        .unwrap_or(f64::NAN);
+    if text.contains("Non-2xx") {
+        bail!("{url}: non-2xx answers under load:\n{text}");
+    }
+    Ok(Measured { rps, p99_ms })
+}
+
+fn parse_latency(v: &str) -> f64 {
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+    let n: f64 = num.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        _ => f64::NAN,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+struct Row {
+    scenario: &'static str,
+    baseline: &'static str,
+    base: Vec<Measured>,
+    usher: Vec<Measured>,
+    target: &'static str,
+}
+
+fn start_usher(dir: &Path, db: &Path) -> anyhow::Result<(Proc, SocketAddr)> {
+    let port = free_port()?;
+    let bin = workspace_root().join("target/release/usher");
+    let child = Command::new(bin)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--store"])
+        .arg(format!("sqlite://{}", db.display()))
+        .current_dir(dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting usher")?;
+    let proc = Proc(child);
+    wait_port(port)?;
+    Ok((proc, SocketAddr::from(([127, 0, 0, 1], port))))
+}
+
+/// nginx with four servers: the upstream (answers 200 itself), the baseline (proxies
+/// to it), the ideal guard (an auth_request answered by nginx itself: the cost of
+/// forward auth with a free auth server), and the guarded one (asks Usher, with the
+/// shipped configuration).
+struct Nginx {
+    _proc: Proc,
+    base: u16,
+    ideal: u16,
+    guarded: u16,
+}
+
+fn start_nginx(dir: &Path, usher: SocketAddr) -> anyhow::Result<Nginx> {
+    let (up, base, guarded, ideal) = (free_port()?, free_port()?, free_port()?, free_port()?);
+    let example = std::fs::read_to_string(workspace_root().join("docs/proxies/nginx.conf"))?
+        .replace("127.0.0.1:8080", &usher.to_string())
+        .replace("127.0.0.1:3000", &format!("127.0.0.1:{up}"))
+        .replace("listen 80;", &format!("listen 127.0.0.1:{guarded};"));
+    let d = dir.display();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx.log warn;\n\
+         events {{ worker_connections 4096; }}\nhttp {{\n access_log off;\n\
+         client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
+         upstream app {{ server 127.0.0.1:{up}; keepalive 64; }}\n\
+         server {{ listen 127.0.0.1:{up}; location / {{ return 200 \"ok\\n\"; }} }}\n\
+         server {{ listen 127.0.0.1:{base}; location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n\
+         server {{ listen 127.0.0.1:{ideal};\n\
+           location = /internal/auth {{ internal; proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_pass_request_body off; }}\n\
+           location / {{ auth_request /internal/auth; proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}\n\
+         {example}\n}}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), conf)?;
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting nginx (apt-get install nginx)")?;
+    let proc = Proc(child);
+    for port in [guarded, base, ideal] {
+        wait_port(port)?;
+    }
+    Ok(Nginx {
+        _proc: proc,
+        base,
+        ideal,
+        guarded,
+    })
+}
+
+fn report(rows: &[Row], sessions: usize, seconds: u64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| scenario | baseline | baseline req/s | usher req/s | ratio | usher p99 | target |\n|---|---|---|---|---|---|---|"
+    );
+    for r in rows {
+        let b = median(r.base.iter().map(|m| m.rps).collect());
+        let u = median(r.usher.iter().map(|m| m.rps).collect());
+        let p99 = median(r.usher.iter().map(|m| m.p99_ms).collect());
+        let _ = writeln!(
+            out,
+            "| {} | {} | {b:.0} | {u:.0} | {:.2} | {p99:.2} ms | {} |",
+            r.scenario,
+            r.baseline,
+            u / b,
+            r.target
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{} sessions, {} round(s) of {seconds} s per side, medians; wrk -t2 -c64 on loopback.",
+        sessions,
+        rows.first().map_or(0, |r| r.usher.len())
+    );
+    out
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let seconds = args.seconds.unwrap_or(if args.quick { 2 } else { 10 });
+    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 });
+    let sessions = if args.quick {
+        args.sessions.min(1000)
+    } else {
+        args.sessions
+    };
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--release", "-p", "usher"])
+        .current_dir(workspace_root())
+        .status()?;
+    if !status.success() {
+        bail!("cargo build --release -p usher failed");
+    }
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("usher.db");
+    let rt = tokio::runtime::Runtime::new()?;
+    let started = Instant::now();
+    let cookies = rt.block_on(seed(&db, sessions))?;
+    eprintln!("seeded {sessions} sessions in {:.1?}", started.elapsed());
+    let script = wrk_script(dir.path(), &cookies)?;
+    let (_usher, usher) = start_usher(dir.path(), &db)?;
+    let nginx = start_nginx(dir.path(), usher)?;
+    let want = |name: &str| args.scenario.as_deref().is_none_or(|s| s == name);
+
+    let mut rows = Vec::new();
+    if want("forward-auth") {
+        let mut plain = Row {
+            scenario: "nginx → usher auth_request → upstream",
+            baseline: "nginx → upstream",
+            base: Vec::new(),
+            usher: Vec::new(),
+            target: "(issue 7: report)",
+        };
+        let mut ideal = Row {
+            scenario: "nginx → usher auth_request → upstream",
+            baseline: "nginx → auth_request answered by nginx → upstream",
+            base: Vec::new(),
+            usher: Vec::new(),
+            target: "(Usher's own share)",
+        };
+        for _ in 0..rounds {
+            plain.base.push(wrk(
+                &format!("http://127.0.0.1:{}/", nginx.base),
+                seconds,
+                None,
+            )?);
+            ideal.base.push(wrk(
+                &format!("http://127.0.0.1:{}/", nginx.ideal),
+                seconds,
+                None,
+            )?);
+            let m = wrk(
+                &format!("http://127.0.0.1:{}/", nginx.guarded),
+                seconds,
+                Some(&script),
+            )?;
+            ideal.usher.push(m);
+            plain.usher.push(m);
+        }
+        rows.push(plain);
+        rows.push(ideal);
+    }
+    if want("auth-endpoint") {
+        let mut row = Row {
+            scenario: "usher /usher/auth/request direct",
+            baseline: "usher /usher/healthz (no session work)",
+            base: Vec::new(),
+            usher: Vec::new(),
+            target: "≥ 0.85 (issue 9, vs bare hyper)",
+        };
+        for _ in 0..rounds {
+            row.base.push(wrk(
+                &format!("http://{usher}/usher/healthz"),
+                seconds,
+                None,
+            )?);
+            row.usher.push(wrk(
+                &format!("http://{usher}/usher/auth/request"),
+                seconds,
+                Some(&script),
+            )?);
+        }
+        rows.push(row);
+    }
+    let table = report(&rows, sessions, seconds);
+    println!("{table}");
+    Ok(())
+}

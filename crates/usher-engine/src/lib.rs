@@ -7,10 +7,12 @@
 
 pub mod accounts;
 mod error;
+pub mod metrics;
 pub mod password;
 pub mod sessions;
 
 pub use accounts::Accounts;
 pub use error::EngineError;
+pub use metrics::Metrics;
 pub use password::PasswordHasher;
 pub use sessions::{Engine, EngineConfig, LiveSession, RequestInfo};

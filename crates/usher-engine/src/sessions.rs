@@ -7,7 +7,7 @@
 //! durable in the store before the caller is answered; other nodes and the CLI learn of
 //! ends through the store's change feed.
 
-use crate::EngineError;
+use crate::{EngineError, Metrics};
 use dashmap::DashMap;
 use jiff::SignedDuration;
 use std::net::IpAddr;
@@ -185,13 +185,6 @@ impl LiveSession {
     }
 }
 
-#[derive(Default)]
-struct Counters {
-    flushes: AtomicU64,
-    flush_errors: AtomicU64,
-    touches_written: AtomicU64,
-}
-
 struct Inner {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -206,7 +199,7 @@ struct Inner {
     dirty_count: AtomicU64,
     flush_soon: Notify,
     feed_cursor: AtomicI64,
-    counters: Counters,
+    metrics: Arc<Metrics>,
 }
 
 /// The session engine; cheap to clone.
@@ -253,7 +246,7 @@ impl Engine {
                 dirty_count: AtomicU64::new(0),
                 flush_soon: Notify::new(),
                 feed_cursor: AtomicI64::new(head),
-                counters: Counters::default(),
+                metrics: Arc::new(Metrics::new()),
             }),
         };
         for record in engine.inner.store.sessions_live().await? {
@@ -268,6 +261,54 @@ impl Engine {
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.inner.clock
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// Sets the live-session gauges from the index (called on scrape).
+    pub fn update_gauges(&self) {
+        let (mut web_user, mut web_anon, mut api_user, mut api_anon) = (0i64, 0i64, 0i64, 0i64);
+        for e in self.inner.by_token.iter() {
+            let s = e.value();
+            if !s.is_live() {
+                continue;
+            }
+            match (s.kind, s.user.is_some()) {
+                (SessionKind::Web, true) => web_user += 1,
+                (SessionKind::Web, false) => web_anon += 1,
+                (SessionKind::Api, true) => api_user += 1,
+                (SessionKind::Api, false) => api_anon += 1,
+            }
+        }
+        let g = &self.inner.metrics.sessions_active;
+        g.get_or_create(&[("type", "web"), ("authenticated", "true")])
+            .set(web_user);
+        g.get_or_create(&[("type", "web"), ("authenticated", "false")])
+            .set(web_anon);
+        g.get_or_create(&[("type", "api"), ("authenticated", "true")])
+            .set(api_user);
+        g.get_or_create(&[("type", "api"), ("authenticated", "false")])
+            .set(api_anon);
+    }
+
+    fn count_ended(&self, reason: EndReason, ids: &[SessionId], actor: &str) {
+        if ids.is_empty() {
+            return;
+        }
+        self.inner
+            .metrics
+            .sessions_ended
+            .get_or_create(&[("reason", reason.as_str())])
+            .inc_by(ids.len() as u64);
+        for id in ids {
+            tracing::info!(session = %id, reason = reason.as_str(), actor, "session ended");
+        }
+    }
+
+    fn store_failed(&self) {
+        self.inner.metrics.store_errors.inc();
     }
 
     pub fn policy(&self) -> SessionPolicy {
@@ -467,6 +508,7 @@ impl Engine {
         let ended = match self.inner.store.sessions_end(&end).await {
             Ok(ended) => ended,
             Err(e) => {
+                self.store_failed();
                 // Nothing was written: the activity is still owed to the store.
                 for (s, claimed) in &claims {
                     s.unclaim(*claimed);
@@ -484,6 +526,7 @@ impl Engine {
             );
         }
         self.forget(&ended);
+        self.count_ended(reason, &ended, actor);
         Ok(ended)
     }
 
@@ -557,21 +600,19 @@ impl Engine {
         if touches.is_empty() {
             return Ok(0);
         }
-        self.inner.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
         match self.inner.store.touches_apply(&touches).await {
             Ok(_) => {
-                self.inner
-                    .counters
-                    .touches_written
-                    .fetch_add(touches.len() as u64, Ordering::Relaxed);
+                let m = &self.inner.metrics;
+                m.flush_seconds.observe(started.elapsed().as_secs_f64());
+                m.flush_batch.observe(touches.len() as f64);
                 Ok(touches.len())
             }
             Err(e) => {
-                self.inner
-                    .counters
-                    .flush_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                for (s, _) in &batch {
+                self.store_failed();
+                // Nothing was written: hand the claims back for the next flush.
+                for (s, claimed) in &batch {
+                    s.unclaim(*claimed);
                     self.requeue(s);
                 }
                 Err(e.into())
@@ -653,8 +694,12 @@ impl Engine {
             touches,
         };
         match self.inner.store.sessions_end(&end).await {
-            Ok(ended) => Ok(ended.len()),
+            Ok(ended) => {
+                self.count_ended(reason, &ended, "system");
+                Ok(ended.len())
+            }
             Err(e) => {
+                self.store_failed();
                 for (s, claimed) in &claims {
                     s.unclaim(*claimed);
                 }

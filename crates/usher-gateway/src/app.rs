@@ -1,6 +1,7 @@
 //! The application as a plain function of its state: `router(state)`; each feature
 //! module owns its routes and this root only merges them.
 
+use crate::access_log::{self, AccessLog};
 use crate::client::ClientContext;
 use crate::cookie;
 use crate::csrf::CsrfKey;
@@ -28,6 +29,7 @@ pub struct AppState {
     pub(crate) proxy: Option<Proxy>,
     /// Set at shutdown: `/readyz` then answers 503 so balancers move away first.
     pub draining: AtomicBool,
+    pub(crate) access_log: Option<AccessLog>,
 }
 
 impl AppState {
@@ -84,7 +86,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let prefix = state.settings.prefix.clone();
     let own = Router::new()
         .merge(login::router())
-        .merge(health::router())
+        .merge(health::router(state.settings.metrics_listen.is_none()))
         .merge(admin::router())
         .merge(whoami::router())
         .merge(forward::router())
@@ -94,6 +96,10 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .nest(&prefix, own)
         .fallback(gate::handle)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access_log::middleware,
+        ))
         .with_state(state)
 }
 

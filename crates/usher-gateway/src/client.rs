@@ -118,6 +118,10 @@ impl FromRequestParts<Arc<AppState>> for ClientContext {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, HttpError> {
+        // Computed once by the access log, when it is on.
+        if let Some(ctx) = parts.extensions.remove::<ClientContext>() {
+            return Ok(ctx);
+        }
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()

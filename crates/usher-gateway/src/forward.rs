@@ -119,6 +119,8 @@ fn original_context(mut ctx: ClientContext, original: &Original) -> ClientContex
 
 fn allowed(auth: &usher_engine::sessions::Authenticated) -> Response {
     let mut r = StatusCode::OK.into_response();
+    r.extensions_mut()
+        .insert(crate::access_log::AccessInfo::of(auth));
     identity::set(r.headers_mut(), Some(auth));
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -2,6 +2,7 @@
 //! upstream, or to the demo page); anything else is sent to sign in. The forward-auth
 //! endpoints ask the same question through [`decide`], so every policy applies to both.
 
+use crate::access_log::AccessInfo;
 use crate::app::AppState;
 use crate::client::ClientContext;
 use crate::demo;
@@ -25,10 +26,31 @@ pub async fn decide(
     ctx: &ClientContext,
     headers: &HeaderMap,
 ) -> Result<Verdict, HttpError> {
-    Ok(match state.session(ctx, headers).await? {
-        Some((_, auth)) => Verdict::Pass(auth),
-        None => Verdict::SignIn,
-    })
+    let started = std::time::Instant::now();
+    let metrics = state.engine.metrics();
+    let verdict = match state.session(ctx, headers).await {
+        Ok(Some((_, auth))) => Verdict::Pass(auth),
+        Ok(None) => Verdict::SignIn,
+        Err(e) => {
+            metrics
+                .requests
+                .get_or_create(&[("outcome", "error")])
+                .inc();
+            return Err(e.into());
+        }
+    };
+    metrics
+        .check_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let outcome = match verdict {
+        Verdict::Pass(_) => "allowed",
+        Verdict::SignIn => "denied",
+    };
+    metrics
+        .requests
+        .get_or_create(&[("outcome", outcome)])
+        .inc();
+    Ok(verdict)
 }
 
 pub async fn handle(
@@ -37,10 +59,14 @@ pub async fn handle(
     req: Request,
 ) -> Response {
     match decide(&state, &ctx, req.headers()).await {
-        Ok(Verdict::Pass(auth)) => match &state.proxy {
-            Some(proxy) => proxy.forward(req, &ctx, &auth).await,
-            None => demo::page(&state, &auth),
-        },
+        Ok(Verdict::Pass(auth)) => {
+            let mut r = match &state.proxy {
+                Some(proxy) => proxy.forward(req, &ctx, &auth).await,
+                None => demo::page(&state, &auth),
+            };
+            r.extensions_mut().insert(AccessInfo::of(&auth));
+            r
+        }
         Ok(Verdict::SignIn) => unauthenticated(&state, &ctx, &req),
         Err(e) => e.into_response(),
     }

@@ -10,11 +10,30 @@ use http::StatusCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
+pub fn router(metrics_here: bool) -> Router<Arc<AppState>> {
+    let r = Router::new()
         .route("/healthz", get(live))
         .route("/livez", get(live))
-        .route("/readyz", get(ready))
+        .route("/readyz", get(ready));
+    if metrics_here {
+        r.route("/metrics", get(metrics))
+    } else {
+        r
+    }
+}
+
+/// Prometheus text; the live-session gauges are read from the index at each scrape.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    state.engine.update_gauges();
+    let body = state.engine.metrics().encode();
+    let mut r = body.into_response();
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    r
 }
 
 async fn live() -> &'static str {

@@ -4,6 +4,7 @@
 //! Architecture invariant: status codes are decided in `error.rs` and by the handlers
 //! of this crate only; the engine and the store below know nothing of HTTP.
 
+pub mod access_log;
 mod admin;
 mod app;
 mod client;
@@ -13,7 +14,7 @@ mod demo;
 mod error;
 mod forward;
 mod gate;
-mod health;
+pub(crate) mod health;
 mod identity;
 mod login;
 mod pages;
@@ -23,6 +24,7 @@ mod server;
 mod settings;
 mod whoami;
 
+pub use access_log::AccessLogTarget;
 pub use app::{AppState, router};
 pub use server::{Server, ServerError};
 pub use settings::GatewaySettings;

@@ -117,6 +117,15 @@ fn login_form(
     Ok(r)
 }
 
+fn login_metric(state: &AppState, result: &'static str) {
+    state
+        .engine
+        .metrics()
+        .logins
+        .get_or_create(&[("result", result)])
+        .inc();
+}
+
 async fn login_get(
     State(state): State<Arc<AppState>>,
     ctx: ClientContext,
@@ -179,6 +188,7 @@ async fn login_post(
         LoginOutcome::Ok(user) => user,
         LoginOutcome::Refused => {
             tracing::info!(ip = %ctx.ip(), "login refused");
+            login_metric(&state, "failure");
             return refused();
         }
     };
@@ -206,7 +216,12 @@ async fn login_post(
         Err(e) => return Err(e.into()),
     };
     tracing::info!(session = %live.id, user = %user.name, ip = %ctx.ip(), "login");
+    login_metric(&state, "success");
     let mut r = StatusCode::SEE_OTHER.into_response();
+    r.extensions_mut().insert(crate::access_log::AccessInfo {
+        session: live.id,
+        user: Some(user.name.clone()),
+    });
     let h = r.headers_mut();
     h.insert(
         header::LOCATION,

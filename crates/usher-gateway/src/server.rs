@@ -3,6 +3,7 @@
 //! in flight finish within the drain timeout, then flush every pending count.
 
 use crate::GatewaySettings;
+use crate::access_log::AccessLog;
 use crate::app::{AppState, router};
 use crate::csrf::CsrfKey;
 use crate::proxy::Proxy;
@@ -33,12 +34,16 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error("cannot open the access log: {0} (check log.access)")]
+    AccessLog(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
 pub struct Server {
     listener: TcpListener,
+    /// `server.metrics_listen`, when metrics are kept off the public address.
+    metrics_listener: Option<TcpListener>,
     state: Arc<AppState>,
     tasks: Tasks,
 }
@@ -71,6 +76,20 @@ impl Server {
             .upstream
             .clone()
             .map(|u| Proxy::new(u, &settings.cookie_name));
+        let access_log = AccessLog::start(
+            &settings.access_log,
+            settings.access_log_json,
+            engine.metrics().clone(),
+        )
+        .map_err(|e| ServerError::AccessLog(e.to_string()))?;
+        let metrics_listener = match settings.metrics_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         let tasks = engine.start();
         let state = Arc::new(AppState {
             engine,
@@ -79,9 +98,11 @@ impl Server {
             csrf: CsrfKey::new(secret),
             proxy,
             draining: AtomicBool::new(false),
+            access_log,
         });
         Ok(Self {
             listener,
+            metrics_listener,
             state,
             tasks,
         })
@@ -99,9 +120,20 @@ impl Server {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
         let Self {
             listener,
+            metrics_listener,
             state,
             tasks,
         } = self;
+        let metrics_task = metrics_listener.map(|l| {
+            let app = axum::Router::new()
+                .route("/metrics", axum::routing::get(crate::health::metrics))
+                .with_state(state.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app).await {
+                    tracing::warn!(error = %e, "the metrics listener stopped");
+                }
+            })
+        });
         let app = router(state.clone());
         let mut builder = Builder::new(TokioExecutor::new());
         builder
@@ -150,6 +182,9 @@ impl Server {
             .is_err()
         {
             tracing::warn!("requests still in flight after the drain timeout; closing them");
+        }
+        if let Some(t) = metrics_task {
+            t.abort();
         }
         tasks.shutdown().await?;
         tracing::info!("pending request counts written; bye");

@@ -1,5 +1,6 @@
 //! The gateway's resolved settings: already validated, typed, ready to use.
 
+use crate::AccessLogTarget;
 use std::time::Duration;
 use usher_core::client_ip::{ClientIpHeader, TrustedProxies};
 
@@ -23,6 +24,11 @@ pub struct GatewaySettings {
     pub header_read_timeout: Duration,
     /// How long in-flight requests may take to finish at shutdown.
     pub drain_timeout: Duration,
+    pub access_log: AccessLogTarget,
+    /// Access log lines as JSON objects instead of Combined Log Format.
+    pub access_log_json: bool,
+    /// Serve `/metrics` on this address instead of under the prefix.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for GatewaySettings {
@@ -41,6 +47,9 @@ impl Default for GatewaySettings {
             login_url: None,
             header_read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
+            access_log: AccessLogTarget::Off,
+            access_log_json: false,
+            metrics_listen: None,
         }
     }
 }

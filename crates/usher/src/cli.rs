@@ -14,6 +14,9 @@ pub struct Cli {
     /// Configuration file (default: ./usher.toml when present).
     #[arg(long, global = true, env = "USHER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Log lines (and access log lines) as text or JSON; overrides log.format.
+    #[arg(long, global = true, value_name = "text|json")]
+    pub log_format: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -49,6 +52,7 @@ impl ServeArgs {
             listen: self.listen.clone(),
             upstream: self.upstream.clone(),
             store: self.store.clone(),
+            log_format: None,
         }
     }
 }

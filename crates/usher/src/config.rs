@@ -12,7 +12,7 @@ use std::time::Duration;
 use usher_core::client_ip::{ClientIpHeader, TrustedProxies};
 use usher_core::{HumanDuration, SessionPolicy};
 use usher_engine::EngineConfig;
-use usher_gateway::GatewaySettings;
+use usher_gateway::{AccessLogTarget, GatewaySettings};
 use usher_store::StoreUrl;
 
 /// Sections of `usher.toml`; `USHER_<SECTION>_<KEY>` maps onto them.
@@ -51,6 +51,8 @@ impl<'de> Deserialize<'de> for List {
 pub struct Server {
     pub listen: String,
     pub prefix: String,
+    /// Serve `/metrics` on this address instead of under the prefix.
+    pub metrics_listen: Option<String>,
     pub header_read_timeout: HumanDuration,
     pub drain_timeout: HumanDuration,
 }
@@ -60,6 +62,7 @@ impl Default for Server {
         Self {
             listen: "127.0.0.1:8080".into(),
             prefix: "/usher".into(),
+            metrics_listen: None,
             header_read_timeout: HumanDuration::from_secs(10),
             drain_timeout: HumanDuration::from_secs(10),
         }
@@ -234,6 +237,7 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub upstream: Option<String>,
     pub store: Option<String>,
+    pub log_format: Option<String>,
 }
 
 /// Validated settings, ready to wire.
@@ -290,6 +294,9 @@ pub fn load(explicit: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Se
     if let Some(v) = &overrides.store {
         fig = fig.merge(Serialized::default("store.url", v));
     }
+    if let Some(v) = &overrides.log_format {
+        fig = fig.merge(Serialized::default("log.format", v));
+    }
     let raw: RawConfig = fig.extract().map_err(|e| {
         let msgs: Vec<String> = e.into_iter().map(|e| describe(&e)).collect();
         anyhow::anyhow!("invalid configuration: {}", msgs.join("; "))
@@ -339,8 +346,6 @@ fn refuse_unimplemented(raw: &RawConfig) -> anyhow::Result<()> {
         "history.retention",
         raw.history.retention != d.history.retention,
     );
-    check("log.access", raw.log.access != d.log.access);
-    check("log.format", raw.log.format != d.log.format);
     if unset.is_empty() {
         return Ok(());
     }
@@ -466,6 +471,20 @@ pub fn resolve(raw: RawConfig) -> anyhow::Result<Settings> {
         );
     }
     refuse_unimplemented(&raw)?;
+    let access_log = match raw.log.access.trim() {
+        "stdout" => AccessLogTarget::Stdout,
+        "off" => AccessLogTarget::Off,
+        "" => bail!("log.access: empty; use \"stdout\", \"off\" or a file path"),
+        path => AccessLogTarget::File(PathBuf::from(path)),
+    };
+    let metrics_listen = match raw.server.metrics_listen.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(a) => Some(a.parse::<SocketAddr>().map_err(|_| {
+            anyhow::anyhow!(
+                "server.metrics_listen: `{a}` is not an address and port such as 127.0.0.1:9100"
+            )
+        })?),
+    };
     let cookie_domain = match raw.gateway.cookie_domain.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(d) => {
@@ -520,6 +539,9 @@ pub fn resolve(raw: RawConfig) -> anyhow::Result<Settings> {
         login_url,
         header_read_timeout: raw.server.header_read_timeout.as_std(),
         drain_timeout: raw.server.drain_timeout.as_std(),
+        access_log,
+        access_log_json: raw.log.format == "json",
+        metrics_listen,
     };
     let engine = EngineConfig {
         policy,

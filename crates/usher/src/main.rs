@@ -31,16 +31,19 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
-    init_logging();
     let config = cli.config.as_deref();
     match cli.command {
         cli::Command::Serve(args) => {
-            let settings = config::load(config, &args.overrides())?;
+            let mut overrides = args.overrides();
+            overrides.log_format = cli.log_format.clone();
+            let settings = config::load(config, &overrides)?;
+            init_logging(settings.raw.log.format == "json");
             serve::run(settings).await?;
             Ok(ExitCode::SUCCESS)
         }
         cli::Command::User(cmd) => {
             let settings = config::load(config, &config::Overrides::default())?;
+            init_logging(settings.raw.log.format == "json");
             users::run(&settings, cmd).await
         }
         cli::Command::Config(cli::ConfigCommand::Check) => {
@@ -59,11 +62,18 @@ fn toml_like(raw: &config::RawConfig) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(raw)?)
 }
 
-fn init_logging() {
+/// Logs go to stderr (stdout carries the access log); `RUST_LOG` filters them.
+fn init_logging(json: bool) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }

@@ -5,6 +5,7 @@
 mod binary;
 mod forward;
 mod login;
+mod operations;
 mod postgres;
 mod proxies;
 mod proxy;

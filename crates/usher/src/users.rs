@@ -13,10 +13,26 @@ use usher_store::StoreError;
 
 const ACTOR: &str = "cli";
 
-pub async fn run(settings: &Settings, cmd: UserCommand) -> anyhow::Result<ExitCode> {
+/// Opens (and migrates) the store, with a spinner on a terminal: a first migration of
+/// a large store can take a while, and a silent terminal looks hung.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn usher_store::Store>> {
+    let spinner = std::io::stderr().is_terminal().then(|| {
+        let s = indicatif::ProgressBar::new_spinner();
+        s.set_message(format!("opening {}", settings.store));
+        s.enable_steady_tick(std::time::Duration::from_millis(100));
+        s
+    });
     let store = usher_store::open(&settings.store)
         .await
-        .with_context(|| format!("cannot open the store {}", settings.store))?;
+        .with_context(|| format!("cannot open the store {}", settings.store));
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    store
+}
+
+pub async fn run(settings: &Settings, cmd: UserCommand) -> anyhow::Result<ExitCode> {
+    let store = open_store(settings).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let accounts = Accounts::new(store.clone(), clock, PasswordHasher::new(1)?);
     let name = |s: &str| Username::parse(s).map_err(anyhow::Error::from);

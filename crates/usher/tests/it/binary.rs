@@ -61,13 +61,38 @@ async fn first_start_creates_the_admin_and_shows_the_password_once() {
 #[tokio::test]
 async fn the_admin_password_can_come_from_the_environment() {
     let dir = tempfile::tempdir().unwrap();
-    let server = serve(dir.path(), &[("USHER_ADMIN_PASSWORD", "from-the-env-123")]);
+    let server = serve(
+        dir.path(),
+        &[
+            ("USHER_ADMIN_PASSWORD", "from-the-env-123"),
+            ("USHER_LOG_FORMAT", "json"),
+            ("RUST_LOG", "info"),
+        ],
+    );
     assert!(
         !dir.path()
             .join("usher-data/initial-admin-password")
             .exists()
     );
     login(&server, "admin", "from-the-env-123").await;
+    // log.format = json: Usher's own log lines are JSON objects, and the login line
+    // names the session.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let err = server.stderr();
+        let json: Vec<serde_json::Value> = err
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if json
+            .iter()
+            .any(|v| v["fields"]["message"] == "login" && v["fields"]["session"].is_string())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no JSON login line: {err}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     server.kill9();
 }
 
@@ -237,6 +262,21 @@ async fn configuration_mistakes_are_named() {
     let (code, _, err) = usher(dir.path(), &["serve", "--listen", "nope"], "", &[]);
     assert_ne!(code, 0);
     assert!(err.contains("server.listen"), "{err}");
+    // Secrets never appear in what `config check` prints.
+    let (code, out, _) = usher(
+        dir.path(),
+        &["config", "check"],
+        "",
+        &[(
+            "USHER_STORE_URL",
+            "postgres://usher:hunter2secret@db.example/usher",
+        )],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("postgres://usher:***@db.example/usher") && !out.contains("hunter2secret"),
+        "{out}"
+    );
     let (code, _, err) = usher(
         dir.path(),
         &["--config", "missing.toml", "config", "check"],

@@ -7,7 +7,7 @@ use serde::Serialize;
 use std::fmt;
 use std::net::IpAddr;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionKind {
     /// A browser with the cookie from the login page.
@@ -95,6 +95,24 @@ pub struct NewSession {
     pub kind: SessionKind,
     pub created_at: Timestamp,
     pub client: ClientSnapshot,
+}
+
+/// A session as lists, the API and the CLI show it (never its token or token hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SessionInfo {
+    pub id: SessionId,
+    pub user: Option<Username>,
+    #[serde(rename = "type")]
+    pub kind: SessionKind,
+    pub ip: IpAddr,
+    pub first_ip: IpAddr,
+    pub user_agent: String,
+    pub client: String,
+    pub host: String,
+    pub requests: u64,
+    pub created_at: Timestamp,
+    pub last_access_at: Timestamp,
+    pub expires_at: Timestamp,
 }
 
 /// A session as the store keeps it.

@@ -10,6 +10,7 @@
 use crate::{EngineError, Metrics};
 use dashmap::DashMap;
 use jiff::SignedDuration;
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,8 +19,8 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use usher_core::user_agent;
 use usher_core::{
-    ClientSnapshot, Clock, EndReason, NewSession, SessionId, SessionKind, SessionPolicy,
-    SessionRecord, Timestamp, Token, TokenHash, User, Username,
+    ClientSnapshot, Clock, EndReason, Listable, NewSession, SessionId, SessionInfo, SessionKind,
+    SessionPolicy, SessionQuery, SessionRecord, Timestamp, Token, TokenHash, User, Username,
 };
 use usher_store::{ChangeKind, EndSessions, SessionSelector, Store, Touch};
 
@@ -53,6 +54,8 @@ struct ClientState {
     ip: IpAddr,
     user_agent: String,
     host: String,
+    /// "Firefox 131 on Linux", worked out when first asked for, not per request.
+    summary: Option<String>,
 }
 
 const LIVE: u8 = 0;
@@ -110,6 +113,7 @@ impl LiveSession {
                 ip: r.ip,
                 user_agent: r.user_agent.clone(),
                 host: r.host.clone(),
+                summary: Some(r.client.clone()),
             }),
         }
     }
@@ -145,6 +149,7 @@ impl LiveSession {
             let ua = user_agent::truncate(req.user_agent);
             if c.user_agent != ua {
                 ua.clone_into(&mut c.user_agent);
+                c.summary = None;
             }
             if c.host != req.host {
                 req.host.clone_into(&mut c.host);
@@ -161,6 +166,7 @@ impl LiveSession {
         let total = self.requests.load(Ordering::Acquire);
         let claimed_before = self.flushed.fetch_max(total, Ordering::AcqRel);
         let delta = total.saturating_sub(claimed_before);
+        let client = self.client_summary();
         let (ip, user_agent, host) = match self.client.lock() {
             Ok(c) => (c.ip, c.user_agent.clone(), c.host.clone()),
             Err(_) => {
@@ -168,7 +174,6 @@ impl LiveSession {
                 return None;
             }
         };
-        let client = user_agent::summarize(&user_agent);
         Some(Touch {
             id: self.id,
             requests: delta,
@@ -180,8 +185,70 @@ impl LiveSession {
         })
     }
 
+    /// The parsed client summary, computed once per User-Agent.
+    pub fn client_summary(&self) -> String {
+        let Ok(mut c) = self.client.lock() else {
+            return String::new();
+        };
+        if c.summary.is_none() {
+            c.summary = Some(user_agent::summarize(&c.user_agent));
+        }
+        c.summary.clone().unwrap_or_default()
+    }
+
+    /// A snapshot for lists and the API.
+    pub fn info(&self, policy: &SessionPolicy) -> SessionInfo {
+        let client = self.client_summary();
+        let (ip, user_agent, host) = match self.client.lock() {
+            Ok(c) => (c.ip, c.user_agent.clone(), c.host.clone()),
+            Err(_) => (self.first_ip, String::new(), String::new()),
+        };
+        let last = self.last_access_at();
+        SessionInfo {
+            id: self.id,
+            user: self.user.clone(),
+            kind: self.kind,
+            ip,
+            first_ip: self.first_ip,
+            user_agent,
+            client,
+            host,
+            requests: self.requests(),
+            created_at: self.created_at,
+            last_access_at: last,
+            expires_at: policy.expires_at(self.created_at, last),
+        }
+    }
+
     fn unclaim(&self, requests: u64) {
         self.flushed.fetch_sub(requests, Ordering::AcqRel);
+    }
+}
+
+impl Listable for LiveSession {
+    fn id(&self) -> SessionId {
+        self.id
+    }
+    fn user(&self) -> Option<&Username> {
+        self.user.as_ref()
+    }
+    fn kind(&self) -> SessionKind {
+        self.kind
+    }
+    fn ip(&self) -> IpAddr {
+        LiveSession::ip(self)
+    }
+    fn client(&self) -> Cow<'_, str> {
+        Cow::Owned(self.client_summary())
+    }
+    fn requests(&self) -> u64 {
+        LiveSession::requests(self)
+    }
+    fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
+    fn last_access_at(&self) -> Timestamp {
+        LiveSession::last_access_at(self)
     }
 }
 
@@ -318,6 +385,32 @@ impl Engine {
     /// Number of live sessions in memory.
     pub fn live_count(&self) -> usize {
         self.inner.by_token.len()
+    }
+
+    /// Live sessions matching `query`: how many in all, and the requested page. Read
+    /// from memory, where counts are fresher than the store's.
+    pub fn list(&self, query: &SessionQuery) -> (u64, Vec<SessionInfo>) {
+        let now = self.inner.clock.now();
+        let live = self
+            .inner
+            .by_token
+            .iter()
+            .map(|e| e.value().clone())
+            .filter(|s| s.is_live());
+        let (total, page) = query.run(live, now);
+        let policy = self.inner.config.policy;
+        (total, page.iter().map(|s| s.info(&policy)).collect())
+    }
+
+    /// Every live session of `user`, newest first.
+    pub fn sessions_of(&self, user: &Username) -> Vec<SessionInfo> {
+        let q = SessionQuery {
+            user: Some(user.clone()),
+            sort: usher_core::query::SortKey::Created,
+            limit: usher_core::query::Limit::All,
+            ..SessionQuery::default()
+        };
+        self.list(&q).1
     }
 
     /// Adds a stored live session to the index (with its user), unless it already ended.
@@ -715,6 +808,14 @@ impl Engine {
         for change in &changes {
             match &change.kind {
                 ChangeKind::SessionEnded(id) => self.forget(std::slice::from_ref(id)),
+                // Made on another node: known here too, so that every node lists it.
+                ChangeKind::SessionCreated(id) => {
+                    if !self.inner.by_id.contains_key(id)
+                        && let Some(record) = self.inner.store.session_get(id).await?
+                    {
+                        self.admit(&record).await?;
+                    }
+                }
                 ChangeKind::UserChanged(name) => self.refresh_user(name).await?,
             }
             self.inner.feed_cursor.store(change.seq, Ordering::Release);

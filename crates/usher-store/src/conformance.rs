@@ -230,6 +230,11 @@ pub async fn user_update_records_password_change(store: Arc<dyn Store>) {
             .iter()
             .all(|c| c.kind == ChangeKind::UserChanged(name("alice")))
     );
+    // An update made from a copy read before a login does not roll the login back.
+    login(&store, Some("alice"), t(7)).await;
+    store.user_update(&alice, "cli", t(8)).await.unwrap();
+    let got = store.user_get(&name("alice")).await.unwrap().unwrap();
+    assert_eq!(got.last_login_at, Some(t(7)));
 }
 
 pub async fn sessions_create_and_find(store: Arc<dyn Store>) {
@@ -481,18 +486,26 @@ pub async fn change_feed_is_ordered_and_prunable(store: Arc<dyn Store>) {
     }
     let all = store.changes_since(0, 100).await.unwrap();
     let got: Vec<_> = all.iter().map(|c| c.kind.clone()).collect();
-    let want: Vec<_> = ids.iter().map(|id| ChangeKind::SessionEnded(*id)).collect();
+    let want: Vec<_> = ids
+        .iter()
+        .flat_map(|id| {
+            [
+                ChangeKind::SessionCreated(*id),
+                ChangeKind::SessionEnded(*id),
+            ]
+        })
+        .collect();
     assert_eq!(got, want);
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
     let head = store.change_head().await.unwrap();
-    assert_eq!(head, all[2].seq);
+    assert_eq!(head, all[5].seq);
     assert_eq!(store.changes_since(all[0].seq, 1).await.unwrap().len(), 1);
     let pruned = store
         .changes_prune(t(0) + SignedDuration::from_secs(2))
         .await
         .unwrap();
-    assert_eq!(pruned, 2);
-    assert_eq!(store.changes_since(0, 100).await.unwrap().len(), 1);
+    assert_eq!(pruned, 4);
+    assert_eq!(store.changes_since(0, 100).await.unwrap().len(), 2);
     assert_eq!(
         store.change_head().await.unwrap(),
         head,

@@ -68,6 +68,7 @@ pub struct Change {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChangeKind {
+    SessionCreated(SessionId),
     SessionEnded(SessionId),
     /// The user's profile, groups, password or status changed, or the user was removed.
     UserChanged(Username),

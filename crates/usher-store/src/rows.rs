@@ -178,6 +178,9 @@ pub(crate) struct ChangeRow {
 impl ChangeRow {
     pub(crate) fn into_change(self) -> Result<Change> {
         let kind = match self.kind.as_str() {
+            "session_created" => SessionId::parse(&self.subject)
+                .ok()
+                .map(ChangeKind::SessionCreated),
             "session_ended" => SessionId::parse(&self.subject)
                 .ok()
                 .map(ChangeKind::SessionEnded),
@@ -197,6 +200,7 @@ impl ChangeRow {
 /// How a change is written: its kind and subject columns.
 pub(crate) fn change_columns(kind: &ChangeKind) -> (&'static str, &str) {
     match kind {
+        ChangeKind::SessionCreated(id) => ("session_created", id.as_str()),
         ChangeKind::SessionEnded(id) => ("session_ended", id.as_str()),
         ChangeKind::UserChanged(name) => ("user_changed", name.as_str()),
     }

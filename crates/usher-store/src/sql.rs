@@ -387,6 +387,7 @@ macro_rules! impl_sql_store {
                         event.user_agent = Some(s.client.user_agent.clone());
                         insert_event(&mut tx, &event).await?;
                     }
+                    insert_change(&mut tx, s.created_at, &ChangeKind::SessionCreated(s.id)).await?;
                     tx.commit().await?;
                     Ok(())
                 }

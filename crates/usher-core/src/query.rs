@@ -1,0 +1,488 @@
+//! The one query model for lists of sessions, shared by the console, the REST API and
+//! the CLI: the same parameters mean the same thing everywhere (SPEC §3).
+
+use crate::duration::HumanDuration;
+use crate::ids::SessionId;
+use crate::session::SessionKind;
+use crate::user::Username;
+use ipnet::IpNet;
+use jiff::{SignedDuration, Timestamp};
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::net::IpAddr;
+
+/// Largest page an ordinary list returns; exports may ask for `all`.
+pub const MAX_LIMIT: u32 = 10_000;
+pub const DEFAULT_LIMIT: u32 = 50;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    Id,
+    User,
+    Type,
+    Ip,
+    Requests,
+    LastAccess,
+    Created,
+}
+
+impl SortKey {
+    pub const CHOICES: &'static str = "id, user, type, ip, requests, last_access, created";
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "id" => Self::Id,
+            "user" => Self::User,
+            "type" => Self::Type,
+            "ip" => Self::Ip,
+            "requests" => Self::Requests,
+            "last_access" => Self::LastAccess,
+            "created" => Self::Created,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Id => "id",
+            Self::User => "user",
+            Self::Type => "type",
+            Self::Ip => "ip",
+            Self::Requests => "requests",
+            Self::LastAccess => "last_access",
+            Self::Created => "created",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Count(u32),
+    All,
+}
+
+/// A parameter that is wrong, and what to write instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{param}: {message}")]
+pub struct QueryError {
+    pub param: String,
+    pub message: String,
+}
+
+fn bad(param: &str, message: impl Into<String>) -> QueryError {
+    QueryError {
+        param: param.to_owned(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionQuery {
+    pub user: Option<Username>,
+    pub anonymous: Option<bool>,
+    pub kind: Option<SessionKind>,
+    pub ip: Option<IpNet>,
+    /// Case-insensitive substring of user, IP, client summary or session id.
+    pub q: Option<String>,
+    pub active_within: Option<SignedDuration>,
+    pub sort: SortKey,
+    pub order: Order,
+    pub offset: u64,
+    pub limit: Limit,
+}
+
+impl Default for SessionQuery {
+    fn default() -> Self {
+        Self {
+            user: None,
+            anonymous: None,
+            kind: None,
+            ip: None,
+            q: None,
+            active_within: None,
+            sort: SortKey::LastAccess,
+            order: Order::Desc,
+            offset: 0,
+            limit: Limit::Count(DEFAULT_LIMIT),
+        }
+    }
+}
+
+/// Parameter names a session list understands.
+pub const PARAMS: &str = "user, anonymous, type, ip, q, active_within, sort, order, offset, limit";
+
+impl SessionQuery {
+    /// Parses query parameters; an unknown parameter or a bad value is an error naming
+    /// it. `limit=all` is accepted only when `allow_all` (exports).
+    pub fn parse<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+        allow_all: bool,
+    ) -> Result<Self, QueryError> {
+        let mut q = Self::default();
+        for (key, value) in pairs {
+            let value = value.trim();
+            match key {
+                "user" => {
+                    q.user = Some(Username::parse(value).map_err(|e| bad("user", e.to_string()))?)
+                }
+                "anonymous" => {
+                    q.anonymous = Some(match value {
+                        "true" | "1" | "yes" => true,
+                        "false" | "0" | "no" => false,
+                        _ => return Err(bad("anonymous", "use true or false")),
+                    })
+                }
+                "type" => {
+                    q.kind = Some(
+                        SessionKind::parse(value).ok_or_else(|| bad("type", "use web or api"))?,
+                    )
+                }
+                "ip" => {
+                    let net = value
+                        .parse::<IpNet>()
+                        .or_else(|_| value.parse::<IpAddr>().map(IpNet::from))
+                        .map_err(|_| {
+                            bad("ip", "an address (192.0.2.7) or a CIDR range (10.0.0.0/8)")
+                        })?;
+                    q.ip = Some(net.trunc());
+                }
+                "q" => {
+                    if value.chars().count() > 200 {
+                        return Err(bad("q", "at most 200 characters"));
+                    }
+                    q.q = (!value.is_empty()).then(|| value.to_lowercase());
+                }
+                "active_within" => {
+                    let d: HumanDuration =
+                        value.parse().map_err(|e: crate::duration::DurationError| {
+                            bad("active_within", e.to_string())
+                        })?;
+                    q.active_within = Some(d.get());
+                }
+                "sort" => {
+                    q.sort = SortKey::parse(value).ok_or_else(|| {
+                        bad(
+                            "sort",
+                            format!("`{value}` is not a column; use one of {}", SortKey::CHOICES),
+                        )
+                    })?
+                }
+                "order" => {
+                    q.order = match value {
+                        "asc" => Order::Asc,
+                        "desc" => Order::Desc,
+                        _ => return Err(bad("order", "use asc or desc")),
+                    }
+                }
+                "offset" => {
+                    q.offset = value
+                        .parse()
+                        .map_err(|_| bad("offset", "a whole number, 0 or more"))?
+                }
+                "limit" => {
+                    q.limit = if value == "all" {
+                        if !allow_all {
+                            return Err(bad(
+                                "limit",
+                                format!(
+                                    "`all` is for exports (sessions.csv); use 1 to {MAX_LIMIT}"
+                                ),
+                            ));
+                        }
+                        Limit::All
+                    } else {
+                        match value.parse::<u32>() {
+                            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Limit::Count(n),
+                            _ => {
+                                return Err(bad("limit", format!("a number from 1 to {MAX_LIMIT}")));
+                            }
+                        }
+                    }
+                }
+                other => {
+                    return Err(bad(
+                        other,
+                        format!("unknown parameter; use one of {PARAMS}"),
+                    ));
+                }
+            }
+        }
+        Ok(q)
+    }
+
+    /// Whether anything narrows the selection (an end-by-filter without one is refused).
+    pub fn has_filter(&self) -> bool {
+        self.user.is_some()
+            || self.anonymous.is_some()
+            || self.kind.is_some()
+            || self.ip.is_some()
+            || self.q.is_some()
+            || self.active_within.is_some()
+    }
+
+    pub fn matches<S: Listable + ?Sized>(&self, s: &S, now: Timestamp) -> bool {
+        if let Some(u) = &self.user
+            && s.user() != Some(u)
+        {
+            return false;
+        }
+        if let Some(anon) = self.anonymous
+            && s.user().is_none() != anon
+        {
+            return false;
+        }
+        if let Some(k) = self.kind
+            && s.kind() != k
+        {
+            return false;
+        }
+        if let Some(net) = &self.ip
+            && !net.contains(&s.ip())
+        {
+            return false;
+        }
+        if let Some(d) = self.active_within
+            && now.duration_since(s.last_access_at()) > d
+        {
+            return false;
+        }
+        if let Some(needle) = &self.q {
+            let hit = s
+                .user()
+                .is_some_and(|u| u.as_str().to_lowercase().contains(needle))
+                || s.ip().to_string().contains(needle)
+                || s.id().as_str().contains(needle)
+                || s.client().to_lowercase().contains(needle);
+            if !hit {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn compare<S: Listable + ?Sized>(&self, a: &S, b: &S) -> Ordering {
+        let primary = match self.sort {
+            SortKey::Id => a.id().cmp(&b.id()),
+            SortKey::User => a.user().cmp(&b.user()),
+            SortKey::Type => a.kind().as_str().cmp(b.kind().as_str()),
+            SortKey::Ip => a.ip().cmp(&b.ip()),
+            SortKey::Requests => a.requests().cmp(&b.requests()),
+            SortKey::LastAccess => a.last_access_at().cmp(&b.last_access_at()),
+            SortKey::Created => a.created_at().cmp(&b.created_at()),
+        };
+        // The id breaks ties, so pages never overlap or skip.
+        let ordered = primary.then_with(|| a.id().cmp(&b.id()));
+        match self.order {
+            Order::Asc => ordered,
+            Order::Desc => ordered.reverse(),
+        }
+    }
+
+    /// Filters, sorts and cuts out the requested page; also returns how many matched.
+    pub fn run<S: Listable>(
+        &self,
+        rows: impl IntoIterator<Item = S>,
+        now: Timestamp,
+    ) -> (u64, Vec<S>) {
+        let mut hits: Vec<S> = rows.into_iter().filter(|s| self.matches(s, now)).collect();
+        let total = hits.len() as u64;
+        let offset = usize::try_from(self.offset)
+            .unwrap_or(usize::MAX)
+            .min(hits.len());
+        let limit = match self.limit {
+            Limit::Count(n) => n as usize,
+            Limit::All => hits.len(),
+        };
+        let end = offset.saturating_add(limit).min(hits.len());
+        if end > offset {
+            // Only the page needs to be in order: select it, then sort it.
+            if end < hits.len() {
+                hits.select_nth_unstable_by(end - 1, |a, b| self.compare(a, b));
+                hits.truncate(end);
+            }
+            hits.sort_by(|a, b| self.compare(a, b));
+            hits.drain(..offset);
+        } else {
+            hits.clear();
+        }
+        (total, hits)
+    }
+}
+
+/// What a session list needs to know of a session, whatever holds it.
+pub trait Listable {
+    fn id(&self) -> SessionId;
+    fn user(&self) -> Option<&Username>;
+    fn kind(&self) -> SessionKind;
+    fn ip(&self) -> IpAddr;
+    fn client(&self) -> Cow<'_, str>;
+    fn requests(&self) -> u64;
+    fn created_at(&self) -> Timestamp;
+    fn last_access_at(&self) -> Timestamp;
+}
+
+impl<T: Listable + ?Sized> Listable for std::sync::Arc<T> {
+    fn id(&self) -> SessionId {
+        (**self).id()
+    }
+    fn user(&self) -> Option<&Username> {
+        (**self).user()
+    }
+    fn kind(&self) -> SessionKind {
+        (**self).kind()
+    }
+    fn ip(&self) -> IpAddr {
+        (**self).ip()
+    }
+    fn client(&self) -> Cow<'_, str> {
+        (**self).client()
+    }
+    fn requests(&self) -> u64 {
+        (**self).requests()
+    }
+    fn created_at(&self) -> Timestamp {
+        (**self).created_at()
+    }
+    fn last_access_at(&self) -> Timestamp {
+        (**self).last_access_at()
+    }
+}
+
+impl Listable for crate::SessionRecord {
+    fn id(&self) -> SessionId {
+        self.id
+    }
+    fn user(&self) -> Option<&Username> {
+        self.user.as_ref()
+    }
+    fn kind(&self) -> SessionKind {
+        self.kind
+    }
+    fn ip(&self) -> IpAddr {
+        self.ip
+    }
+    fn client(&self) -> Cow<'_, str> {
+        Cow::Borrowed(&self.client)
+    }
+    fn requests(&self) -> u64 {
+        self.requests
+    }
+    fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
+    fn last_access_at(&self) -> Timestamp {
+        self.last_access_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(q: &str) -> Result<SessionQuery, QueryError> {
+        SessionQuery::parse(
+            q.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| p.split_once('=').unwrap_or((p, ""))),
+            false,
+        )
+    }
+
+    #[test]
+    fn parses_every_parameter() {
+        let q = parse("user=alice&anonymous=false&type=web&ip=10.1.2.3/8&q=Fire&active_within=15m&sort=requests&order=asc&offset=5&limit=100").unwrap();
+        assert_eq!(q.user.unwrap().as_str(), "alice");
+        assert_eq!(q.ip.unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(q.q.as_deref(), Some("fire"));
+        assert_eq!(q.sort, SortKey::Requests);
+        assert_eq!(q.limit, Limit::Count(100));
+        assert!(parse("").unwrap() == SessionQuery::default());
+    }
+
+    #[test]
+    fn names_the_wrong_parameter() {
+        for (input, param) in [
+            ("sort=banana", "sort"),
+            ("order=up", "order"),
+            ("offset=-1", "offset"),
+            ("limit=0", "limit"),
+            ("limit=10001", "limit"),
+            ("limit=all", "limit"),
+            ("ip=10.0.0.0/33", "ip"),
+            ("type=cli", "type"),
+            ("anonymous=maybe", "anonymous"),
+            ("active_within=soon", "active_within"),
+            ("user=a b", "user"),
+            ("page=2", "page"),
+        ] {
+            assert_eq!(parse(input).unwrap_err().param, param, "{input}");
+        }
+        assert!(SessionQuery::parse([("limit", "all")], true).is_ok());
+    }
+
+    struct Row(SessionId, Option<Username>, IpAddr, u64);
+
+    impl Listable for Row {
+        fn id(&self) -> SessionId {
+            self.0
+        }
+        fn user(&self) -> Option<&Username> {
+            self.1.as_ref()
+        }
+        fn kind(&self) -> SessionKind {
+            SessionKind::Web
+        }
+        fn ip(&self) -> IpAddr {
+            self.2
+        }
+        fn client(&self) -> Cow<'_, str> {
+            Cow::Borrowed("Firefox 131 on Linux")
+        }
+        fn requests(&self) -> u64 {
+            self.3
+        }
+        fn created_at(&self) -> Timestamp {
+            Timestamp::UNIX_EPOCH
+        }
+        fn last_access_at(&self) -> Timestamp {
+            Timestamp::UNIX_EPOCH
+        }
+    }
+
+    #[test]
+    fn filters_sorts_and_pages_without_overlap() {
+        let rows = || {
+            (0..20u64).map(|i| {
+                let user = (i % 2 == 0).then(|| Username::parse("alice").unwrap());
+                let ip = IpAddr::from([10, 0, (i / 10) as u8, i as u8]);
+                Row(SessionId::generate().unwrap(), user, ip, i % 7)
+            })
+        };
+        let rows: Vec<Row> = rows().collect();
+        let now = Timestamp::UNIX_EPOCH;
+        let q = parse("sort=requests&order=desc&limit=4&ip=10.0.0.0/24&anonymous=false").unwrap();
+        let (total, page) = q.run(rows.iter().map(|r| Row(r.0, r.1.clone(), r.2, r.3)), now);
+        assert_eq!(total, 5, "even rows with 10.0.0.x");
+        assert_eq!(page.len(), 4);
+        assert!(page.windows(2).all(|w| w[0].3 >= w[1].3));
+        let mut seen = Vec::new();
+        for offset in [0, 3, 6] {
+            let q = parse(&format!("sort=requests&limit=3&offset={offset}")).unwrap();
+            let (total, page) = q.run(rows.iter().map(|r| Row(r.0, r.1.clone(), r.2, r.3)), now);
+            assert_eq!(total, 20);
+            seen.extend(page.iter().map(|r| r.0));
+        }
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 9, "pages neither overlap nor skip");
+        let q = parse("q=firefox&offset=100").unwrap();
+        let (total, page) = q.run(rows.iter().map(|r| Row(r.0, r.1.clone(), r.2, r.3)), now);
+        assert_eq!((total, page.len()), (20, 0));
+    }
+}

@@ -70,9 +70,12 @@ impl EventKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Event {
+    /// Position in the history (0 until stored); newer events have larger ids.
+    pub id: i64,
     pub at: Timestamp,
+    #[serde(rename = "event")]
     pub kind: EventKind,
     /// The user concerned; for `login_failed`, the name that was tried (possibly not a user).
     pub user: Option<String>,
@@ -88,6 +91,7 @@ pub struct Event {
 impl Event {
     pub fn new(at: Timestamp, kind: EventKind) -> Self {
         Self {
+            id: 0,
             at,
             kind,
             user: None,

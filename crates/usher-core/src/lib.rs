@@ -23,4 +23,4 @@ pub use jiff::Timestamp;
 pub use policy::SessionPolicy;
 pub use query::{Listable, SessionQuery};
 pub use session::{ClientSnapshot, EndReason, NewSession, SessionInfo, SessionKind, SessionRecord};
-pub use user::{Group, User, Username};
+pub use user::{ApiToken, Group, User, Username};

@@ -200,7 +200,10 @@ impl SessionQuery {
                         match value.parse::<u32>() {
                             Ok(n) if (1..=MAX_LIMIT).contains(&n) => Limit::Count(n),
                             _ => {
-                                return Err(bad("limit", format!("a number from 1 to {MAX_LIMIT}")));
+                                return Err(bad(
+                                    "limit",
+                                    format!("a number from 1 to {MAX_LIMIT}"),
+                                ));
                             }
                         }
                     }

@@ -156,3 +156,14 @@ mod tests {
         assert!(Group::parse("a,b").is_err());
     }
 }
+
+/// A bearer token for the REST API, as listed (its secret is shown once, at creation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiToken {
+    pub id: String,
+    pub name: String,
+    pub owner: Username,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}

@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use std::net::IpAddr;
 use std::sync::Arc;
 use usher_core::{
-    EndReason, Event, EventKind, NewSession, SessionId, SessionRecord, Timestamp, TokenHash, User,
-    Username,
+    ApiToken, EndReason, Event, EventKind, NewSession, SessionId, SessionRecord, Timestamp,
+    TokenHash, User, Username,
 };
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -74,11 +74,16 @@ pub enum ChangeKind {
     UserChanged(Username),
 }
 
-/// Filter for reading history.
+/// Filter for reading history, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
     pub user: Option<String>,
     pub kind: Option<EventKind>,
+    pub ip: Option<IpAddr>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    /// Only events older than this id (the cursor of the previous page).
+    pub before: Option<i64>,
     pub limit: u32,
 }
 
@@ -138,6 +143,15 @@ pub trait Store: Send + Sync + 'static {
     async fn event_record(&self, event: &Event) -> Result<()>;
     /// Newest first.
     async fn events(&self, query: &EventQuery) -> Result<Vec<Event>>;
+
+    // --- API tokens ---
+    async fn token_create(&self, token: &ApiToken, hash: &TokenHash) -> Result<()>;
+    /// A token that is not revoked, by the hash of its secret.
+    async fn token_by_hash(&self, hash: &TokenHash) -> Result<Option<ApiToken>>;
+    async fn token_list(&self) -> Result<Vec<ApiToken>>;
+    /// Revokes a token; `false` when there is no such live token.
+    async fn token_revoke(&self, id: &str, at: Timestamp) -> Result<bool>;
+    async fn token_used(&self, id: &str, at: Timestamp) -> Result<()>;
 
     // --- change feed ---
     /// The newest sequence number (0 when empty).

@@ -10,7 +10,8 @@ use usher_core::{
 
 pub(crate) const SESSION_COLUMNS: &str = "id, token_hash, user_name, kind, ip, first_ip, user_agent, client, host, requests, created_at, last_access_at, ended_at, end_reason, ended_by";
 pub(crate) const EVENT_COLUMNS: &str =
-    "at, kind, user_name, session_id, ip, user_agent, actor, detail";
+    "id, at, kind, user_name, session_id, ip, user_agent, actor, detail";
+pub(crate) const TOKEN_COLUMNS: &str = "id, name, owner, created_at, last_used_at, revoked_at";
 pub(crate) const USER_COLUMNS: &str =
     "name, display_name, email, disabled, password_hash, created_at, last_login_at";
 
@@ -109,6 +110,7 @@ impl EndingRow {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct EventRow {
+    id: i64,
     at: i64,
     kind: String,
     user_name: Option<String>,
@@ -122,6 +124,7 @@ pub(crate) struct EventRow {
 impl EventRow {
     pub(crate) fn into_event(self) -> Result<Event> {
         Ok(Event {
+            id: self.id,
             at: ts(self.at)?,
             kind: EventKind::parse(&self.kind)
                 .ok_or_else(|| StoreError::Corrupt(format!("event kind {:?}", self.kind)))?,
@@ -164,6 +167,29 @@ impl UserRow {
             password_hash: self.password_hash,
             created_at: ts(self.created_at)?,
             last_login_at: self.last_login_at.map(ts).transpose()?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TokenRow {
+    id: String,
+    name: String,
+    owner: String,
+    created_at: i64,
+    last_used_at: Option<i64>,
+    revoked_at: Option<i64>,
+}
+
+impl TokenRow {
+    pub(crate) fn into_token(self) -> Result<usher_core::ApiToken> {
+        Ok(usher_core::ApiToken {
+            owner: username(&self.owner)?,
+            id: self.id,
+            name: self.name,
+            created_at: ts(self.created_at)?,
+            last_used_at: self.last_used_at.map(ts).transpose()?,
+            revoked_at: self.revoked_at.map(ts).transpose()?,
         })
     }
 }

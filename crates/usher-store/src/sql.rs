@@ -11,7 +11,7 @@ macro_rules! impl_sql_store {
         mod $module {
             use crate::rows::{
                 ChangeRow, EVENT_COLUMNS, EndingRow, EventRow, SESSION_COLUMNS, SessionRow,
-                USER_COLUMNS, UserRow, change_columns, ms,
+                TOKEN_COLUMNS, TokenRow, USER_COLUMNS, UserRow, change_columns, ms,
             };
             use crate::{
                 Change, ChangeKind, EndSessions, EndedSessions, EventQuery, Result,
@@ -20,8 +20,8 @@ macro_rules! impl_sql_store {
             use async_trait::async_trait;
             use sqlx::{AssertSqlSafe, Transaction};
             use usher_core::{
-                EndReason, Event, EventKind, NewSession, SessionId, SessionRecord, Timestamp,
-                TokenHash, User, Username,
+                ApiToken, EndReason, Event, EventKind, NewSession, SessionId, SessionRecord,
+                Timestamp, TokenHash, User, Username,
             };
 
             type Tx = Transaction<'static, $db>;
@@ -440,19 +440,91 @@ macro_rules! impl_sql_store {
                 }
 
                 async fn events(&self, q: &EventQuery) -> Result<Vec<Event>> {
+                    // Ordered by id: the order events were written, which a cursor can
+                    // follow while new ones arrive.
                     let sql = format!(
                         "SELECT {EVENT_COLUMNS} FROM events
                          WHERE (CAST($1 AS TEXT) IS NULL OR user_name = $1)
                            AND (CAST($2 AS TEXT) IS NULL OR kind = $2)
-                         ORDER BY at DESC, id DESC LIMIT $3"
+                           AND (CAST($3 AS TEXT) IS NULL OR ip = $3)
+                           AND (CAST($4 AS BIGINT) IS NULL OR at >= $4)
+                           AND (CAST($5 AS BIGINT) IS NULL OR at < $5)
+                           AND (CAST($6 AS BIGINT) IS NULL OR id < $6)
+                         ORDER BY id DESC LIMIT $7"
                     );
                     let rows: Vec<EventRow> = sqlx::query_as(AssertSqlSafe(sql))
                         .bind(q.user.as_deref())
                         .bind(q.kind.map(EventKind::as_str))
+                        .bind(q.ip.map(|ip| ip.to_string()))
+                        .bind(q.from.map(ms))
+                        .bind(q.to.map(ms))
+                        .bind(q.before)
                         .bind(i64::from(if q.limit == 0 { 100 } else { q.limit }))
                         .fetch_all(self.reader())
                         .await?;
                     rows.into_iter().map(EventRow::into_event).collect()
+                }
+
+                async fn token_create(&self, token: &ApiToken, hash: &TokenHash) -> Result<()> {
+                    let mut tx = self.write().await?;
+                    sqlx::query(
+                        "INSERT INTO api_tokens (id, name, owner, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(&token.id)
+                    .bind(&token.name)
+                    .bind(token.owner.as_str())
+                    .bind(&hash.as_bytes()[..])
+                    .bind(ms(token.created_at))
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn token_by_hash(&self, hash: &TokenHash) -> Result<Option<ApiToken>> {
+                    let sql = format!(
+                        "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL"
+                    );
+                    let row: Option<TokenRow> = sqlx::query_as(AssertSqlSafe(sql))
+                        .bind(&hash.as_bytes()[..])
+                        .fetch_optional(self.reader())
+                        .await?;
+                    row.map(TokenRow::into_token).transpose()
+                }
+
+                async fn token_list(&self) -> Result<Vec<ApiToken>> {
+                    let sql = format!("SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id");
+                    let rows: Vec<TokenRow> = sqlx::query_as(AssertSqlSafe(sql))
+                        .fetch_all(self.reader())
+                        .await?;
+                    rows.into_iter().map(TokenRow::into_token).collect()
+                }
+
+                async fn token_revoke(&self, id: &str, at: Timestamp) -> Result<bool> {
+                    let mut tx = self.write().await?;
+                    let r = sqlx::query(
+                        "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                    )
+                    .bind(ms(at))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(r.rows_affected() == 1)
+                }
+
+                async fn token_used(&self, id: &str, at: Timestamp) -> Result<()> {
+                    let mut tx = self.write().await?;
+                    sqlx::query(
+                        "UPDATE api_tokens SET last_used_at = $1
+                         WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+                    )
+                    .bind(ms(at))
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(())
                 }
 
                 async fn change_head(&self) -> Result<i64> {

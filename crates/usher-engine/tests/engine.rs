@@ -400,6 +400,28 @@ impl Store for GatedStore {
     async fn events(&self, q: &EventQuery) -> usher_store::Result<Vec<usher_core::Event>> {
         self.inner.events(q).await
     }
+    async fn token_create(
+        &self,
+        t: &usher_core::ApiToken,
+        h: &usher_core::TokenHash,
+    ) -> usher_store::Result<()> {
+        self.inner.token_create(t, h).await
+    }
+    async fn token_by_hash(
+        &self,
+        h: &usher_core::TokenHash,
+    ) -> usher_store::Result<Option<usher_core::ApiToken>> {
+        self.inner.token_by_hash(h).await
+    }
+    async fn token_list(&self) -> usher_store::Result<Vec<usher_core::ApiToken>> {
+        self.inner.token_list().await
+    }
+    async fn token_revoke(&self, id: &str, at: Timestamp) -> usher_store::Result<bool> {
+        self.inner.token_revoke(id, at).await
+    }
+    async fn token_used(&self, id: &str, at: Timestamp) -> usher_store::Result<()> {
+        self.inner.token_used(id, at).await
+    }
     async fn change_head(&self) -> usher_store::Result<i64> {
         self.inner.change_head().await
     }

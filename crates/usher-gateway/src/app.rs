@@ -6,7 +6,7 @@ use crate::client::ClientContext;
 use crate::cookie;
 use crate::csrf::CsrfKey;
 use crate::proxy::Proxy;
-use crate::{GatewaySettings, admin, forward, gate, health, login, whoami};
+use crate::{GatewaySettings, admin, api, forward, gate, health, login, whoami};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
@@ -90,6 +90,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(admin::router())
         .merge(whoami::router())
         .merge(forward::router())
+        .nest("/api/v1", api::router())
         .route("/static/usher.css", get(stylesheet))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(USHER_BODY_LIMIT));

@@ -6,6 +6,7 @@
 
 pub mod access_log;
 mod admin;
+pub mod api;
 mod app;
 mod client;
 mod cookie;

@@ -139,6 +139,30 @@ impl TestApp {
             .unwrap();
     }
 
+    /// An API token (`ush_…`) of a fresh administrator named `name`.
+    pub async fn admin_token(&self, name: &str) -> String {
+        self.add_user(name, &format!("{name}-password"), true).await;
+        self.token_for(name).await
+    }
+
+    /// An API token owned by the existing user `name`.
+    pub async fn token_for(&self, name: &str) -> String {
+        let secret = usher_core::Token::generate().unwrap();
+        let token = usher_core::ApiToken {
+            id: usher_core::SessionId::generate().unwrap().to_string(),
+            name: "test".into(),
+            owner: Username::parse(name).unwrap(),
+            created_at: usher_core::Clock::now(&SystemClock),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        self.store
+            .token_create(&token, &secret.hash())
+            .await
+            .unwrap();
+        format!("ush_{}", secret.encode())
+    }
+
     /// Signs in like a browser: fetch the form, post it back. Returns the session
     /// cookie as `name=value`.
     pub async fn login(&self, user: &str, password: &str) -> String {

@@ -2,6 +2,7 @@
 //! SQLite file per test, HTTP from the outside.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod api;
 mod binary;
 mod forward;
 mod login;

@@ -1,0 +1,117 @@
+//! History and the inactive-users report.
+
+use super::{Admin, ApiError, query_pairs};
+use crate::app::AppState;
+use axum::Json;
+use axum::extract::{RawQuery, State};
+use std::net::IpAddr;
+use std::sync::Arc;
+use usher_core::{EventKind, Timestamp};
+use usher_store::EventQuery;
+
+/// A time as `2026-11-02T10:00:00Z` or a day as `2026-11-02` (midnight UTC).
+pub fn parse_time(param: &str, v: &str) -> Result<Timestamp, ApiError> {
+    v.parse::<Timestamp>()
+        .or_else(|_| {
+            v.parse::<jiff::civil::Date>().and_then(|d| {
+                d.to_zoned_datetime(jiff::tz::TimeZone::UTC)
+                    .map(|z| z.timestamp())
+            })
+        })
+        .map_err(|_| {
+            ApiError::invalid(
+                param,
+                "a date (2026-11-02) or an RFC 3339 time (2026-11-02T10:00:00Z)",
+            )
+        })
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut q = EventQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    for (k, v) in query_pairs(raw.as_deref()) {
+        match k.as_str() {
+            "user" => q.user = Some(v),
+            "event" => {
+                q.kind = Some(EventKind::parse(&v).ok_or_else(|| {
+                    ApiError::invalid("event", "one of login, login_failed, logout, expired, killed, evicted, user_created, user_disabled, user_enabled, user_removed, password_changed")
+                })?)
+            }
+            "ip" => q.ip = Some(v.parse::<IpAddr>().map_err(|_| ApiError::invalid("ip", "an IP address"))?),
+            "from" => q.from = Some(parse_time("from", &v)?),
+            "to" => q.to = Some(parse_time("to", &v)?),
+            "limit" => {
+                q.limit = match v.parse::<u32>() {
+                    Ok(n) if (1..=1000).contains(&n) => n,
+                    _ => return Err(ApiError::invalid("limit", "a number from 1 to 1000")),
+                }
+            }
+            "cursor" => {
+                q.before = Some(v.parse::<i64>().ok().filter(|c| *c > 0).ok_or_else(|| {
+                    ApiError::invalid("cursor", "the next_cursor of the previous page")
+                })?)
+            }
+            other => {
+                return Err(ApiError::invalid(other, "unknown parameter; use user, event, ip, from, to, limit, cursor"));
+            }
+        }
+    }
+    let items = state.engine.store().events(&q).await?;
+    let next = (items.len() == q.limit as usize)
+        .then(|| items.last().map(|e| e.id))
+        .flatten();
+    Ok(Json(
+        serde_json::json!({ "items": items, "next_cursor": next }),
+    ))
+}
+
+/// Users whose last login is before `since` (default: 1 January this year, UTC), or
+/// who never logged in.
+pub async fn inactive(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut since = None;
+    for (k, v) in query_pairs(raw.as_deref()) {
+        match k.as_str() {
+            "since" => since = Some(parse_time("since", &v)?),
+            other => return Err(ApiError::invalid(other, "unknown parameter; use since")),
+        }
+    }
+    let since = match since {
+        Some(s) => s,
+        None => {
+            let now = state
+                .engine
+                .clock()
+                .now()
+                .to_zoned_datetime(jiff::tz::TimeZone::UTC);
+            jiff::civil::date(now.year(), 1, 1)
+                .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+                .map(|z| z.timestamp())
+                .map_err(|_| ApiError::invalid("since", "could not work out 1 January"))?
+        }
+    };
+    let users = state.engine.store().user_list().await?;
+    let items: Vec<serde_json::Value> = users
+        .into_iter()
+        .filter(|u| u.last_login_at.is_none_or(|t| t < since))
+        .map(|u| {
+            serde_json::json!({
+                "name": u.name,
+                "display_name": u.display_name,
+                "disabled": u.disabled,
+                "created_at": u.created_at,
+                "last_login_at": u.last_login_at,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "since": since, "items": items })))
+}

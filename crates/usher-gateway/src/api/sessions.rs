@@ -1,0 +1,260 @@
+//! Session endpoints: list (and CSV), one, end one, end a user's, end by filter.
+
+use super::{Admin, ApiError, json_body, query_pairs};
+use crate::app::AppState;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::Serialize;
+use std::sync::Arc;
+use usher_core::query::Limit;
+use usher_core::{EndReason, SessionId, SessionInfo, SessionQuery, Timestamp, Username};
+use usher_store::SessionSelector;
+
+#[derive(Serialize)]
+struct Page {
+    total: u64,
+    offset: u64,
+    limit: u64,
+    items: Vec<SessionInfo>,
+}
+
+fn parse_query(raw: Option<&str>, allow_all: bool) -> Result<SessionQuery, ApiError> {
+    let pairs = query_pairs(raw);
+    Ok(SessionQuery::parse(
+        pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        allow_all,
+    )?)
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = parse_query(raw.as_deref(), false)?;
+    let (total, items) = state.engine.list(&q);
+    let limit = match q.limit {
+        Limit::Count(n) => u64::from(n),
+        Limit::All => total,
+    };
+    Ok(Json(
+        serde_json::to_value(Page {
+            total,
+            offset: q.offset,
+            limit,
+            items,
+        })
+        .unwrap_or_default(),
+    ))
+}
+
+/// A CSV field: quoted when needed, and defused when a spreadsheet would read it as a
+/// formula (a User-Agent is attacker-controlled).
+fn csv_field(out: &mut String, s: &str) {
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let quote = formula || s.contains([',', '"', '\n', '\r']);
+    if quote {
+        out.push('"');
+    }
+    if formula {
+        out.push('\'');
+    }
+    out.push_str(&s.replace('"', "\"\""));
+    if quote {
+        out.push('"');
+    }
+}
+
+pub async fn csv(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut q = parse_query(raw.as_deref(), true)?;
+    let asked_limit = query_pairs(raw.as_deref())
+        .iter()
+        .any(|(k, _)| k == "limit");
+    if !asked_limit {
+        q.limit = Limit::All;
+    }
+    let (_, items) = state.engine.list(&q);
+    let mut out = String::from(
+        "id,user,type,ip,first_ip,client,user_agent,host,requests,created_at,last_access_at,expires_at\n",
+    );
+    for s in &items {
+        let fields = [
+            s.id.to_string(),
+            s.user.as_ref().map(|u| u.to_string()).unwrap_or_default(),
+            s.kind.as_str().to_owned(),
+            s.ip.to_string(),
+            s.first_ip.to_string(),
+            s.client.clone(),
+            s.user_agent.clone(),
+            s.host.clone(),
+            s.requests.to_string(),
+            s.created_at.to_string(),
+            s.last_access_at.to_string(),
+            s.expires_at.to_string(),
+        ];
+        for (i, f) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            csv_field(&mut out, f);
+        }
+        out.push('\n');
+    }
+    let mut r = out.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"usher-sessions.csv\""),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+#[derive(Serialize)]
+struct Ended {
+    #[serde(flatten)]
+    info: SessionInfo,
+    ended_at: Option<Timestamp>,
+    end_reason: Option<EndReason>,
+    ended_by: Option<String>,
+}
+
+fn session_id(id: &str) -> Result<SessionId, ApiError> {
+    SessionId::parse(id).map_err(|e| ApiError::invalid("id", e.to_string()))
+}
+
+pub async fn get_one(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = session_id(&id)?;
+    let policy = state.engine.policy();
+    if let Some(live) = state.engine.session(&id) {
+        return Ok(Json(
+            serde_json::to_value(live.info(&policy)).unwrap_or_default(),
+        ));
+    }
+    let r = state
+        .engine
+        .store()
+        .session_get(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no session {id}")))?;
+    let info = SessionInfo {
+        id: r.id,
+        user: r.user.clone(),
+        kind: r.kind,
+        ip: r.ip,
+        first_ip: r.first_ip,
+        user_agent: r.user_agent.clone(),
+        client: r.client.clone(),
+        host: r.host.clone(),
+        requests: r.requests,
+        created_at: r.created_at,
+        last_access_at: r.last_access_at,
+        expires_at: r
+            .ended_at
+            .unwrap_or_else(|| policy.expires_at(r.created_at, r.last_access_at)),
+    };
+    Ok(Json(
+        serde_json::to_value(Ended {
+            info,
+            ended_at: r.ended_at,
+            end_reason: r.end_reason,
+            ended_by: r.ended_by,
+        })
+        .unwrap_or_default(),
+    ))
+}
+
+pub async fn end_one(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = session_id(&id)?;
+    let ended = state
+        .engine
+        .end(
+            SessionSelector::Ids(vec![id]),
+            EndReason::Killed,
+            admin.name(),
+        )
+        .await?;
+    if ended.is_empty() {
+        return Err(ApiError::not_found(format!("no live session {id}")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn end_of_user(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = Username::parse(&name).map_err(|e| ApiError::invalid("name", e.to_string()))?;
+    if state.engine.store().user_get(&name).await?.is_none() {
+        return Err(ApiError::not_found(format!("no user {name}")));
+    }
+    let ended = state
+        .engine
+        .end(SessionSelector::User(name), EndReason::Killed, admin.name())
+        .await?;
+    Ok(Json(serde_json::json!({ "ended": ended.len() })))
+}
+
+/// `POST /sessions/end`: the body holds the same filters as the list's query.
+pub async fn end_matching(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let filter: serde_json::Map<String, serde_json::Value> = json_body(&headers, &body)?;
+    let mut pairs = Vec::new();
+    for (k, v) in &filter {
+        if matches!(k.as_str(), "sort" | "order" | "offset" | "limit") {
+            return Err(ApiError::invalid(
+                k,
+                "only filters belong here: user, anonymous, type, ip, q, active_within",
+            ));
+        }
+        let v = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => return Err(ApiError::invalid(k, "a string, number or boolean")),
+        };
+        pairs.push((k.clone(), v));
+    }
+    let mut q = SessionQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), true)?;
+    if !q.has_filter() {
+        return Err(ApiError::bad_request(
+            "empty_filter",
+            "an empty filter would end every session; name at least one of user, anonymous, type, ip, q, active_within",
+        ));
+    }
+    q.limit = Limit::All;
+    let (_, matched) = state.engine.list(&q);
+    let ids: Vec<SessionId> = matched.iter().map(|s| s.id).collect();
+    if ids.is_empty() {
+        return Ok(Json(serde_json::json!({ "ended": 0 })));
+    }
+    let ended = state
+        .engine
+        .end(SessionSelector::Ids(ids), EndReason::Killed, admin.name())
+        .await?;
+    Ok(Json(serde_json::json!({ "ended": ended.len() })))
+}

@@ -1,0 +1,198 @@
+//! User endpoints: list, create, read, change, remove.
+
+use super::{Admin, ApiError, json_body};
+use crate::app::AppState;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::IntoResponse;
+use http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use usher_core::{Group, Timestamp, User, Username};
+
+#[derive(Serialize)]
+pub struct UserOut {
+    name: Username,
+    display_name: String,
+    email: String,
+    groups: Vec<Group>,
+    disabled: bool,
+    created_at: Timestamp,
+    last_login_at: Option<Timestamp>,
+    /// Live sessions on this node's index.
+    sessions: usize,
+}
+
+fn out(state: &AppState, u: User) -> UserOut {
+    let sessions = state.engine.sessions_of(&u.name).len();
+    UserOut {
+        name: u.name,
+        display_name: u.display_name,
+        email: u.email,
+        groups: u.groups,
+        disabled: u.disabled,
+        created_at: u.created_at,
+        last_login_at: u.last_login_at,
+        sessions,
+    }
+}
+
+fn name(s: &str) -> Result<Username, ApiError> {
+    Username::parse(s).map_err(|e| ApiError::invalid("name", e.to_string()))
+}
+
+fn groups(list: &[String]) -> Result<Vec<Group>, ApiError> {
+    let mut out: Vec<Group> = list
+        .iter()
+        .map(|g| Group::parse(g).map_err(|e| ApiError::invalid("groups", e.to_string())))
+        .collect::<Result<_, _>>()?;
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn text(field: &str, s: &str) -> Result<String, ApiError> {
+    if s.chars().count() > 200 || s.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            field,
+            "at most 200 characters, no control characters",
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+) -> Result<Json<Vec<UserOut>>, ApiError> {
+    let users = state.engine.store().user_list().await?;
+    Ok(Json(users.into_iter().map(|u| out(&state, u)).collect()))
+}
+
+pub async fn get_one(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+    Path(n): Path<String>,
+) -> Result<Json<UserOut>, ApiError> {
+    let user = state.accounts.get(&name(&n)?).await?;
+    Ok(Json(out(&state, user)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    name: String,
+    password: Option<String>,
+    display_name: Option<String>,
+    email: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    admin: bool,
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let new: NewUser = json_body(&headers, &body)?;
+    let n = name(&new.name)?;
+    let mut user = state
+        .accounts
+        .create(n, new.password.as_deref(), new.admin, admin.name())
+        .await?;
+    let extra = groups(&new.groups)?;
+    if new.display_name.is_some() || new.email.is_some() || !extra.is_empty() {
+        if let Some(d) = &new.display_name {
+            user.display_name = text("display_name", d)?;
+        }
+        if let Some(e) = &new.email {
+            user.email = text("email", e)?;
+        }
+        user.groups.extend(extra);
+        user.groups.sort();
+        user.groups.dedup();
+        state
+            .engine
+            .store()
+            .user_update(&user, admin.name(), state.engine.clock().now())
+            .await?;
+    }
+    Ok((StatusCode::CREATED, Json(out(&state, user))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Change {
+    display_name: Option<String>,
+    email: Option<String>,
+    groups: Option<Vec<String>>,
+    disabled: Option<bool>,
+    password: Option<String>,
+}
+
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(n): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<UserOut>, ApiError> {
+    let n = name(&n)?;
+    let change: Change = json_body(&headers, &body)?;
+    let mut user = state.accounts.get(&n).await?;
+    let profile =
+        change.display_name.is_some() || change.email.is_some() || change.groups.is_some();
+    if let Some(d) = &change.display_name {
+        user.display_name = text("display_name", d)?;
+    }
+    if let Some(e) = &change.email {
+        user.email = text("email", e)?;
+    }
+    if let Some(g) = &change.groups {
+        user.groups = groups(g)?;
+    }
+    if profile {
+        state
+            .engine
+            .store()
+            .user_update(&user, admin.name(), state.engine.clock().now())
+            .await?;
+        state.engine.refresh_user(&n).await?;
+    }
+    if let Some(pw) = &change.password {
+        state.accounts.set_password(&n, pw, admin.name()).await?;
+    }
+    if let Some(disabled) = change.disabled {
+        let ended = state
+            .accounts
+            .set_disabled(&n, disabled, admin.name())
+            .await?;
+        state.engine.forget(&ended);
+        state.engine.refresh_user(&n).await?;
+    }
+    let user = state.accounts.get(&n).await?;
+    Ok(Json(out(&state, user)))
+}
+
+pub async fn remove(
+    State(state): State<Arc<AppState>>,
+    admin: Admin,
+    Path(n): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let n = name(&n)?;
+    if n.as_str() == admin.name() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "you cannot remove yourself; ask another administrator",
+        ));
+    }
+    let ended = state.accounts.remove(&n, admin.name()).await?;
+    state.engine.forget(&ended);
+    state.engine.refresh_user(&n).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -158,7 +158,7 @@ mod tests {
 }
 
 /// A bearer token for the REST API, as listed (its secret is shown once, at creation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiToken {
     pub id: String,
     pub name: String,

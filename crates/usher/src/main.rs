@@ -1,8 +1,11 @@
 //! The `usher` binary: parses the command line, loads configuration, wires the parts
 //! and runs one subcommand. The only crate that knows clap.
 
+mod admin_cli;
+mod backend;
 mod cli;
 mod config;
+mod output;
 mod serve;
 mod users;
 
@@ -46,6 +49,32 @@ async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             init_logging(settings.raw.log.format == "json");
             users::run(&settings, cmd).await
         }
+        cli::Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut cli::Cli::command(),
+                "usher",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        cli::Command::Sessions(cmd) => {
+            let (_, backend) = admin_backend(config, cli.server.as_deref()).await?;
+            admin_cli::sessions(&backend, cmd).await
+        }
+        cli::Command::History(args) => {
+            let (_, backend) = admin_backend(config, cli.server.as_deref()).await?;
+            admin_cli::history(&backend, args).await
+        }
+        cli::Command::Report(cmd) => {
+            let (_, backend) = admin_backend(config, cli.server.as_deref()).await?;
+            admin_cli::report(&backend, cmd).await
+        }
+        cli::Command::Token(cmd) => {
+            let (_, backend) = admin_backend(config, cli.server.as_deref()).await?;
+            admin_cli::token(&backend, cmd).await
+        }
         cli::Command::Config(cli::ConfigCommand::Check) => {
             let settings = config::load(config, &config::Overrides::default())?;
             let mut effective = settings.raw.clone();
@@ -55,6 +84,16 @@ async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn admin_backend(
+    config: Option<&std::path::Path>,
+    server: Option<&str>,
+) -> anyhow::Result<(config::Settings, backend::Backend)> {
+    let settings = config::load(config, &config::Overrides::default())?;
+    init_logging(settings.raw.log.format == "json");
+    let backend = backend::Backend::open(&settings, server).await?;
+    Ok((settings, backend))
 }
 
 /// Effective settings as pretty JSON (secrets already redacted by their types).

@@ -376,3 +376,151 @@ async fn user_commands_act_on_a_running_server_within_a_second() {
     assert!(err.contains("no user bob"), "{err}");
     assert!(server.terminate());
 }
+
+#[tokio::test]
+async fn the_session_cli_works_on_the_store_and_through_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let env = [("USHER_ADMIN_PASSWORD", "admin-password")];
+    let server = serve(d, &env);
+    let (code, _, _) = usher(
+        d,
+        &["user", "add", "bob", "--password-stdin"],
+        "bob-password\n",
+        &[],
+    );
+    assert_eq!(code, 0);
+    let admin = login(&server, "admin", "admin-password").await;
+    let bob = login(&server, "bob", "bob-password").await;
+    for _ in 0..3 {
+        assert_eq!(status(&server, &bob).await, 200);
+    }
+
+    // On the store, in the server's directory.
+    let (code, out, err) = usher(
+        d,
+        &["sessions", "list", "--sort", "user", "--order", "asc"],
+        "",
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("SESSION") && lines[0].contains("LAST ACCESS"),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[1].contains("admin") && lines[2].contains("bob"),
+        "{out}"
+    );
+    assert!(out.contains(" ago"), "relative times: {out}");
+    let (_, out, _) = usher(
+        d,
+        &["sessions", "list", "--user", "bob", "--format", "json"],
+        "",
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["total"], 1);
+    let bob_sid = v["items"][0]["id"].as_str().unwrap().to_owned();
+    let (_, out, _) = usher(d, &["sessions", "list", "--format", "csv"], "", &[]);
+    assert!(
+        out.starts_with("SESSION,USER,TYPE,IP,CLIENT,REQUESTS,LAST ACCESS,CREATED\n"),
+        "{out}"
+    );
+    let (code, _, err) = usher(d, &["sessions", "list", "--sort", "banana"], "", &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("sort"), "{err}");
+    let (code, _, err) = usher(d, &["sessions", "kill", "not-an-id"], "", &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not-an-id"), "{err}");
+    let (code, out, _) = usher(d, &["sessions", "kill", "aaaaaaaaaaaa"], "", &[]);
+    assert_eq!(code, 3, "nothing matched: {out}");
+    let (code, out, _) = usher(d, &["sessions", "kill", &bob_sid], "", &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("ended 1 session"));
+    let started = Instant::now();
+    while status(&server, &bob).await != 401 {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "still accepted after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Tokens, and the same commands through the running server's API.
+    let (code, secret, err) = usher(d, &["token", "create", "ops laptop"], "", &[]);
+    assert_eq!(code, 0, "{err}");
+    let secret = secret.trim().to_owned();
+    assert!(secret.starts_with("ush_"), "{secret}");
+    let remote = [
+        ("USHER_SERVER", server.url("")),
+        ("USHER_TOKEN", secret.clone()),
+    ];
+    let remote: Vec<(&str, &str)> = remote.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let bob = login(&server, "bob", "bob-password").await;
+    let (code, out, err) = usher(
+        d,
+        &["sessions", "list", "--user", "bob", "--format", "json"],
+        "",
+        &remote,
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["total"], 1);
+    let (code, out, _) = usher(d, &["sessions", "kill", "--user", "bob"], "", &remote);
+    assert_eq!(code, 0);
+    assert!(out.contains("ended 1 session"), "{out}");
+    assert_eq!(
+        status(&server, &bob).await,
+        401,
+        "through the API it is immediate"
+    );
+    let (code, out, _) = usher(
+        d,
+        &["history", "--user", "bob", "--format", "json"],
+        "",
+        &remote,
+    );
+    assert_eq!(code, 0);
+    let events: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds[..3], ["killed", "login", "killed"], "{kinds:?}");
+    let (code, out, _) = usher(d, &["report", "inactive", "--since", "2000-01-01"], "", &[]);
+    assert_eq!(code, 0);
+    assert!(
+        !out.contains("bob") && !out.contains("admin "),
+        "everyone logged in since 2000: {out}"
+    );
+    let (_, out, _) = usher(d, &["token", "list", "--format", "json"], "", &remote);
+    let tokens: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = tokens[0]["id"].as_str().unwrap().to_owned();
+    assert!(!out.contains(&secret[4..]), "secrets are never listed");
+    let (code, _, _) = usher(d, &["token", "revoke", &id], "", &[]);
+    assert_eq!(code, 0);
+    let (code, _, err) = usher(d, &["sessions", "list"], "", &remote);
+    assert_ne!(code, 0);
+    assert!(err.contains("401"), "{err}");
+    let (code, _, _) = usher(d, &["token", "revoke", &id], "", &[]);
+    assert_eq!(code, 3);
+    let (code, _, err) = usher(
+        d,
+        &["sessions", "list"],
+        "",
+        &[("USHER_SERVER", "http://127.0.0.1:1")],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("USHER_TOKEN"), "{err}");
+    let _ = admin;
+    assert!(server.terminate());
+
+    let (code, out, _) = usher(d, &["completions", "bash"], "", &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("usher") && out.contains("sessions"));
+}

@@ -1,0 +1,93 @@
+//! How the CLI prints lists: aligned tables with relative times for people, JSON and
+//! CSV for scripts.
+
+use jiff::Timestamp;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+/// "3s ago", "2h 18m ago", "4d ago".
+pub fn ago(t: Timestamp, now: Timestamp) -> String {
+    let secs = now.duration_since(t).as_secs().max(0);
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86_400 => format!("{}h {}m ago", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+/// Prints rows with a header, columns padded to their widest cell. Control characters
+/// (from User-Agents, names) are shown escaped so they cannot rewrite the terminal.
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .flat_map(|c| c.escape_debug_if_control())
+            .collect()
+    };
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| clean(c)).collect())
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}
+
+trait EscapeControl {
+    fn escape_debug_if_control(self) -> Vec<char>;
+}
+
+impl EscapeControl for char {
+    fn escape_debug_if_control(self) -> Vec<char> {
+        if self.is_control() {
+            self.escape_default().collect()
+        } else {
+            vec![self]
+        }
+    }
+}
+
+/// Prints CSV; fields a spreadsheet would take for a formula are defused.
+pub fn csv(header: &[&str], rows: &[Vec<String>]) {
+    println!("{}", header.join(","));
+    for r in rows {
+        let cells: Vec<String> = r
+            .iter()
+            .map(|s| {
+                let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+                if formula || s.contains([',', '"', '\n', '\r']) {
+                    format!(
+                        "\"{}{}\"",
+                        if formula { "'" } else { "" },
+                        s.replace('"', "\"\"")
+                    )
+                } else {
+                    s.clone()
+                }
+            })
+            .collect();
+        println!("{}", cells.join(","));
+    }
+}

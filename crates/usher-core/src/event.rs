@@ -7,6 +7,7 @@ use serde::Serialize;
 use std::net::IpAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     Login,
@@ -71,15 +72,19 @@ impl EventKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     /// Position in the history (0 until stored); newer events have larger ids.
     pub id: i64,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub at: Timestamp,
     #[serde(rename = "event")]
     pub kind: EventKind,
     /// The user concerned; for `login_failed`, the name that was tried (possibly not a user).
     pub user: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub session: Option<SessionId>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub ip: Option<IpAddr>,
     pub user_agent: Option<String>,
     /// Who did it: a user name, `cli`, or `system` for timeouts.

@@ -14,6 +14,8 @@ use std::net::IpAddr;
 /// Largest page an ordinary list returns; exports may ask for `all`.
 pub const MAX_LIMIT: u32 = 10_000;
 pub const DEFAULT_LIMIT: u32 = 50;
+/// Largest offset accepted: far past any real list, small enough to stay exact.
+pub const MAX_OFFSET: u64 = 1_000_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SortKey {
@@ -127,6 +129,11 @@ impl SessionQuery {
         let mut q = Self::default();
         for (key, value) in pairs {
             let value = value.trim();
+            // The API takes an empty value for a mistake; a form that submits blank
+            // fields (the console's filter) drops them before it parses.
+            if value.is_empty() {
+                return Err(bad(key, "empty; leave the parameter out instead"));
+            }
             match key {
                 "user" => {
                     q.user = Some(Username::parse(value).map_err(|e| bad("user", e.to_string()))?)
@@ -183,7 +190,11 @@ impl SessionQuery {
                 "offset" => {
                     q.offset = value
                         .parse()
-                        .map_err(|_| bad("offset", "a whole number, 0 or more"))?
+                        .ok()
+                        .filter(|n| *n <= MAX_OFFSET)
+                        .ok_or_else(|| {
+                            bad("offset", format!("a whole number from 0 to {MAX_OFFSET}"))
+                        })?
                 }
                 "limit" => {
                     q.limit = if value == "all" {

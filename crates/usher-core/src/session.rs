@@ -8,6 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SessionKind {
     /// A browser with the cookie from the login page.
@@ -35,6 +36,7 @@ impl SessionKind {
 
 /// Why a session ended (SPEC §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EndReason {
     Logout,
@@ -99,19 +101,27 @@ pub struct NewSession {
 
 /// A session as lists, the API and the CLI show it (never its token or token hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionInfo {
+    #[cfg_attr(feature = "openapi", schema(value_type = String, pattern = "^[a-z2-7]{12}$"))]
     pub id: SessionId,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub user: Option<Username>,
     #[serde(rename = "type")]
     pub kind: SessionKind,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub ip: IpAddr,
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub first_ip: IpAddr,
     pub user_agent: String,
     pub client: String,
     pub host: String,
     pub requests: u64,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: Timestamp,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub last_access_at: Timestamp,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub expires_at: Timestamp,
 }
 

@@ -12,6 +12,8 @@ use tokio::sync::Semaphore;
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 /// Shortest password `usher user add/passwd` accepts (characters).
 pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest new password, in characters (well above the 64 that ASVS asks to allow).
+pub const MAX_PASSWORD_CHARS: usize = 256;
 
 #[derive(Clone)]
 pub struct PasswordHasher {
@@ -41,9 +43,9 @@ impl PasswordHasher {
                 "the password is too short: use at least {MIN_PASSWORD_CHARS} characters"
             )));
         }
-        if password.len() > MAX_PASSWORD_BYTES {
+        if password.chars().count() > MAX_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
             return Err(EngineError::Invalid(format!(
-                "the password is too long: use at most {MAX_PASSWORD_BYTES} bytes"
+                "the password is too long: use at most {MAX_PASSWORD_CHARS} characters"
             )));
         }
         Ok(())

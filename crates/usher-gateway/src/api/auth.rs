@@ -113,6 +113,10 @@ impl FromRequestParts<Arc<AppState>> for Admin {
 }
 
 /// `GET /me`: who is calling, and (for a cookie session) the CSRF token for changes.
+#[utoipa::path(get, path = "/me", tag = "auth",
+    responses((status = 200, description = "The caller", body = super::doc::Me),
+        (status = 401, description = "no or a bad credential", body = super::doc::ErrorBody),
+        (status = 403, description = "not an admin, or a cookie without X-CSRF-Token", body = super::doc::ErrorBody)))]
 pub async fn me(State(state): State<Arc<AppState>>, admin: Admin) -> Json<serde_json::Value> {
     let csrf = admin
         .session

@@ -26,6 +26,11 @@ pub fn parse_time(param: &str, v: &str) -> Result<Timestamp, ApiError> {
         })
 }
 
+#[utoipa::path(get, path = "/history", tag = "history", params(super::doc::HistoryParams),
+    responses((status = 200, description = "Events, newest first", body = super::doc::HistoryPage),
+        (status = 400, description = "a parameter or the body is wrong", body = super::doc::ErrorBody),
+        (status = 401, description = "no or a bad credential", body = super::doc::ErrorBody),
+        (status = 403, description = "not an admin, or a cookie without X-CSRF-Token", body = super::doc::ErrorBody)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     _admin: Admin,
@@ -36,7 +41,16 @@ pub async fn list(
         ..Default::default()
     };
     for (k, v) in query_pairs(raw.as_deref()) {
+        if v.trim().is_empty() {
+            return Err(ApiError::invalid(
+                &k,
+                "empty; leave the parameter out instead",
+            ));
+        }
         match k.as_str() {
+            "user" if v.chars().count() > 64 => {
+                return Err(ApiError::invalid("user", "at most 64 characters"));
+            }
             "user" => q.user = Some(v),
             "event" => {
                 q.kind = Some(EventKind::parse(&v).ok_or_else(|| {
@@ -73,6 +87,11 @@ pub async fn list(
 
 /// Users whose last login is before `since` (default: 1 January this year, UTC), or
 /// who never logged in.
+#[utoipa::path(get, path = "/reports/inactive", tag = "history", params(super::doc::InactiveParams),
+    responses((status = 200, description = "Users without a login since the date", body = super::doc::InactiveReport),
+        (status = 400, description = "a parameter or the body is wrong", body = super::doc::ErrorBody),
+        (status = 401, description = "no or a bad credential", body = super::doc::ErrorBody),
+        (status = 403, description = "not an admin, or a cookie without X-CSRF-Token", body = super::doc::ErrorBody)))]
 pub async fn inactive(
     State(state): State<Arc<AppState>>,
     _admin: Admin,

@@ -3,6 +3,7 @@
 //! console and the CLI use the same engine functions; there is no private data path.
 
 mod auth;
+mod doc;
 mod error;
 mod history;
 mod sessions;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
+        .route("/openapi.json", get(doc::openapi))
         .route("/me", get(auth::me))
         .route("/sessions", get(sessions::list))
         .route("/sessions.csv", get(sessions::csv))
@@ -57,9 +59,28 @@ pub fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Resul
             "send the body as JSON with Content-Type: application/json",
         ));
     }
-    serde_json::from_slice(body).map_err(|e| {
+    let invalid = |e: serde_json::Error| {
         ApiError::bad_request("invalid_body", format!("the JSON body is not valid: {e}"))
-    })
+    };
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(invalid)?;
+    // Every body is an object; serde would also read a struct from an array.
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "the JSON body must be an object",
+        ));
+    }
+    serde_json::from_value(value).map_err(invalid)
+}
+
+/// For optional body fields: absent is `None`, but an explicit `null` is refused, as the
+/// OpenAPI document says (`nullable: false`).
+pub fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// Query pairs of a request, in order.

@@ -29,6 +29,11 @@ fn parse_query(raw: Option<&str>, allow_all: bool) -> Result<SessionQuery, ApiEr
     )?)
 }
 
+#[utoipa::path(get, path = "/sessions", tag = "sessions", params(super::doc::SessionListParams),
+    responses((status = 200, description = "A page of live sessions", body = super::doc::SessionPage),
+        (status = 400, description = "a parameter or the body is wrong", body = super::doc::ErrorBody),
+        (status = 401, description = "no or a bad credential", body = super::doc::ErrorBody),
+        (status = 403, description = "not an admin, or a cookie without X-CSRF-Token", body = super::doc::ErrorBody)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     _admin: Admin,
@@ -68,6 +73,11 @@ fn csv_field(out: &mut String, s: &str) {
     }
 }
 
+#[utoipa::path(get, path = "/sessions.csv", tag = "sessions", params(super::doc::SessionListParams),
+    responses((status = 200, description = "Every matching live session as CSV", content_type = "text/csv", body = String),
+        (status = 400, description = "a parameter or the body is wrong", body = super::doc::ErrorBody),
+        (status = 401, description = "no or a bad credential", body = super::doc::ErrorBody),
+        (status = 403, description = "not an admin, or a cookie without X-CSRF-Token", body = super::doc::ErrorBody)))]
 pub async fn csv(
     State(state): State<Arc<AppState>>,
     _admin: Admin,
@@ -134,6 +144,13 @@ fn session_id(id: &str) -> Result<SessionId, ApiError> {
     SessionId::parse(id).map_err(|e| ApiError::invalid("id", e.to_string()))
 }
 
+#[utoipa::path(get, path = "/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "Public session id", pattern = "^[a-z2-7]{12}$")),
+    responses((status = 200, description = "The session (ended ones carry ended_at, end_reason, ended_by)", body = usher_core::SessionInfo),
+        (status = 400, description = "a parameter or the body is wrong", body = super::doc::ErrorBody),
+        (status = 401, description = "no or a bad credential", body = super::doc::ErrorBody),
+        (status = 403, description = "not an admin, or a cookie without X-CSRF-Token", body = super::doc::ErrorBody),
+        (status = 404, description = "no such thing", body = super::doc::ErrorBody)))]
 pub async fn get_one(
     State(state): State<Arc<AppState>>,
     _admin: Admin,
@@ -179,6 +196,14 @@ pub async fn get_one(
     ))
 }
 
+#[utoipa::path(delete, path = "/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "Public session id", pattern = "^[a-z2-7]{12}$")),
+    responses((status = 204, description = "Ended (killed)"),
+        (status = 400, description = "a parameter or the body is wrong", body = super::doc::ErrorBody),
+        (status = 401, description = "no or a bad credential", body = super::doc::ErrorBody),
+        (status = 403, description = "not an admin, or a cookie without X-CSRF-Token", body = super::doc::ErrorBody),
+        (status = 404, description = "no such thing", body = super::doc::ErrorBody),
+        (status = 503, description = "the store is unavailable", body = super::doc::ErrorBody)))]
 pub async fn end_one(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -199,6 +224,14 @@ pub async fn end_one(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(delete, path = "/users/{name}/sessions", tag = "sessions",
+    params(("name" = String, Path, description = "User name", pattern = "^[A-Za-z0-9._@+-]{1,64}$")),
+    responses((status = 200, description = "How many sessions were ended", body = super::doc::EndedCount),
+        (status = 400, description = "a parameter or the body is wrong", body = super::doc::ErrorBody),
+        (status = 401, description = "no or a bad credential", body = super::doc::ErrorBody),
+        (status = 403, description = "not an admin, or a cookie without X-CSRF-Token", body = super::doc::ErrorBody),
+        (status = 404, description = "no such thing", body = super::doc::ErrorBody),
+        (status = 503, description = "the store is unavailable", body = super::doc::ErrorBody)))]
 pub async fn end_of_user(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -215,31 +248,63 @@ pub async fn end_of_user(
     Ok(Json(serde_json::json!({ "ended": ended.len() })))
 }
 
+/// Filters of `POST /sessions/end`: the list's filters, at least one.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
+pub struct EndFilter {
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(pattern = "^[A-Za-z0-9._@+-]{1,64}$", nullable = false)]
+    user: Option<String>,
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(nullable = false)]
+    anonymous: Option<bool>,
+    #[serde(rename = "type", default, deserialize_with = "super::present")]
+    #[schema(pattern = "^(web|api)$", nullable = false)]
+    kind: Option<String>,
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(
+        pattern = r"^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(/(3[0-2]|[12]?[0-9]))?$",
+        nullable = false
+    )]
+    ip: Option<String>,
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(min_length = 1, max_length = 200, nullable = false)]
+    q: Option<String>,
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(pattern = "^([0-9]{1,6}(ms|s|m|h|d)){1,4}$", nullable = false)]
+    active_within: Option<String>,
+}
+
 /// `POST /sessions/end`: the body holds the same filters as the list's query.
+#[utoipa::path(post, path = "/sessions/end", tag = "sessions",
+    request_body(content = EndFilter, description = "Filters as in the list; at least one"),
+    responses((status = 200, description = "How many sessions were ended", body = super::doc::EndedCount),
+        (status = 400, description = "a parameter or the body is wrong", body = super::doc::ErrorBody),
+        (status = 401, description = "no or a bad credential", body = super::doc::ErrorBody),
+        (status = 403, description = "not an admin, or a cookie without X-CSRF-Token", body = super::doc::ErrorBody),
+        (status = 415, description = "the body is not JSON", body = super::doc::ErrorBody),
+        (status = 503, description = "the store is unavailable", body = super::doc::ErrorBody)))]
 pub async fn end_matching(
     State(state): State<Arc<AppState>>,
     admin: Admin,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let filter: serde_json::Map<String, serde_json::Value> = json_body(&headers, &body)?;
-    let mut pairs = Vec::new();
-    for (k, v) in &filter {
-        if matches!(k.as_str(), "sort" | "order" | "offset" | "limit") {
-            return Err(ApiError::invalid(
-                k,
-                "only filters belong here: user, anonymous, type, ip, q, active_within",
-            ));
+    let filter: EndFilter = json_body(&headers, &body)?;
+    let mut pairs: Vec<(&str, String)> = Vec::new();
+    let mut put = |k: &'static str, v: Option<String>| {
+        if let Some(v) = v {
+            pairs.push((k, v));
         }
-        let v = match v {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Bool(b) => b.to_string(),
-            serde_json::Value::Number(n) => n.to_string(),
-            _ => return Err(ApiError::invalid(k, "a string, number or boolean")),
-        };
-        pairs.push((k.clone(), v));
-    }
-    let mut q = SessionQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), true)?;
+    };
+    put("user", filter.user);
+    put("anonymous", filter.anonymous.map(|b| b.to_string()));
+    put("type", filter.kind);
+    put("ip", filter.ip);
+    put("q", filter.q);
+    put("active_within", filter.active_within);
+    let mut q = SessionQuery::parse(pairs.iter().map(|(k, v)| (*k, v.as_str())), true)?;
     if !q.has_filter() {
         return Err(ApiError::bad_request(
             "empty_filter",

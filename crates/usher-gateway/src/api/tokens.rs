@@ -11,12 +11,24 @@ use serde::Deserialize;
 use std::sync::Arc;
 use usher_core::{ApiToken, SessionId, Token};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = "^[^\\x00-\\x1f\\x7f]*[^\\x00-\\x20\\x7f][^\\x00-\\x1f\\x7f]*$"
+    )]
     name: String,
 }
 
+#[utoipa::path(post, path = "/tokens", tag = "tokens", request_body = NewToken,
+    responses((status = 201, description = "Created; the secret is in `token`, shown only now", body = super::doc::TokenCreated),
+        (status = 400, description = "a parameter or the body is wrong", body = super::doc::ErrorBody),
+        (status = 401, description = "no or a bad credential", body = super::doc::ErrorBody),
+        (status = 403, description = "not an admin, or a cookie without X-CSRF-Token", body = super::doc::ErrorBody),
+        (status = 415, description = "the body is not JSON", body = super::doc::ErrorBody),
+        (status = 503, description = "the store is unavailable", body = super::doc::ErrorBody)))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -24,8 +36,11 @@ pub async fn create(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let new: NewToken = json_body(&headers, &body)?;
-    let name = new.name.trim();
-    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+    let name = new.name.as_str();
+    if name.trim().is_empty()
+        || name.chars().count() > 100
+        || name.chars().any(|c| c.is_ascii_control())
+    {
         return Err(ApiError::invalid(
             "name",
             "1 to 100 characters, no control characters",
@@ -63,6 +78,10 @@ pub async fn issue(
     Ok((token, format!("{API_TOKEN_PREFIX}{}", secret.encode())))
 }
 
+#[utoipa::path(get, path = "/tokens", tag = "tokens",
+    responses((status = 200, description = "Every token (never its secret)", body = Vec<usher_core::ApiToken>),
+        (status = 401, description = "no or a bad credential", body = super::doc::ErrorBody),
+        (status = 403, description = "not an admin, or a cookie without X-CSRF-Token", body = super::doc::ErrorBody)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     _admin: Admin,
@@ -70,6 +89,14 @@ pub async fn list(
     Ok(Json(state.engine.store().token_list().await?))
 }
 
+#[utoipa::path(delete, path = "/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "Token id", pattern = "^[a-z2-7]{12}$")),
+    responses((status = 204, description = "Revoked"),
+        (status = 400, description = "a parameter or the body is wrong", body = super::doc::ErrorBody),
+        (status = 401, description = "no or a bad credential", body = super::doc::ErrorBody),
+        (status = 403, description = "not an admin, or a cookie without X-CSRF-Token", body = super::doc::ErrorBody),
+        (status = 404, description = "no such thing", body = super::doc::ErrorBody),
+        (status = 503, description = "the store is unavailable", body = super::doc::ErrorBody)))]
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
     _admin: Admin,

@@ -11,14 +11,18 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use usher_core::{Group, Timestamp, User, Username};
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct UserOut {
+    #[schema(value_type = String)]
     name: Username,
     display_name: String,
     email: String,
+    #[schema(value_type = Vec<String>)]
     groups: Vec<Group>,
     disabled: bool,
+    #[schema(value_type = String, format = DateTime)]
     created_at: Timestamp,
+    #[schema(value_type = Option<String>, format = DateTime)]
     last_login_at: Option<Timestamp>,
     /// Live sessions on this node's index.
     sessions: usize,
@@ -53,7 +57,7 @@ fn groups(list: &[String]) -> Result<Vec<Group>, ApiError> {
 }
 
 fn text(field: &str, s: &str) -> Result<String, ApiError> {
-    if s.chars().count() > 200 || s.chars().any(char::is_control) {
+    if s.chars().count() > 200 || s.chars().any(|c| c.is_ascii_control()) {
         return Err(ApiError::invalid(
             field,
             "at most 200 characters, no control characters",
@@ -62,6 +66,10 @@ fn text(field: &str, s: &str) -> Result<String, ApiError> {
     Ok(s.to_owned())
 }
 
+#[utoipa::path(get, path = "/users", tag = "users",
+    responses((status = 200, description = "Every user", body = Vec<UserOut>),
+        (status = 401, description = "no or a bad credential", body = super::doc::ErrorBody),
+        (status = 403, description = "not an admin, or a cookie without X-CSRF-Token", body = super::doc::ErrorBody)))]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     _admin: Admin,
@@ -70,6 +78,13 @@ pub async fn list(
     Ok(Json(users.into_iter().map(|u| out(&state, u)).collect()))
 }
 
+#[utoipa::path(get, path = "/users/{name}", tag = "users",
+    params(("name" = String, Path, description = "User name", pattern = "^[A-Za-z0-9._@+-]{1,64}$")),
+    responses((status = 200, description = "The user", body = UserOut),
+        (status = 400, description = "a parameter or the body is wrong", body = super::doc::ErrorBody),
+        (status = 401, description = "no or a bad credential", body = super::doc::ErrorBody),
+        (status = 403, description = "not an admin, or a cookie without X-CSRF-Token", body = super::doc::ErrorBody),
+        (status = 404, description = "no such thing", body = super::doc::ErrorBody)))]
 pub async fn get_one(
     State(state): State<Arc<AppState>>,
     _admin: Admin,
@@ -79,19 +94,36 @@ pub async fn get_one(
     Ok(Json(out(&state, user)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    #[schema(pattern = "^[A-Za-z0-9._@+-]{1,64}$")]
     name: String,
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(min_length = 8, max_length = 256, nullable = false)]
     password: Option<String>,
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f]*$", nullable = false)]
     display_name: Option<String>,
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f]*$", nullable = false)]
     email: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Vec<GroupName>)]
     groups: Vec<String>,
     #[serde(default)]
     admin: bool,
 }
 
+#[utoipa::path(post, path = "/users", tag = "users", request_body = NewUser,
+    responses((status = 201, description = "Created", body = UserOut),
+        (status = 400, description = "a parameter or the body is wrong", body = super::doc::ErrorBody),
+        (status = 401, description = "no or a bad credential", body = super::doc::ErrorBody),
+        (status = 403, description = "not an admin, or a cookie without X-CSRF-Token", body = super::doc::ErrorBody),
+        (status = 409, description = "conflicts with what exists", body = super::doc::ErrorBody),
+        (status = 415, description = "the body is not JSON", body = super::doc::ErrorBody),
+        (status = 422, description = "a value is not acceptable", body = super::doc::ErrorBody),
+        (status = 503, description = "the store is unavailable", body = super::doc::ErrorBody)))]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -124,16 +156,42 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(out(&state, user))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Change {
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f]*$", nullable = false)]
     display_name: Option<String>,
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f]*$", nullable = false)]
     email: Option<String>,
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(value_type = Option<Vec<GroupName>>, nullable = false)]
     groups: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(nullable = false)]
     disabled: Option<bool>,
+    #[serde(default, deserialize_with = "super::present")]
+    #[schema(min_length = 8, max_length = 256, nullable = false)]
     password: Option<String>,
 }
 
+/// A group name: lowercase letters, digits, `.`, `_`, `-`.
+#[derive(utoipa::ToSchema)]
+#[schema(pattern = "^[a-z0-9._-]{1,64}$")]
+pub struct GroupName(#[allow(dead_code)] String);
+
+#[utoipa::path(patch, path = "/users/{name}", tag = "users", request_body = Change,
+    params(("name" = String, Path, description = "User name", pattern = "^[A-Za-z0-9._@+-]{1,64}$")),
+    responses((status = 200, description = "The changed user", body = UserOut),
+        (status = 400, description = "a parameter or the body is wrong", body = super::doc::ErrorBody),
+        (status = 401, description = "no or a bad credential", body = super::doc::ErrorBody),
+        (status = 403, description = "not an admin, or a cookie without X-CSRF-Token", body = super::doc::ErrorBody),
+        (status = 404, description = "no such thing", body = super::doc::ErrorBody),
+        (status = 409, description = "conflicts with what exists", body = super::doc::ErrorBody),
+        (status = 415, description = "the body is not JSON", body = super::doc::ErrorBody),
+        (status = 422, description = "a value is not acceptable", body = super::doc::ErrorBody),
+        (status = 503, description = "the store is unavailable", body = super::doc::ErrorBody)))]
 pub async fn update(
     State(state): State<Arc<AppState>>,
     admin: Admin,
@@ -144,6 +202,18 @@ pub async fn update(
     let n = name(&n)?;
     let change: Change = json_body(&headers, &body)?;
     let mut user = state.accounts.get(&n).await?;
+    let locks_out = change.disabled == Some(true)
+        || change
+            .groups
+            .as_ref()
+            .is_some_and(|g| !g.iter().any(|g| g == usher_core::user::ADMINS));
+    if n.as_str() == admin.name() && locks_out {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "you cannot disable yourself or leave the admins group; ask another administrator",
+        ));
+    }
     let profile =
         change.display_name.is_some() || change.email.is_some() || change.groups.is_some();
     if let Some(d) = &change.display_name {
@@ -178,6 +248,15 @@ pub async fn update(
     Ok(Json(out(&state, user)))
 }
 
+#[utoipa::path(delete, path = "/users/{name}", tag = "users",
+    params(("name" = String, Path, description = "User name", pattern = "^[A-Za-z0-9._@+-]{1,64}$")),
+    responses((status = 204, description = "Removed; their sessions ended"),
+        (status = 400, description = "a parameter or the body is wrong", body = super::doc::ErrorBody),
+        (status = 401, description = "no or a bad credential", body = super::doc::ErrorBody),
+        (status = 403, description = "not an admin, or a cookie without X-CSRF-Token", body = super::doc::ErrorBody),
+        (status = 404, description = "no such thing", body = super::doc::ErrorBody),
+        (status = 409, description = "conflicts with what exists", body = super::doc::ErrorBody),
+        (status = 503, description = "the store is unavailable", body = super::doc::ErrorBody)))]
 pub async fn remove(
     State(state): State<Arc<AppState>>,
     admin: Admin,

@@ -533,3 +533,55 @@ async fn tokens_are_shown_once_recorded_and_revocable() {
         (404, Some("not_found"))
     );
 }
+
+#[tokio::test]
+async fn the_openapi_document_is_served_and_bodies_must_be_objects() {
+    let (app, bearer) = setup().await;
+    let r = client()
+        .get(app.url("/usher/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the document itself needs no credential");
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["servers"][0]["url"], "/usher/api/v1");
+    for path in [
+        "/sessions",
+        "/sessions/{id}",
+        "/sessions/end",
+        "/users/{name}",
+        "/history",
+        "/tokens",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is documented");
+    }
+    let api = Api {
+        app: &app,
+        auth: bearer,
+    };
+    let r = client()
+        .patch(api.url("/users/alice"))
+        .header("authorization", &api.auth)
+        .header("content-type", "application/json")
+        .body("[]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let (s, _) = api
+        .send(
+            reqwest::Method::PATCH,
+            "/users/alice",
+            Some(json!({"password": null})),
+        )
+        .await;
+    assert_eq!(s, 400, "null is not a value");
+    let (s, _) = api
+        .send(
+            reqwest::Method::PATCH,
+            "/users/root",
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(s, 409, "no locking yourself out");
+}

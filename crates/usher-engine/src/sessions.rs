@@ -472,6 +472,13 @@ impl Engine {
         Ok(self.check_and_touch(session, req))
     }
 
+    /// Counts a request on the live session `id` (for clients tracked by something
+    /// other than a cookie, such as API clients).
+    pub fn touch(&self, id: &SessionId, req: &RequestInfo<'_>) -> Option<Authenticated> {
+        let s = self.session(id)?;
+        self.check_and_touch(s, req)
+    }
+
     fn check_and_touch(
         &self,
         session: Arc<LiveSession>,

@@ -30,6 +30,7 @@ pub struct AppState {
     /// Set at shutdown: `/readyz` then answers 503 so balancers move away first.
     pub draining: AtomicBool,
     pub(crate) access_log: Option<AccessLog>,
+    pub(crate) api_clients: crate::api_clients::ApiClients,
 }
 
 impl AppState {

@@ -20,6 +20,11 @@ impl CsrfKey {
         Self(secret)
     }
 
+    /// The server secret, for keyed hashes elsewhere (never sent anywhere).
+    pub fn key_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
     /// The token for a form bound to `binding` (a session's token hash, or the
     /// pre-session cookie), for purpose `purpose`.
     pub fn token(&self, purpose: &str, binding: &[u8]) -> String {

@@ -28,8 +28,14 @@ pub async fn decide(
 ) -> Result<Verdict, HttpError> {
     let started = std::time::Instant::now();
     let metrics = state.engine.metrics();
-    let verdict = match state.session(ctx, headers).await {
-        Ok(Some((_, auth))) => Verdict::Pass(auth),
+    let found = match state.session(ctx, headers).await {
+        Ok(Some((_, auth))) => Ok(Some(auth)),
+        // No cookie session: an API client may have sent a credential instead.
+        Ok(None) => state.api_clients.authenticate(state, ctx, headers).await,
+        Err(e) => Err(e),
+    };
+    let verdict = match found {
+        Ok(Some(auth)) => Verdict::Pass(auth),
         Ok(None) => Verdict::SignIn,
         Err(e) => {
             metrics

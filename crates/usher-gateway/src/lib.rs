@@ -7,6 +7,7 @@
 pub mod access_log;
 mod admin;
 pub mod api;
+mod api_clients;
 mod app;
 mod client;
 mod cookie;

@@ -186,6 +186,11 @@ fn prepare_headers(
         headers.remove(k);
     }
     strip_usher_cookies(headers, cookie_name);
+    if auth.session.kind == usher_core::SessionKind::Api {
+        // The credential was Usher's to check (an Usher token, or a user's password):
+        // the app gets the identity headers, not the secret.
+        headers.remove(header::AUTHORIZATION);
+    }
     if let Some(proto) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, proto.clone());

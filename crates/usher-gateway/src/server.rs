@@ -99,6 +99,7 @@ impl Server {
             proxy,
             draining: AtomicBool::new(false),
             access_log,
+            api_clients: Default::default(),
         });
         Ok(Self {
             listener,

@@ -1,0 +1,171 @@
+//! API clients of the protected app: requests that carry `Authorization: Bearer ush_…`
+//! (an Usher API token) or `Basic` (a user's name and password) instead of a cookie.
+//!
+//! Each (credential, client) pair is tracked as one `api` session — the same credential
+//! from another address or User-Agent is another client — instead of one session per
+//! request, the classic failure of session lists that fill with one-request REST
+//! sessions. Basic credentials are verified with argon2 once and then remembered for a
+//! minute (keyed by a keyed hash, never stored in clear), so a client that sends them on
+//! every request does not pay a password hash each time.
+
+use crate::app::AppState;
+use crate::client::ClientContext;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use dashmap::DashMap;
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+use jiff::SignedDuration;
+use sha2::{Digest, Sha256};
+use usher_core::{SessionId, SessionKind, Timestamp, Token, Username};
+use usher_engine::EngineError;
+use usher_engine::accounts::LoginOutcome;
+use usher_engine::sessions::Authenticated;
+
+/// How long a verified Basic credential is trusted without hashing it again.
+const VERIFIED_TTL: SignedDuration = SignedDuration::from_secs(60);
+/// Bounds on the two maps; past them they are emptied (entries are only a cache).
+const MAX_CLIENTS: usize = 100_000;
+const MAX_VERIFIED: usize = 10_000;
+
+#[derive(Default)]
+pub struct ApiClients {
+    sessions: DashMap<[u8; 32], SessionId>,
+    verified: DashMap<[u8; 32], (Username, Timestamp)>,
+}
+
+/// What an `Authorization` header says.
+enum Credential {
+    Token(Token),
+    /// `name:password`, decoded.
+    Basic(String),
+}
+
+fn credential(value: &str) -> Option<Credential> {
+    if let Some(t) = value.strip_prefix("Bearer ") {
+        let token = t
+            .trim()
+            .strip_prefix(crate::api::API_TOKEN_PREFIX)
+            .and_then(Token::parse)?;
+        return Some(Credential::Token(token));
+    }
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = STANDARD.decode(encoded.trim()).ok()?;
+    String::from_utf8(decoded).ok().map(Credential::Basic)
+}
+
+impl ApiClients {
+    fn key(parts: &[&[u8]]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        for p in parts {
+            h.update((p.len() as u64).to_le_bytes());
+            h.update(p);
+        }
+        h.finalize().into()
+    }
+
+    /// The user an `Authorization` header proves, if any.
+    async fn user_of(
+        &self,
+        state: &AppState,
+        ctx: &ClientContext,
+        value: &str,
+    ) -> Result<Option<(Username, [u8; 32])>, EngineError> {
+        let Some(cred) = credential(value) else {
+            return Ok(None);
+        };
+        let store = state.engine.store();
+        match cred {
+            Credential::Token(token) => {
+                let hash = token.hash();
+                let Some(t) = store.token_by_hash(&hash).await? else {
+                    return Ok(None);
+                };
+                Ok(Some((t.owner, Self::key(&[b"token", hash.as_bytes()]))))
+            }
+            Credential::Basic(basic) => {
+                let Some((name, password)) = basic.split_once(':') else {
+                    return Ok(None);
+                };
+                let key = Self::key(&[
+                    b"basic",
+                    state.csrf.key_bytes(),
+                    name.as_bytes(),
+                    password.as_bytes(),
+                ]);
+                let now = state.engine.clock().now();
+                if let Some(hit) = self.verified.get(&key)
+                    && hit.1 > now
+                {
+                    return Ok(Some((hit.0.clone(), key)));
+                }
+                match state
+                    .accounts
+                    .verify_login(name, password, ctx.ip(), &ctx.user_agent)
+                    .await?
+                {
+                    LoginOutcome::Ok(user) => {
+                        if self.verified.len() >= MAX_VERIFIED {
+                            self.verified.clear();
+                        }
+                        self.verified
+                            .insert(key, (user.name.clone(), now + VERIFIED_TTL));
+                        Ok(Some((user.name, key)))
+                    }
+                    LoginOutcome::Refused => Ok(None),
+                }
+            }
+        }
+    }
+
+    /// The `api` session of this request's credential and client, counting the request;
+    /// `None` when there is no credential or it proves nothing.
+    pub async fn authenticate(
+        &self,
+        state: &AppState,
+        ctx: &ClientContext,
+        headers: &HeaderMap,
+    ) -> Result<Option<Authenticated>, EngineError> {
+        let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+            return Ok(None);
+        };
+        let Some((name, credential_key)) = self.user_of(state, ctx, value).await? else {
+            return Ok(None);
+        };
+        let client = Self::key(&[
+            &credential_key,
+            ctx.ip().to_string().as_bytes(),
+            usher_core::user_agent::truncate(&ctx.user_agent).as_bytes(),
+        ]);
+        let req = ctx.request_info();
+        if let Some(id) = self.sessions.get(&client).map(|e| *e.value())
+            && let Some(auth) = state.engine.touch(&id, &req)
+        {
+            return Ok(Some(auth));
+        }
+        // A user who is disabled or gone gets no session (the store refuses it too).
+        let Some(user) = state
+            .engine
+            .store()
+            .user_get(&name)
+            .await?
+            .filter(|u| !u.disabled)
+        else {
+            return Ok(None);
+        };
+        let (_, live) = match state
+            .engine
+            .create(Some(&user), SessionKind::Api, &req)
+            .await
+        {
+            Ok(created) => created,
+            Err(EngineError::Store(usher_store::StoreError::Conflict(_))) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if self.sessions.len() >= MAX_CLIENTS {
+            self.sessions.clear();
+        }
+        self.sessions.insert(client, live.id);
+        Ok(state.engine.touch(&live.id, &req))
+    }
+}

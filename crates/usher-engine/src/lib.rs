@@ -6,6 +6,7 @@
 //! through `usher_store::Store`, and learns the time only from its `Clock`.
 
 pub mod accounts;
+pub mod clients;
 mod error;
 pub mod metrics;
 pub mod password;

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub flush_seconds: Histogram,
     pub flush_batch: Histogram,
     pub store_errors: Counter,
+    pub cookieless_clients: Gauge,
     pub access_log_dropped: Counter,
 }
 
@@ -85,6 +86,12 @@ impl Metrics {
             "Store operations that failed (the store was unavailable or refused)",
             store_errors.clone(),
         );
+        let cookieless_clients = Gauge::default();
+        registry.register(
+            "cookieless_clients",
+            "Distinct (IP, User-Agent) clients seen without a cookie or credential",
+            cookieless_clients.clone(),
+        );
         let access_log_dropped = Counter::default();
         registry.register(
             "access_log_dropped",
@@ -101,6 +108,7 @@ impl Metrics {
             flush_seconds,
             flush_batch,
             store_errors,
+            cookieless_clients,
             access_log_dropped,
         }
     }

@@ -267,6 +267,7 @@ struct Inner {
     flush_soon: Notify,
     feed_cursor: AtomicI64,
     metrics: Arc<Metrics>,
+    cookieless: crate::clients::CookielessClients,
 }
 
 /// The session engine; cheap to clone.
@@ -314,6 +315,7 @@ impl Engine {
                 flush_soon: Notify::new(),
                 feed_cursor: AtomicI64::new(head),
                 metrics: Arc::new(Metrics::new()),
+                cookieless: Default::default(),
             }),
         };
         for record in engine.inner.store.sessions_live().await? {
@@ -334,6 +336,11 @@ impl Engine {
         &self.inner.metrics
     }
 
+    /// Requests that came without a cookie or credential, per (IP, User-Agent).
+    pub fn cookieless(&self) -> &crate::clients::CookielessClients {
+        &self.inner.cookieless
+    }
+
     /// Sets the live-session gauges from the index (called on scrape).
     pub fn update_gauges(&self) {
         let (mut web_user, mut web_anon, mut api_user, mut api_anon) = (0i64, 0i64, 0i64, 0i64);
@@ -349,6 +356,10 @@ impl Engine {
                 (SessionKind::Api, false) => api_anon += 1,
             }
         }
+        self.inner
+            .metrics
+            .cookieless_clients
+            .set(self.inner.cookieless.len() as i64);
         let g = &self.inner.metrics.sessions_active;
         g.get_or_create(&[("type", "web"), ("authenticated", "true")])
             .set(web_user);

@@ -52,6 +52,17 @@ pub async fn decide(
         Verdict::Pass(_) => "allowed",
         Verdict::SignIn => "denied",
     };
+    // No cookie and no credential at all: a ping or a script, not a person. Counted
+    // apart, so it never becomes a session.
+    if matches!(verdict, Verdict::SignIn)
+        && !headers.contains_key(http::header::COOKIE)
+        && !headers.contains_key(http::header::AUTHORIZATION)
+    {
+        state
+            .engine
+            .cookieless()
+            .record(ctx.ip(), &ctx.user_agent, state.engine.clock().now());
+    }
     metrics
         .requests
         .get_or_create(&[("outcome", outcome)])

@@ -210,6 +210,48 @@ pub async fn report(backend: &Backend, cmd: ReportCommand) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn clients(backend: &Backend, format: Format) -> anyhow::Result<ExitCode> {
+    let now = SystemClock.now();
+    let clients = backend.clients().await?;
+    match format {
+        Format::Json => json(&clients)?,
+        Format::Table | Format::Csv => {
+            let header = [
+                "IP",
+                "CLIENT",
+                "REQUESTS",
+                "FIRST SEEN",
+                "LAST SEEN",
+                "USER AGENT",
+            ];
+            let rows: Vec<Vec<String>> = clients
+                .iter()
+                .map(|c| {
+                    let (first, last) = if format == Format::Csv {
+                        (c.first_seen.to_string(), c.last_seen.to_string())
+                    } else {
+                        (ago(c.first_seen, now), ago(c.last_seen, now))
+                    };
+                    vec![
+                        c.ip.to_string(),
+                        c.client.clone(),
+                        c.requests.to_string(),
+                        first,
+                        last,
+                        c.user_agent.clone(),
+                    ]
+                })
+                .collect();
+            if format == Format::Csv {
+                output::csv(&header, &rows);
+            } else {
+                output::table(&header, &rows);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn token(backend: &Backend, cmd: TokenCommand) -> anyhow::Result<ExitCode> {
     let now = SystemClock.now();
     match cmd {

@@ -315,6 +315,20 @@ impl Backend {
         }
     }
 
+    /// Cookieless clients live in the running server's memory: only through its API.
+    pub async fn clients(&self) -> anyhow::Result<Vec<usher_engine::clients::CookielessClient>> {
+        match self {
+            Self::Local { .. } => bail!(
+                "cookieless clients are counted in the running server's memory: use --server URL with USHER_TOKEN"
+            ),
+            Self::Remote { .. } => Ok(self
+                .call(reqwest::Method::GET, "/clients", &[], None)
+                .await?
+                .json()
+                .await?),
+        }
+    }
+
     /// Creates a token for `owner`; returns it with its secret, shown only now.
     pub async fn token_create(
         &self,

@@ -45,6 +45,11 @@ pub enum Command {
     /// API tokens (for the REST API and --server).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Clients seen without a cookie or credential (pings, scripts), per IP and agent.
+    Clients {
+        #[arg(long, value_enum, default_value = "table")]
+        format: crate::output::Format,
+    },
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]

@@ -71,6 +71,10 @@ async fn run(cli: cli::Cli) -> anyhow::Result<ExitCode> {
             let (_, backend) = admin_backend(config, cli.server.as_deref()).await?;
             admin_cli::report(&backend, cmd).await
         }
+        cli::Command::Clients { format } => {
+            let (_, backend) = admin_backend(config, cli.server.as_deref()).await?;
+            admin_cli::clients(&backend, format).await
+        }
         cli::Command::Token(cmd) => {
             let (_, backend) = admin_backend(config, cli.server.as_deref()).await?;
             admin_cli::token(&backend, cmd).await

@@ -175,7 +175,7 @@ impl Modify for Security {
         super::sessions::end_one, super::sessions::end_of_user, super::sessions::end_matching,
         super::users::list, super::users::create, super::users::get_one, super::users::update,
         super::users::remove,
-        super::history::list, super::history::inactive,
+        super::history::list, super::history::inactive, super::history::clients,
         super::tokens::list, super::tokens::create, super::tokens::revoke,
     ),
     components(schemas(super::sessions::EndFilter, ErrorBody, ErrorDetail, SessionPage, EndedCount, HistoryPage, InactiveReport, Me, TokenCreated))

@@ -134,3 +134,15 @@ pub async fn inactive(
         .collect();
     Ok(Json(serde_json::json!({ "since": since, "items": items })))
 }
+
+#[utoipa::path(get, path = "/clients", tag = "history",
+    responses((status = 200, description = "Clients seen without a cookie or credential, most requests first", body = Vec<usher_engine::clients::CookielessClient>),
+        (status = 401, description = "no or a bad credential", body = super::doc::ErrorBody),
+        (status = 403, description = "not an admin, or a cookie without X-CSRF-Token", body = super::doc::ErrorBody)))]
+/// `GET /clients`: cookieless clients on this node, per (IP, User-Agent).
+pub async fn clients(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+) -> Json<Vec<usher_engine::clients::CookielessClient>> {
+    Json(state.engine.cookieless().list())
+}

@@ -41,6 +41,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/users/{name}/sessions", delete(sessions::end_of_user))
         .route("/history", get(history::list))
         .route("/reports/inactive", get(history::inactive))
+        .route("/clients", get(history::clients))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}", delete(tokens::revoke))
         .fallback(|| async { ApiError::not_found("no such API endpoint; see /usher/api/v1/") })

@@ -535,6 +535,50 @@ async fn tokens_are_shown_once_recorded_and_revocable() {
 }
 
 #[tokio::test]
+async fn cookieless_clients_are_counted_apart_from_sessions() {
+    let (app, bearer) = setup().await;
+    let api = Api {
+        app: &app,
+        auth: bearer,
+    };
+    for _ in 0..3 {
+        client()
+            .get(app.url("/status"))
+            .header("user-agent", "Pingdom.com_bot_version_1.4")
+            .send()
+            .await
+            .unwrap();
+    }
+    // A browser with a (stale) cookie, and an API caller, are not pings.
+    client()
+        .get(app.url("/"))
+        .header("cookie", "usher_session=x")
+        .send()
+        .await
+        .unwrap();
+    let (s, list) = api.get("/clients").await;
+    assert_eq!(s, 200);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["requests"], 3);
+    assert_eq!(list[0]["ip"], "127.0.0.1");
+    assert_eq!(list[0]["user_agent"], "Pingdom.com_bot_version_1.4");
+    assert!(
+        app.store.sessions_live().await.unwrap().is_empty(),
+        "pings never make sessions"
+    );
+    let metrics = client()
+        .get(app.url("/usher/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("usher_cookieless_clients 1"), "{metrics}");
+}
+
+#[tokio::test]
 async fn the_openapi_document_is_served_and_bodies_must_be_objects() {
     let (app, bearer) = setup().await;
     let r = client()

@@ -498,6 +498,18 @@ async fn the_session_cli_works_on_the_store_and_through_the_api() {
         !out.contains("bob") && !out.contains("admin "),
         "everyone logged in since 2000: {out}"
     );
+    client()
+        .get(server.url("/health"))
+        .header("user-agent", "UptimeRobot/2.0")
+        .send()
+        .await
+        .unwrap();
+    let (code, out, err) = usher(d, &["clients", "--format", "json"], "", &remote);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("UptimeRobot/2.0"), "{out}");
+    let (code, _, err) = usher(d, &["clients"], "", &[]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--server"), "{err}");
     let (_, out, _) = usher(d, &["token", "list", "--format", "json"], "", &remote);
     let tokens: serde_json::Value = serde_json::from_str(&out).unwrap();
     let id = tokens[0]["id"].as_str().unwrap().to_owned();

@@ -1,0 +1,143 @@
+//! Cookieless clients: requests that came with no session cookie and no credential
+//! (monitoring pings, scripts, crawlers) never create a session; they are counted here,
+//! per (client IP, User-Agent), so the session list stays about people.
+//!
+//! Kept in memory and bounded: past the cap, the least recently seen client is dropped.
+
+use dashmap::DashMap;
+use serde::Serialize;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use usher_core::Timestamp;
+use usher_core::user_agent;
+
+/// Most distinct clients remembered.
+pub const MAX_CLIENTS: usize = 10_000;
+
+#[derive(Debug)]
+struct Stats {
+    requests: AtomicU64,
+    first_seen_us: i64,
+    last_seen_us: AtomicI64,
+}
+
+/// One cookieless client, as lists show it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CookielessClient {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub ip: IpAddr,
+    pub user_agent: String,
+    pub client: String,
+    pub requests: u64,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub first_seen: Timestamp,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub last_seen: Timestamp,
+}
+
+#[derive(Default)]
+pub struct CookielessClients {
+    map: DashMap<(IpAddr, String), Stats>,
+}
+
+impl CookielessClients {
+    /// Counts one request. The common case (a known client) allocates only the key
+    /// lookup's String; a new client past the cap first makes room.
+    pub fn record(&self, ip: IpAddr, ua: &str, now: Timestamp) {
+        let ua = user_agent::truncate(ua);
+        let us = now.as_microsecond();
+        let key = (ip, ua.to_owned());
+        if let Some(s) = self.map.get(&key) {
+            s.requests.fetch_add(1, Ordering::Relaxed);
+            s.last_seen_us.fetch_max(us, Ordering::Relaxed);
+            return;
+        }
+        if self.map.len() >= MAX_CLIENTS {
+            self.evict_oldest();
+        }
+        self.map
+            .entry(key)
+            .or_insert_with(|| Stats {
+                requests: AtomicU64::new(0),
+                first_seen_us: us,
+                last_seen_us: AtomicI64::new(us),
+            })
+            .requests
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn evict_oldest(&self) {
+        let oldest = self
+            .map
+            .iter()
+            .min_by_key(|e| e.value().last_seen_us.load(Ordering::Relaxed))
+            .map(|e| e.key().clone());
+        if let Some(k) = oldest {
+            self.map.remove(&k);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Every client, most requests first.
+    pub fn list(&self) -> Vec<CookielessClient> {
+        let ts = |us: i64| Timestamp::from_microsecond(us).unwrap_or(Timestamp::UNIX_EPOCH);
+        let mut out: Vec<CookielessClient> = self
+            .map
+            .iter()
+            .map(|e| {
+                let ((ip, ua), s) = (e.key(), e.value());
+                CookielessClient {
+                    ip: *ip,
+                    user_agent: ua.clone(),
+                    client: user_agent::summarize(ua),
+                    requests: s.requests.load(Ordering::Relaxed),
+                    first_seen: ts(s.first_seen_us),
+                    last_seen: ts(s.last_seen_us.load(Ordering::Relaxed)),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.requests
+                .cmp(&a.requests)
+                .then(b.last_seen.cmp(&a.last_seen))
+        });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_per_ip_and_agent_and_stays_bounded() {
+        let c = CookielessClients::default();
+        let t = |s| Timestamp::from_second(s).unwrap();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for i in 0..5 {
+            c.record(ip, "Pingdom.com_bot_version_1.4", t(100 + i));
+        }
+        c.record(ip, "curl/8", t(50));
+        let list = c.list();
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].requests, 5);
+        assert_eq!(list[0].first_seen, t(100));
+        assert_eq!(list[0].last_seen, t(104));
+        for i in 0..(MAX_CLIENTS as i64 + 10) {
+            c.record(ip, &format!("bot {i}"), t(1000 + i));
+        }
+        assert_eq!(c.len(), MAX_CLIENTS);
+        assert!(
+            c.list().iter().all(|x| x.user_agent != "curl/8"),
+            "the least recent went first"
+        );
+    }
+}

@@ -81,6 +81,7 @@ async fn seed(db: &Path, n: usize) -> anyhow::Result<Vec<String>> {
         EngineConfig {
             policy: SessionPolicy::default(),
             flush_interval: Duration::from_secs(1),
+            concurrency: Default::default(),
         },
     )
     .await?;

@@ -20,7 +20,7 @@ pub use duration::HumanDuration;
 pub use event::{Event, EventKind};
 pub use ids::{SessionId, Token, TokenHash};
 pub use jiff::Timestamp;
-pub use policy::SessionPolicy;
+pub use policy::{ConcurrencyPolicy, OnLimit, SessionLimit, SessionPolicy};
 pub use query::{Listable, SessionQuery};
 pub use session::{ClientSnapshot, EndReason, NewSession, SessionInfo, SessionKind, SessionRecord};
 pub use user::{ApiToken, Group, User, Username};

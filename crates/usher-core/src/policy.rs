@@ -1,6 +1,8 @@
-//! Session lifetime policy: when a session has lived too long or idled too long.
+//! Session policies: when a session has lived or idled too long, and how many sessions
+//! one user may hold at once.
 
 use crate::session::EndReason;
+use crate::user::{Group, User};
 use jiff::{SignedDuration, Timestamp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,9 +50,86 @@ impl SessionPolicy {
     }
 }
 
+/// What a login does when the user already holds the most sessions allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnLimit {
+    /// End the least recently used session (recorded as `evicted`).
+    EvictOldest,
+    /// Refuse the new login.
+    Deny,
+}
+
+/// The limit that applies to one login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimit {
+    pub max: u32,
+    pub on_limit: OnLimit,
+}
+
+/// `limits.max_sessions_per_user`, `limits.on_limit` and per-group overrides. Only web
+/// (browser) sessions count: an API client of the same user never evicts a person.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConcurrencyPolicy {
+    /// 0 = unlimited.
+    pub max_per_user: u32,
+    pub on_limit: OnLimit,
+    /// Group → limit (0 = unlimited); a user in several listed groups gets the
+    /// smallest of their limits.
+    pub per_group: Vec<(Group, u32)>,
+}
+
+impl Default for ConcurrencyPolicy {
+    fn default() -> Self {
+        Self {
+            max_per_user: 0,
+            on_limit: OnLimit::EvictOldest,
+            per_group: Vec::new(),
+        }
+    }
+}
+
+impl ConcurrencyPolicy {
+    pub fn limit_for(&self, user: &User) -> Option<SessionLimit> {
+        let overrides = self
+            .per_group
+            .iter()
+            .filter(|(g, _)| user.groups.contains(g))
+            .map(|(_, n)| *n);
+        let max = overrides
+            .reduce(|a, b| match (a, b) {
+                (0, x) | (x, 0) => x,
+                (a, b) => a.min(b),
+            })
+            .unwrap_or(self.max_per_user);
+        (max > 0).then_some(SessionLimit {
+            max,
+            on_limit: self.on_limit,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_overrides_pick_the_strictest_limit() {
+        let mut u = User::new(
+            crate::Username::parse("alice").unwrap(),
+            Timestamp::UNIX_EPOCH,
+        );
+        let p = ConcurrencyPolicy {
+            max_per_user: 3,
+            on_limit: OnLimit::Deny,
+            per_group: vec![(Group::admins(), 1), (Group::parse("staff").unwrap(), 0)],
+        };
+        assert_eq!(p.limit_for(&u).map(|l| l.max), Some(3));
+        u.groups = vec![Group::parse("staff").unwrap()];
+        assert_eq!(p.limit_for(&u), None, "0 = unlimited for staff");
+        u.groups.push(Group::admins());
+        assert_eq!(p.limit_for(&u).map(|l| l.max), Some(1));
+        assert_eq!(ConcurrencyPolicy::default().limit_for(&u), None);
+    }
 
     #[test]
     fn idle_and_absolute_timeouts() {

@@ -97,6 +97,8 @@ pub struct NewSession {
     pub kind: SessionKind,
     pub created_at: Timestamp,
     pub client: ClientSnapshot,
+    /// How many web sessions the user may hold, counting this one.
+    pub limit: Option<crate::policy::SessionLimit>,
 }
 
 /// A session as lists, the API and the CLI show it (never its token or token hash).

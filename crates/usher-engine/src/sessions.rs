@@ -39,6 +39,7 @@ const FEED_RETENTION: SignedDuration = SignedDuration::from_hours(1);
 pub struct EngineConfig {
     pub policy: SessionPolicy,
     pub flush_interval: Duration,
+    pub concurrency: usher_core::ConcurrencyPolicy,
 }
 
 /// What one request tells the engine about its client.
@@ -539,12 +540,14 @@ impl Engine {
         let token = Token::generate()?;
         let now = self.inner.clock.now();
         let ua = user_agent::truncate(req.user_agent).to_owned();
+        let limit = user.and_then(|u| self.inner.config.concurrency.limit_for(u));
         let new = NewSession {
             id: SessionId::generate()?,
             token_hash: token.hash(),
             user: user.map(|u| u.name.clone()),
             kind,
             created_at: now,
+            limit,
             client: ClientSnapshot {
                 ip: req.ip,
                 user_agent: ua.clone(),
@@ -552,7 +555,11 @@ impl Engine {
             },
         };
         let summary = user_agent::summarize(&ua);
-        self.inner.store.session_create(&new, &summary).await?;
+        let evicted = self.inner.store.session_create(&new, &summary).await?;
+        if !evicted.is_empty() {
+            self.forget(&evicted);
+            self.count_ended(EndReason::Evicted, &evicted, "login");
+        }
         if let Some(u) = user {
             // Keep what the change feed may have put here since `u` was read.
             self.inner

@@ -26,6 +26,7 @@ fn config() -> EngineConfig {
             absolute_timeout: SignedDuration::from_secs(3600),
         },
         flush_interval: Duration::from_secs(1),
+        concurrency: Default::default(),
     }
 }
 
@@ -358,7 +359,11 @@ impl Store for GatedStore {
     ) -> usher_store::Result<Vec<usher_core::SessionId>> {
         self.inner.user_remove(n, a, t).await
     }
-    async fn session_create(&self, s: &usher_core::NewSession, c: &str) -> usher_store::Result<()> {
+    async fn session_create(
+        &self,
+        s: &usher_core::NewSession,
+        c: &str,
+    ) -> usher_store::Result<Vec<usher_core::SessionId>> {
         self.inner.session_create(s, c).await
     }
     async fn session_get(

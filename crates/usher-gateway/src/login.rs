@@ -213,6 +213,22 @@ async fn login_post(
         Err(EngineError::Store(StoreError::Conflict(_))) => {
             return refused();
         }
+        Err(EngineError::Store(StoreError::LimitReached(max))) => {
+            login_metric(&state, "limited");
+            let message = format!(
+                "You already have {max} active session(s), the most allowed. End one of them from {}/me on the device you used, or ask an administrator to end it.",
+                state.prefix()
+            );
+            return login_form(
+                &state,
+                &ctx,
+                &headers,
+                StatusCode::CONFLICT,
+                rd.as_str(),
+                username,
+                Some(&message),
+            );
+        }
         Err(e) => return Err(e.into()),
     };
     tracing::info!(session = %live.id, user = %user.name, ip = %ctx.ip(), "login");

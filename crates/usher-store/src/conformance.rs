@@ -92,7 +92,8 @@ macro_rules! conformance_tests {
             disabling_a_user_ends_their_sessions, removing_a_user_ends_their_sessions,
             secrets_are_created_once, change_feed_is_ordered_and_prunable,
             no_session_for_disabled_or_unknown_users, api_tokens_round_trip,
-            history_filters_and_cursor
+            history_filters_and_cursor, a_limit_evicts_the_least_recently_used,
+            a_deny_limit_refuses_and_races_never_exceed_it
         );
     };
     (@ $make:expr; $($name:ident),* $(,)?) => {
@@ -135,6 +136,7 @@ async fn login(store: &Arc<dyn Store>, who: Option<&str>, at: Timestamp) -> NewS
             user_agent: "Mozilla/5.0 test".into(),
             host: "app.example".into(),
         },
+        limit: None,
     };
     store.session_create(&s, "Test client").await.unwrap();
     s
@@ -533,6 +535,7 @@ pub async fn no_session_for_disabled_or_unknown_users(store: Arc<dyn Store>) {
                 user_agent: String::new(),
                 host: String::new(),
             },
+            limit: None,
         };
         let r = store.session_create(&s, "").await;
         assert!(matches!(r, Err(StoreError::Conflict(_))), "{who}: {r:?}");
@@ -658,4 +661,90 @@ pub async fn history_filters_and_cursor(store: Arc<dyn Store>) {
             .unwrap();
     }
     assert_eq!(seen, all.iter().map(|e| e.id).collect::<Vec<_>>());
+}
+
+async fn login_limited(
+    store: &Arc<dyn Store>,
+    who: &str,
+    at: Timestamp,
+    limit: usher_core::SessionLimit,
+) -> Result<(NewSession, Vec<SessionId>), StoreError> {
+    let s = NewSession {
+        id: SessionId::generate().unwrap(),
+        token_hash: Token::generate().unwrap().hash(),
+        user: Some(name(who)),
+        kind: SessionKind::Web,
+        created_at: at,
+        client: ClientSnapshot {
+            ip: "192.0.2.1".parse().unwrap(),
+            user_agent: String::new(),
+            host: String::new(),
+        },
+        limit: Some(limit),
+    };
+    let evicted = store.session_create(&s, "").await?;
+    Ok((s, evicted))
+}
+
+pub async fn a_limit_evicts_the_least_recently_used(store: Arc<dyn Store>) {
+    store.user_create(&user("alice"), "cli").await.unwrap();
+    let limit = usher_core::SessionLimit {
+        max: 2,
+        on_limit: usher_core::OnLimit::EvictOldest,
+    };
+    let (a, _) = login_limited(&store, "alice", t(1), limit).await.unwrap();
+    let (b, _) = login_limited(&store, "alice", t(2), limit).await.unwrap();
+    // `a` was used after `b`: `b` is the least recently used.
+    store.touches_apply(&[touch(a.id, 1, t(3))]).await.unwrap();
+    let (c, evicted) = login_limited(&store, "alice", t(4), limit).await.unwrap();
+    assert_eq!(evicted, vec![b.id]);
+    let live: Vec<SessionId> = store
+        .sessions_live()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(live.len(), 2);
+    assert!(live.contains(&a.id) && live.contains(&c.id));
+    let gone = store.session_get(&b.id).await.unwrap().unwrap();
+    assert_eq!(gone.end_reason, Some(EndReason::Evicted));
+    assert_eq!(gone.ended_by.as_deref(), Some("alice"));
+    let evicted_events = store
+        .events(&EventQuery {
+            kind: Some(EventKind::Evicted),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(evicted_events.len(), 1);
+}
+
+pub async fn a_deny_limit_refuses_and_races_never_exceed_it(store: Arc<dyn Store>) {
+    store.user_create(&user("alice"), "cli").await.unwrap();
+    let deny = usher_core::SessionLimit {
+        max: 1,
+        on_limit: usher_core::OnLimit::Deny,
+    };
+    login_limited(&store, "alice", t(1), deny).await.unwrap();
+    let r = login_limited(&store, "alice", t(2), deny).await;
+    assert!(matches!(r, Err(StoreError::LimitReached(1))), "{r:?}");
+    // Eight logins at once with room for one: exactly one more session, never two.
+    store.user_create(&user("bob"), "cli").await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            login_limited(&store, "bob", t(10 + i), deny).await.is_ok()
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        if task.await.unwrap() {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 1);
+    assert_eq!(store.sessions_of_user(&name("bob")).await.unwrap().len(), 1);
 }

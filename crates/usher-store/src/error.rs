@@ -11,6 +11,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("{0}")]
     Unsupported(String),
+    /// The user already holds the most sessions allowed, and the policy is to refuse.
+    #[error("the user already has {0} session(s), the most allowed")]
+    LimitReached(u32),
     /// Data in the store that Usher cannot read back; a bug or a hand edit.
     #[error("the store holds data Usher cannot read: {0}")]
     Corrupt(String),

@@ -125,8 +125,11 @@ pub trait Store: Send + Sync + 'static {
 
     // --- sessions ---
     /// Creates a session and records its `login` event; durable when it returns.
-    /// A session for a user who is disabled or gone is refused with `Conflict`.
-    async fn session_create(&self, session: &NewSession, client: &str) -> Result<()>;
+    /// A session for a user who is disabled or gone is refused with `Conflict`. With a
+    /// limit, the user's live web sessions are counted in the same transaction (so
+    /// racing logins cannot exceed it): the least recently used are ended as `evicted`
+    /// (returned), or the login is refused with `LimitReached`.
+    async fn session_create(&self, session: &NewSession, client: &str) -> Result<EndedSessions>;
     async fn session_get(&self, id: &SessionId) -> Result<Option<SessionRecord>>;
     async fn session_by_token(&self, hash: &TokenHash) -> Result<Option<SessionRecord>>;
     /// Every session that has not ended.

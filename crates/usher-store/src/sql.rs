@@ -20,8 +20,8 @@ macro_rules! impl_sql_store {
             use async_trait::async_trait;
             use sqlx::{AssertSqlSafe, Transaction};
             use usher_core::{
-                ApiToken, EndReason, Event, EventKind, NewSession, SessionId, SessionRecord,
-                Timestamp, TokenHash, User, Username,
+                ApiToken, EndReason, Event, EventKind, NewSession, OnLimit, SessionId, SessionKind,
+                SessionRecord, Timestamp, TokenHash, User, Username,
             };
 
             type Tx = Transaction<'static, $db>;
@@ -344,7 +344,7 @@ macro_rules! impl_sql_store {
                     Ok(ended)
                 }
 
-                async fn session_create(&self, s: &NewSession, client: &str) -> Result<()> {
+                async fn session_create(&self, s: &NewSession, client: &str) -> Result<EndedSessions> {
                     let mut tx = self.write().await?;
                     if let Some(user) = &s.user {
                         // First, and as a write: it takes the user's row lock, so a
@@ -361,6 +361,37 @@ macro_rules! impl_sql_store {
                             return Err(StoreError::Conflict(format!(
                                 "user {user} is disabled or gone; no session"
                             )));
+                        }
+                    }
+                    let mut evicted = Vec::new();
+                    if let (Some(user), Some(limit), SessionKind::Web) = (&s.user, s.limit, s.kind) {
+                        // Under the user's row lock taken above: logins of one user
+                        // count one after the other.
+                        let live: Vec<String> = sqlx::query_scalar(
+                            "SELECT id FROM sessions
+                             WHERE user_name = $1 AND ended_at IS NULL AND kind = 'web'
+                             ORDER BY last_access_at, created_at, id",
+                        )
+                        .bind(user.as_str())
+                        .fetch_all(&mut *tx)
+                        .await?;
+                        let max = limit.max as usize;
+                        if live.len() >= max {
+                            if limit.on_limit == OnLimit::Deny {
+                                return Err(StoreError::LimitReached(limit.max));
+                            }
+                            let oldest = live[..=live.len() - max]
+                                .iter()
+                                .filter_map(|id| SessionId::parse(id).ok())
+                                .collect();
+                            let end = EndSessions {
+                                selector: SessionSelector::Ids(oldest),
+                                reason: EndReason::Evicted,
+                                actor: user.to_string(),
+                                at: s.created_at,
+                                touches: Vec::new(),
+                            };
+                            evicted = end_in_tx(&mut tx, &end).await?;
                         }
                     }
                     let ip = s.client.ip.to_string();
@@ -389,7 +420,7 @@ macro_rules! impl_sql_store {
                     }
                     insert_change(&mut tx, s.created_at, &ChangeKind::SessionCreated(s.id)).await?;
                     tx.commit().await?;
-                    Ok(())
+                    Ok(evicted)
                 }
 
                 async fn session_get(&self, id: &SessionId) -> Result<Option<SessionRecord>> {

@@ -32,6 +32,7 @@ impl Default for Options {
             engine: EngineConfig {
                 policy: usher_core::SessionPolicy::default(),
                 flush_interval: Duration::from_millis(100),
+                concurrency: Default::default(),
             },
             manual_clock: false,
         }

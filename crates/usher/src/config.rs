@@ -120,6 +120,8 @@ impl Default for Sessions {
 pub struct Limits {
     pub max_sessions_per_user: u32,
     pub on_limit: String,
+    /// Per-group overrides, e.g. `[limits.per_group] admins = 1`.
+    pub per_group: std::collections::BTreeMap<String, u32>,
 }
 
 impl Default for Limits {
@@ -127,6 +129,7 @@ impl Default for Limits {
         Self {
             max_sessions_per_user: 0,
             on_limit: "evict_oldest".into(),
+            per_group: Default::default(),
         }
     }
 }
@@ -327,11 +330,6 @@ fn refuse_unimplemented(raw: &RawConfig) -> anyhow::Result<()> {
             unset.push(key);
         }
     };
-    check(
-        "limits.max_sessions_per_user",
-        raw.limits.max_sessions_per_user != d.limits.max_sessions_per_user,
-    );
-    check("limits.on_limit", raw.limits.on_limit != d.limits.on_limit);
     check("access.public", raw.access.public != d.access.public);
     check("tracking.ignore", !raw.tracking.ignore.is_empty());
     check(
@@ -543,7 +541,23 @@ pub fn resolve(raw: RawConfig) -> anyhow::Result<Settings> {
         access_log_json: raw.log.format == "json",
         metrics_listen,
     };
+    let mut per_group = Vec::new();
+    for (group, n) in &raw.limits.per_group {
+        let g = usher_core::Group::parse(group)
+            .map_err(|e| anyhow::anyhow!("limits.per_group: {e}"))?;
+        per_group.push((g, *n));
+    }
+    let concurrency = usher_core::ConcurrencyPolicy {
+        max_per_user: raw.limits.max_sessions_per_user,
+        on_limit: if raw.limits.on_limit == "deny" {
+            usher_core::OnLimit::Deny
+        } else {
+            usher_core::OnLimit::EvictOldest
+        },
+        per_group,
+    };
     let engine = EngineConfig {
+        concurrency,
         policy,
         flush_interval: raw
             .store

@@ -65,6 +65,9 @@ impl From<EngineError> for ApiError {
             EngineError::Store(StoreError::Conflict(what)) => {
                 Self::new(StatusCode::CONFLICT, "conflict", what)
             }
+            EngineError::Store(e @ StoreError::LimitReached(_)) => {
+                Self::new(StatusCode::CONFLICT, "session_limit", e.to_string())
+            }
             EngineError::Store(StoreError::Unavailable(why)) => {
                 tracing::warn!(error = %why, "store unavailable");
                 Self::new(

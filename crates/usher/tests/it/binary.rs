@@ -225,7 +225,7 @@ async fn configuration_mistakes_are_named() {
 
     let cases: [(&[(&str, &str)], &str); 8] = [
         (
-            &[("USHER_LIMITS_MAX_SESSIONS_PER_USER", "1")],
+            &[("USHER_ACCESS_PUBLIC", "/status")],
             "not supported by this version",
         ),
         (

@@ -256,3 +256,92 @@ async fn changes_made_outside_the_server_take_effect_within_a_second() {
     assert_eq!(status, 401);
     assert!(cookie.is_none());
 }
+
+fn limited(max: u32, on_limit: usher_core::OnLimit) -> Options {
+    let mut o = Options::default();
+    o.engine.concurrency = usher_core::ConcurrencyPolicy {
+        max_per_user: max,
+        on_limit,
+        per_group: vec![(usher_core::Group::admins(), 1)],
+    };
+    o
+}
+
+#[tokio::test]
+async fn one_session_per_user_evicts_the_oldest() {
+    let app = TestApp::spawn_with(limited(2, usher_core::OnLimit::EvictOldest)).await;
+    app.add_user("alice", "alice-password", false).await;
+    app.add_user("root", "root-password", true).await;
+    let first = app.login("alice", "alice-password").await;
+    let second = app.login("alice", "alice-password").await;
+    assert_eq!(usher_testkit::status(&app.url("/"), &second).await, 200);
+    let third = app.login("alice", "alice-password").await;
+    assert_eq!(
+        usher_testkit::status(&app.url("/"), &first).await,
+        401,
+        "the least recently used went"
+    );
+    assert_eq!(usher_testkit::status(&app.url("/"), &second).await, 200);
+    assert_eq!(usher_testkit::status(&app.url("/"), &third).await, 200);
+    let ended = app
+        .store
+        .sessions_of_user(&Username::parse("alice").unwrap())
+        .await
+        .unwrap();
+    assert!(
+        ended
+            .iter()
+            .any(|s| s.end_reason == Some(EndReason::Evicted))
+    );
+    // The admins group is limited to one.
+    let a = app.login("root", "root-password").await;
+    let b = app.login("root", "root-password").await;
+    assert_eq!(usher_testkit::status(&app.url("/"), &a).await, 401);
+    assert_eq!(usher_testkit::status(&app.url("/"), &b).await, 200);
+}
+
+#[tokio::test]
+async fn deny_refuses_the_new_login_and_says_what_to_do() {
+    let app = TestApp::spawn_with(limited(1, usher_core::OnLimit::Deny)).await;
+    app.add_user("alice", "alice-password", false).await;
+    let first = app.login("alice", "alice-password").await;
+    let r = app.post_login("alice", "alice-password", "/", None).await;
+    assert_eq!(r.status(), 409);
+    assert!(usher_testkit::session_cookie(&r, "usher_session").is_none());
+    let html = r.text().await.unwrap();
+    assert!(html.contains("already have 1 active session"), "{html}");
+    assert!(html.contains("/usher/me"), "{html}");
+    assert_eq!(
+        usher_testkit::status(&app.url("/"), &first).await,
+        200,
+        "the first stays"
+    );
+    // Parallel logins never leave more than the limit.
+    app.logout(&first).await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let base = app.base.clone();
+        tasks.push(tokio::spawn(async move {
+            usher_testkit::browser_login(&base, "alice", "alice-password", "/", None)
+                .await
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 303).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        app.state
+            .engine
+            .sessions_of(&Username::parse("alice").unwrap())
+            .len(),
+        1
+    );
+}

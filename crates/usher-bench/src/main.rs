@@ -82,6 +82,7 @@ async fn seed(db: &Path, n: usize) -> anyhow::Result<Vec<String>> {
             policy: SessionPolicy::default(),
             flush_interval: Duration::from_secs(1),
             concurrency: Default::default(),
+            retention: jiff::SignedDuration::from_hours(400 * 24),
         },
     )
     .await?;

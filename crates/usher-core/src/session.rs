@@ -127,6 +127,27 @@ pub struct SessionInfo {
     pub expires_at: Timestamp,
 }
 
+impl SessionInfo {
+    /// The view of a stored session; `expires_at` is the caller's to work out (it
+    /// depends on the policy, or is the end for an ended session).
+    pub fn from_record(r: &SessionRecord, expires_at: Timestamp) -> Self {
+        Self {
+            id: r.id,
+            user: r.user.clone(),
+            kind: r.kind,
+            ip: r.ip,
+            first_ip: r.first_ip,
+            user_agent: r.user_agent.clone(),
+            client: r.client.clone(),
+            host: r.host.clone(),
+            requests: r.requests,
+            created_at: r.created_at,
+            last_access_at: r.last_access_at,
+            expires_at,
+        }
+    }
+}
+
 /// A session as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionRecord {

@@ -59,10 +59,9 @@ impl Accounts {
         password: &str,
         actor: &str,
     ) -> Result<(), EngineError> {
-        let mut user = self.get(name).await?;
-        user.password_hash = Some(self.hasher.hash(password).await?);
+        let hash = self.hasher.hash(password).await?;
         self.store
-            .user_update(&user, actor, self.clock.now())
+            .user_set_password(name, &hash, actor, self.clock.now())
             .await?;
         Ok(())
     }

@@ -40,6 +40,8 @@ pub struct EngineConfig {
     pub policy: SessionPolicy,
     pub flush_interval: Duration,
     pub concurrency: usher_core::ConcurrencyPolicy,
+    /// How long history (events, ended sessions) is kept (`history.retention`).
+    pub retention: SignedDuration,
 }
 
 /// What one request tells the engine about its client.
@@ -676,6 +678,12 @@ impl Engine {
         }
     }
 
+    /// What this node knows of a user with live sessions; replaced (a new `Arc`) each
+    /// time the user changes anywhere, so holders can tell their copy went stale.
+    pub fn user(&self, name: &Username) -> Option<Arc<User>> {
+        self.inner.users.get(name).map(|u| u.value().clone())
+    }
+
     /// Replaces what the engine knows of a user (after a change here or elsewhere).
     pub async fn refresh_user(&self, name: &Username) -> Result<(), EngineError> {
         match self.inner.store.user_get(name).await? {
@@ -826,6 +834,16 @@ impl Engine {
         }
     }
 
+    /// Deletes history older than the retention; returns how many rows went.
+    pub async fn purge_history(&self) -> Result<u64, EngineError> {
+        let before = self.inner.clock.now() - self.inner.config.retention;
+        let n = self.inner.store.history_purge(before).await?;
+        if n > 0 {
+            tracing::info!(rows = n, before = %before, "purged history past its retention");
+        }
+        Ok(n)
+    }
+
     /// Applies changes made elsewhere (another node, the CLI) since the last call.
     pub async fn follow_changes(&self) -> Result<usize, EngineError> {
         let cursor = self.inner.feed_cursor.load(Ordering::Acquire);
@@ -880,6 +898,13 @@ impl Engine {
                 }
                 if let Err(e) = engine.reap().await {
                     tracing::warn!(error = %e, "ending expired sessions failed; will retry");
+                }
+                // History retention: at start, then hourly; batched, so requests never
+                // wait on it.
+                if ticks.is_multiple_of(3600)
+                    && let Err(e) = engine.purge_history().await
+                {
+                    tracing::warn!(error = %e, "purging old history failed; will retry");
                 }
                 ticks += 1;
                 if ticks.is_multiple_of(600) {

@@ -27,6 +27,7 @@ fn config() -> EngineConfig {
         },
         flush_interval: Duration::from_secs(1),
         concurrency: Default::default(),
+        retention: SignedDuration::from_hours(24),
     }
 }
 
@@ -342,6 +343,15 @@ impl Store for GatedStore {
     ) -> usher_store::Result<()> {
         self.inner.user_update(u, a, t).await
     }
+    async fn user_set_password(
+        &self,
+        n: &Username,
+        h: &str,
+        a: &str,
+        t: Timestamp,
+    ) -> usher_store::Result<()> {
+        self.inner.user_set_password(n, h, a, t).await
+    }
     async fn user_set_disabled(
         &self,
         n: &Username,
@@ -427,6 +437,16 @@ impl Store for GatedStore {
     async fn token_used(&self, id: &str, at: Timestamp) -> usher_store::Result<()> {
         self.inner.token_used(id, at).await
     }
+    async fn history_purge(&self, b: Timestamp) -> usher_store::Result<u64> {
+        self.inner.history_purge(b).await
+    }
+    async fn sessions_at(
+        &self,
+        u: Option<&Username>,
+        at: Timestamp,
+    ) -> usher_store::Result<Vec<usher_core::SessionRecord>> {
+        self.inner.sessions_at(u, at).await
+    }
     async fn change_head(&self) -> usher_store::Result<i64> {
         self.inner.change_head().await
     }
@@ -491,4 +511,34 @@ async fn a_store_read_racing_an_end_cannot_readmit_the_session() {
         a.authenticate(&token, &REQ).await.unwrap().is_some(),
         "A never heard of it"
     );
+}
+
+#[tokio::test]
+async fn history_is_purged_once_past_the_retention() {
+    let f = fixture().await;
+    let alice = f.user("alice").await;
+    let engine = f.engine().await;
+    engine
+        .create(Some(&alice), SessionKind::Web, &REQ)
+        .await
+        .unwrap();
+    assert_eq!(
+        engine.purge_history().await.unwrap(),
+        0,
+        "nothing is a day old yet"
+    );
+    f.clock.advance(SignedDuration::from_hours(25));
+    assert!(
+        engine.purge_history().await.unwrap() >= 2,
+        "user_created and login"
+    );
+    let left = f
+        .store
+        .events(&EventQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -31,7 +31,9 @@ const MAX_VERIFIED: usize = 10_000;
 #[derive(Default)]
 pub struct ApiClients {
     sessions: DashMap<[u8; 32], SessionId>,
-    verified: DashMap<[u8; 32], (Username, Timestamp)>,
+    /// Verified Basic credentials: the engine's copy of the user at verification (a
+    /// password change anywhere replaces it, which invalidates the entry) and an expiry.
+    verified: DashMap<[u8; 32], (std::sync::Arc<usher_core::User>, Timestamp)>,
 }
 
 /// What an `Authorization` header says.
@@ -96,8 +98,12 @@ impl ApiClients {
                 let now = state.engine.clock().now();
                 if let Some(hit) = self.verified.get(&key)
                     && hit.1 > now
+                    && state
+                        .engine
+                        .user(&hit.0.name)
+                        .is_some_and(|current| std::sync::Arc::ptr_eq(&current, &hit.0))
                 {
-                    return Ok(Some((hit.0.clone(), key)));
+                    return Ok(Some((hit.0.name.clone(), key)));
                 }
                 match state
                     .accounts
@@ -105,11 +111,14 @@ impl ApiClients {
                     .await?
                 {
                     LoginOutcome::Ok(user) => {
-                        if self.verified.len() >= MAX_VERIFIED {
-                            self.verified.clear();
+                        // Remembered only against the engine's copy of the user (there
+                        // once the user has a session): a change anywhere replaces it.
+                        if let Some(current) = state.engine.user(&user.name) {
+                            if self.verified.len() >= MAX_VERIFIED {
+                                self.verified.clear();
+                            }
+                            self.verified.insert(key, (current, now + VERIFIED_TTL));
                         }
-                        self.verified
-                            .insert(key, (user.name.clone(), now + VERIFIED_TTL));
                         Ok(Some((user.name, key)))
                     }
                     LoginOutcome::Refused => Ok(None),

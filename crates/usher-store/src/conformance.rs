@@ -93,7 +93,8 @@ macro_rules! conformance_tests {
             secrets_are_created_once, change_feed_is_ordered_and_prunable,
             no_session_for_disabled_or_unknown_users, api_tokens_round_trip,
             history_filters_and_cursor, a_limit_evicts_the_least_recently_used,
-            a_deny_limit_refuses_and_races_never_exceed_it
+            a_deny_limit_refuses_and_races_never_exceed_it, history_is_purged_after_retention,
+            where_was_a_user_at_an_instant
         );
     };
     (@ $make:expr; $($name:ident),* $(,)?) => {
@@ -219,8 +220,11 @@ pub async fn user_update_records_password_change(store: Arc<dyn Store>) {
         ..Default::default()
     };
     assert!(store.events(&q).await.unwrap().is_empty());
+    store
+        .user_set_password(&name("alice"), "$argon2id$other", "cli", t(6))
+        .await
+        .unwrap();
     alice.password_hash = Some("$argon2id$other".into());
-    store.user_update(&alice, "cli", t(6)).await.unwrap();
     assert_eq!(store.events(&q).await.unwrap().len(), 1);
     assert_eq!(
         store.user_get(&name("alice")).await.unwrap().unwrap(),
@@ -233,11 +237,24 @@ pub async fn user_update_records_password_change(store: Arc<dyn Store>) {
             .iter()
             .all(|c| c.kind == ChangeKind::UserChanged(name("alice")))
     );
-    // An update made from a copy read before a login does not roll the login back.
+    // An update made from a copy read before a login, or before a password change,
+    // rolls back neither.
     login(&store, Some("alice"), t(7)).await;
-    store.user_update(&alice, "cli", t(8)).await.unwrap();
+    let stale = alice.clone();
+    store
+        .user_set_password(&name("alice"), "$argon2id$newest", "cli", t(8))
+        .await
+        .unwrap();
+    store.user_update(&stale, "cli", t(9)).await.unwrap();
     let got = store.user_get(&name("alice")).await.unwrap().unwrap();
     assert_eq!(got.last_login_at, Some(t(7)));
+    assert_eq!(got.password_hash.as_deref(), Some("$argon2id$newest"));
+    assert!(matches!(
+        store
+            .user_set_password(&name("zed"), "x", "cli", t(9))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 pub async fn sessions_create_and_find(store: Arc<dyn Store>) {
@@ -443,12 +460,27 @@ pub async fn disabling_a_user_ends_their_sessions(store: Arc<dyn Store>) {
 pub async fn removing_a_user_ends_their_sessions(store: Arc<dyn Store>) {
     store.user_create(&user("alice"), "cli").await.unwrap();
     let s = login(&store, Some("alice"), t(0)).await;
+    let secret = Token::generate().unwrap();
+    let tok = usher_core::ApiToken {
+        id: SessionId::generate().unwrap().to_string(),
+        name: "laptop".into(),
+        owner: name("alice"),
+        created_at: t(0),
+        last_used_at: None,
+        revoked_at: None,
+    };
+    store.token_create(&tok, &secret.hash()).await.unwrap();
     let ended = store
         .user_remove(&name("alice"), "root", t(5))
         .await
         .unwrap();
     assert_eq!(ended, vec![s.id]);
     assert_eq!(store.user_get(&name("alice")).await.unwrap(), None);
+    assert_eq!(
+        store.token_by_hash(&secret.hash()).await.unwrap(),
+        None,
+        "a removed user's tokens are revoked"
+    );
     assert!(store.sessions_live().await.unwrap().is_empty());
     // History outlives the user.
     let history = store
@@ -747,4 +779,99 @@ pub async fn a_deny_limit_refuses_and_races_never_exceed_it(store: Arc<dyn Store
     }
     assert_eq!(ok, 1);
     assert_eq!(store.sessions_of_user(&name("bob")).await.unwrap().len(), 1);
+}
+
+pub async fn history_is_purged_after_retention(store: Arc<dyn Store>) {
+    store.user_create(&user("alice"), "cli").await.unwrap();
+    let old = login(&store, Some("alice"), t(10)).await;
+    store
+        .sessions_end(&end(
+            SessionSelector::Ids(vec![old.id]),
+            EndReason::Logout,
+            t(20),
+        ))
+        .await
+        .unwrap();
+    let live = login(&store, Some("alice"), t(30)).await;
+    let mut late = usher_core::Event::new(t(100), EventKind::LoginFailed);
+    late.user = Some("alice".into());
+    store.event_record(&late).await.unwrap();
+    let purged = store.history_purge(t(50)).await.unwrap();
+    assert!(
+        purged >= 4,
+        "user_created, login, logout, login events and one session: {purged}"
+    );
+    let left = store
+        .events(&EventQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        left.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [EventKind::LoginFailed]
+    );
+    assert_eq!(
+        store.session_get(&old.id).await.unwrap(),
+        None,
+        "ended long ago: purged"
+    );
+    assert!(
+        store.session_get(&live.id).await.unwrap().is_some(),
+        "live sessions stay"
+    );
+}
+
+pub async fn where_was_a_user_at_an_instant(store: Arc<dyn Store>) {
+    store.user_create(&user("alice"), "cli").await.unwrap();
+    let a = login(&store, Some("alice"), t(10)).await;
+    let b = login(&store, Some("alice"), t(20)).await;
+    store
+        .sessions_end(&end(
+            SessionSelector::Ids(vec![a.id]),
+            EndReason::Logout,
+            t(30),
+        ))
+        .await
+        .unwrap();
+    let ids = |v: Vec<usher_core::SessionRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.sessions_at(Some(&name("alice")), t(5)).await.unwrap()),
+        Vec::<SessionId>::new()
+    );
+    assert_eq!(
+        ids(store
+            .sessions_at(Some(&name("alice")), t(15))
+            .await
+            .unwrap()),
+        [a.id]
+    );
+    let mut both = ids(store
+        .sessions_at(Some(&name("alice")), t(25))
+        .await
+        .unwrap());
+    both.sort();
+    let mut want = vec![a.id, b.id];
+    want.sort();
+    assert_eq!(both, want);
+    assert_eq!(
+        ids(store
+            .sessions_at(Some(&name("alice")), t(35))
+            .await
+            .unwrap()),
+        [b.id]
+    );
+    assert_eq!(
+        ids(store.sessions_at(None, t(35)).await.unwrap()),
+        [b.id],
+        "everyone's"
+    );
+    assert!(
+        store
+            .sessions_at(Some(&name("bob")), t(35))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -104,9 +104,16 @@ pub trait Store: Send + Sync + 'static {
     async fn user_get(&self, name: &Username) -> Result<Option<User>>;
     async fn user_list(&self) -> Result<Vec<User>>;
     async fn user_count(&self) -> Result<u64>;
-    /// Replaces profile, groups and password hash (not the last login, which only a
-    /// login moves). Records `password_changed` when the hash changed.
+    /// Replaces the profile (display name, email) and the groups; nothing else.
     async fn user_update(&self, user: &User, actor: &str, at: Timestamp) -> Result<()>;
+    /// Replaces the password hash and records `password_changed`.
+    async fn user_set_password(
+        &self,
+        name: &Username,
+        hash: &str,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<()>;
     /// Disables (ending every live session with `user_disabled`) or re-enables a user.
     async fn user_set_disabled(
         &self,
@@ -115,7 +122,7 @@ pub trait Store: Send + Sync + 'static {
         actor: &str,
         at: Timestamp,
     ) -> Result<EndedSessions>;
-    /// Removes a user, ending their sessions first.
+    /// Removes a user, ending their sessions and revoking their API tokens.
     async fn user_remove(
         &self,
         name: &Username,
@@ -144,6 +151,16 @@ pub trait Store: Send + Sync + 'static {
 
     // --- history ---
     async fn event_record(&self, event: &Event) -> Result<()>;
+    /// Deletes events, and sessions that ended, from before `before` (history
+    /// retention), in batches so that no request waits long; returns how many rows.
+    async fn history_purge(&self, before: Timestamp) -> Result<u64>;
+    /// The sessions (of `user`, or of everyone) that were live at `at`: created
+    /// before it and not yet ended. At most 10,000, oldest first.
+    async fn sessions_at(
+        &self,
+        user: Option<&Username>,
+        at: Timestamp,
+    ) -> Result<Vec<SessionRecord>>;
     /// Newest first.
     async fn events(&self, query: &EventQuery) -> Result<Vec<Event>>;
 

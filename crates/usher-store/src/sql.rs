@@ -272,30 +272,37 @@ macro_rules! impl_sql_store {
                 }
 
                 async fn user_update(&self, user: &User, actor: &str, at: Timestamp) -> Result<()> {
+                    let _ = actor;
                     let mut tx = self.write().await?;
-                    let old: Option<Option<String>> =
-                        sqlx::query_scalar("SELECT password_hash FROM users WHERE name = $1")
-                            .bind(user.name.as_str())
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    let Some(old_hash) = old else {
+                    // Profile columns only: the password, the status and the last login
+                    // each have their own writer, so a stale copy cannot roll them back.
+                    let r = sqlx::query("UPDATE users SET display_name = $1, email = $2 WHERE name = $3")
+                        .bind(&user.display_name)
+                        .bind(&user.email)
+                        .bind(user.name.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    if r.rows_affected() == 0 {
                         return Err(StoreError::NotFound(format!("user {}", user.name)));
-                    };
-                    // Not `last_login_at`: only a login moves it, never a stale copy.
-                    sqlx::query(
-                        "UPDATE users SET display_name = $1, email = $2, password_hash = $3 WHERE name = $4",
-                    )
-                    .bind(&user.display_name)
-                    .bind(&user.email)
-                    .bind(user.password_hash.as_deref())
-                    .bind(user.name.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                    write_groups(&mut tx, user).await?;
-                    if old_hash != user.password_hash {
-                        insert_event(&mut tx, &user_event(EventKind::PasswordChanged, &user.name, actor, at)).await?;
                     }
+                    write_groups(&mut tx, user).await?;
                     insert_change(&mut tx, at, &ChangeKind::UserChanged(user.name.clone())).await?;
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn user_set_password(&self, name: &Username, hash: &str, actor: &str, at: Timestamp) -> Result<()> {
+                    let mut tx = self.write().await?;
+                    let r = sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
+                        .bind(hash)
+                        .bind(name.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    if r.rows_affected() == 0 {
+                        return Err(StoreError::NotFound(format!("user {name}")));
+                    }
+                    insert_event(&mut tx, &user_event(EventKind::PasswordChanged, name, actor, at)).await?;
+                    insert_change(&mut tx, at, &ChangeKind::UserChanged(name.clone())).await?;
                     tx.commit().await?;
                     Ok(())
                 }
@@ -338,6 +345,13 @@ macro_rules! impl_sql_store {
                     if r.rows_affected() == 0 {
                         return Err(StoreError::NotFound(format!("user {name}")));
                     }
+                    // Their tokens die with them: a later user of the same name must
+                    // not inherit them.
+                    sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE owner = $2 AND revoked_at IS NULL")
+                        .bind(ms(at))
+                        .bind(name.as_str())
+                        .execute(&mut *tx)
+                        .await?;
                     insert_event(&mut tx, &user_event(EventKind::UserRemoved, name, actor, at)).await?;
                     insert_change(&mut tx, at, &ChangeKind::UserChanged(name.clone())).await?;
                     tx.commit().await?;
@@ -468,6 +482,48 @@ macro_rules! impl_sql_store {
                     insert_event(&mut tx, event).await?;
                     tx.commit().await?;
                     Ok(())
+                }
+
+                async fn history_purge(&self, before: Timestamp) -> Result<u64> {
+                    let mut total = 0;
+                    for sql in [
+                        "DELETE FROM events WHERE id IN
+                             (SELECT id FROM events WHERE at < $1 ORDER BY id LIMIT 5000)",
+                        "DELETE FROM sessions WHERE id IN
+                             (SELECT id FROM sessions WHERE ended_at < $1 ORDER BY ended_at LIMIT 5000)",
+                    ] {
+                        loop {
+                            let mut tx = self.write().await?;
+                            let n = sqlx::query(sql)
+                                .bind(ms(before))
+                                .execute(&mut *tx)
+                                .await?
+                                .rows_affected();
+                            tx.commit().await?;
+                            total += n;
+                            if n < 5000 {
+                                break;
+                            }
+                        }
+                    }
+                    Ok(total)
+                }
+
+                async fn sessions_at(&self, user: Option<&Username>, at: Timestamp) -> Result<Vec<SessionRecord>> {
+                    let sql = format!(
+                        "SELECT {SESSION_COLUMNS} FROM sessions
+                         WHERE (CAST($1 AS TEXT) IS NULL OR user_name = $1)
+                           AND created_at <= $2 AND (ended_at IS NULL OR ended_at > $2)
+                         ORDER BY created_at, id LIMIT 10000"
+                    );
+                    sqlx::query_as::<_, SessionRow>(AssertSqlSafe(sql))
+                        .bind(user.map(Username::as_str))
+                        .bind(ms(at))
+                        .fetch_all(self.reader())
+                        .await?
+                        .into_iter()
+                        .map(SessionRow::into_record)
+                        .collect()
                 }
 
                 async fn events(&self, q: &EventQuery) -> Result<Vec<Event>> {

@@ -33,6 +33,7 @@ impl Default for Options {
                 policy: usher_core::SessionPolicy::default(),
                 flush_interval: Duration::from_millis(100),
                 concurrency: Default::default(),
+                retention: jiff::SignedDuration::from_hours(400 * 24),
             },
             manual_clock: false,
         }

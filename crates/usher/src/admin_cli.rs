@@ -300,6 +300,9 @@ pub async fn token(backend: &Backend, cmd: TokenCommand) -> anyhow::Result<ExitC
             }
         }
         TokenCommand::Revoke { id } => {
+            SessionId::parse(&id).map_err(|_| {
+                anyhow::anyhow!("`{id}` is not a token id (12 characters of a-z and 2-7; see `usher token list`)")
+            })?;
             if !backend.token_revoke(&id).await? {
                 eprintln!("there is no live token {id} (see `usher token list`)");
                 return Ok(ExitCode::from(NOTHING));

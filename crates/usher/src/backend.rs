@@ -64,20 +64,7 @@ struct InactivePage {
 }
 
 fn info_of(r: &SessionRecord, policy: &SessionPolicy) -> SessionInfo {
-    SessionInfo {
-        id: r.id,
-        user: r.user.clone(),
-        kind: r.kind,
-        ip: r.ip,
-        first_ip: r.first_ip,
-        user_agent: r.user_agent.clone(),
-        client: r.client.clone(),
-        host: r.host.clone(),
-        requests: r.requests,
-        created_at: r.created_at,
-        last_access_at: r.last_access_at,
-        expires_at: policy.expires_at(r.created_at, r.last_access_at),
-    }
+    SessionInfo::from_record(r, policy.expires_at(r.created_at, r.last_access_at))
 }
 
 impl Backend {

@@ -340,10 +340,6 @@ fn refuse_unimplemented(raw: &RawConfig) -> anyhow::Result<()> {
         "sessions.max_anonymous",
         raw.sessions.max_anonymous != d.sessions.max_anonymous,
     );
-    check(
-        "history.retention",
-        raw.history.retention != d.history.retention,
-    );
     if unset.is_empty() {
         return Ok(());
     }
@@ -558,6 +554,7 @@ pub fn resolve(raw: RawConfig) -> anyhow::Result<Settings> {
     };
     let engine = EngineConfig {
         concurrency,
+        retention: raw.history.retention.get(),
         policy,
         flush_interval: raw
             .store

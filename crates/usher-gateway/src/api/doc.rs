@@ -40,6 +40,11 @@ pub struct HistoryPage {
     items: Vec<usher_core::Event>,
     /// Pass as `cursor` for the next (older) page; null on the last page.
     next_cursor: Option<i64>,
+    /// With `at`: the instant asked about.
+    #[schema(format = DateTime)]
+    at: Option<String>,
+    /// With `at`: the user's sessions that were live at that instant.
+    sessions: Option<Vec<usher_core::SessionInfo>>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -136,6 +141,10 @@ pub struct HistoryParams {
     /// Before this date or time.
     #[param(format = DateTime)]
     to: Option<String>,
+    /// The sessions live at this instant (of `user`, or everyone's), answered in
+    /// `sessions` instead of events.
+    #[param(format = DateTime)]
+    at: Option<String>,
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// The next_cursor of the previous page.

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use std::net::IpAddr;
 use std::sync::Arc;
-use usher_core::{EventKind, Timestamp};
+use usher_core::{EventKind, Timestamp, Username};
 use usher_store::EventQuery;
 
 /// A time as `2026-11-02T10:00:00Z` or a day as `2026-11-02` (midnight UTC).
@@ -40,6 +40,7 @@ pub async fn list(
         limit: 100,
         ..Default::default()
     };
+    let mut at = None;
     for (k, v) in query_pairs(raw.as_deref()) {
         if v.trim().is_empty() {
             return Err(ApiError::invalid(
@@ -58,6 +59,7 @@ pub async fn list(
                 })?)
             }
             "ip" => q.ip = Some(v.parse::<IpAddr>().map_err(|_| ApiError::invalid("ip", "an IP address"))?),
+            "at" => at = Some(parse_time("at", &v)?),
             "from" => q.from = Some(parse_time("from", &v)?),
             "to" => q.to = Some(parse_time("to", &v)?),
             "limit" => {
@@ -72,9 +74,35 @@ pub async fn list(
                 })?)
             }
             other => {
-                return Err(ApiError::invalid(other, "unknown parameter; use user, event, ip, from, to, limit, cursor"));
+                return Err(ApiError::invalid(other, "unknown parameter; use user, event, ip, at, from, to, limit, cursor"));
             }
         }
+    }
+    // "Where was this user at T": the sessions live at that instant, with their IPs.
+    if let Some(at) = at {
+        // Without `user`, everyone's; a name that cannot be a user had no sessions.
+        let records = match q.user.as_deref().map(Username::parse) {
+            None => state.engine.store().sessions_at(None, at).await?,
+            Some(Ok(user)) => state.engine.store().sessions_at(Some(&user), at).await?,
+            Some(Err(_)) => Vec::new(),
+        };
+        let sessions: Vec<usher_core::SessionInfo> = records
+            .iter()
+            .map(|r| {
+                usher_core::SessionInfo::from_record(
+                    r,
+                    r.ended_at.unwrap_or_else(|| {
+                        state
+                            .engine
+                            .policy()
+                            .expires_at(r.created_at, r.last_access_at)
+                    }),
+                )
+            })
+            .collect();
+        return Ok(Json(
+            serde_json::json!({ "items": [], "next_cursor": null, "at": at, "sessions": sessions }),
+        ));
     }
     let items = state.engine.store().events(&q).await?;
     let next = (items.len() == q.limit as usize)

@@ -169,22 +169,10 @@ pub async fn get_one(
         .session_get(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no session {id}")))?;
-    let info = SessionInfo {
-        id: r.id,
-        user: r.user.clone(),
-        kind: r.kind,
-        ip: r.ip,
-        first_ip: r.first_ip,
-        user_agent: r.user_agent.clone(),
-        client: r.client.clone(),
-        host: r.host.clone(),
-        requests: r.requests,
-        created_at: r.created_at,
-        last_access_at: r.last_access_at,
-        expires_at: r
-            .ended_at
-            .unwrap_or_else(|| policy.expires_at(r.created_at, r.last_access_at)),
-    };
+    let expires = r
+        .ended_at
+        .unwrap_or_else(|| policy.expires_at(r.created_at, r.last_access_at));
+    let info = SessionInfo::from_record(&r, expires);
     Ok(Json(
         serde_json::to_value(Ended {
             info,

@@ -131,18 +131,28 @@ pub async fn create(
     body: Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
     let new: NewUser = json_body(&headers, &body)?;
+    // Everything is checked before anything is written.
     let n = name(&new.name)?;
+    let extra = groups(&new.groups)?;
+    let display_name = new
+        .display_name
+        .as_deref()
+        .map(|d| text("display_name", d))
+        .transpose()?;
+    let email = new.email.as_deref().map(|e| text("email", e)).transpose()?;
+    if let Some(pw) = &new.password {
+        usher_engine::PasswordHasher::check_policy(pw)?;
+    }
     let mut user = state
         .accounts
         .create(n, new.password.as_deref(), new.admin, admin.name())
         .await?;
-    let extra = groups(&new.groups)?;
-    if new.display_name.is_some() || new.email.is_some() || !extra.is_empty() {
-        if let Some(d) = &new.display_name {
-            user.display_name = text("display_name", d)?;
+    if display_name.is_some() || email.is_some() || !extra.is_empty() {
+        if let Some(d) = display_name {
+            user.display_name = d;
         }
-        if let Some(e) = &new.email {
-            user.email = text("email", e)?;
+        if let Some(e) = email {
+            user.email = e;
         }
         user.groups.extend(extra);
         user.groups.sort();
@@ -213,6 +223,10 @@ pub async fn update(
             "conflict",
             "you cannot disable yourself or leave the admins group; ask another administrator",
         ));
+    }
+    // Everything is checked before anything is written.
+    if let Some(pw) = &change.password {
+        usher_engine::PasswordHasher::check_policy(pw)?;
     }
     let profile =
         change.display_name.is_some() || change.email.is_some() || change.groups.is_some();

@@ -107,6 +107,26 @@ async fn basic_auth_clients_are_verified_once_and_tracked_alike() {
     let sessions = api_sessions(&app);
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].requests, 3);
+    // A password change anywhere (here: as the CLI does, on the store) stops the old
+    // password within a second, remembered or not.
+    app.accounts()
+        .set_password(
+            &Username::parse("alice").unwrap(),
+            "alice-password-2",
+            "root",
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    while call(&app, &good, "curl/8.5").await.0 != 401 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "the old password still works"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let good = basic("alice", "alice-password-2");
+    assert_eq!(call(&app, &good, "curl/8.5").await.0, 200);
     assert_eq!(
         call(&app, &basic("alice", "wrong-password"), "curl/8.5")
             .await

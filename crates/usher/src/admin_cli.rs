@@ -127,6 +127,39 @@ pub async fn sessions(backend: &Backend, cmd: SessionsCommand) -> anyhow::Result
 }
 
 pub async fn history(backend: &Backend, args: HistoryArgs) -> anyhow::Result<ExitCode> {
+    if let Some(at) = &args.at {
+        let at = parse_time("--at", at)?;
+        let user = args.user.as_deref().map(Username::parse).transpose()?;
+        let sessions = backend.sessions_at(user.as_ref(), at).await?;
+        match args.format {
+            Format::Json => json(&sessions)?,
+            Format::Table | Format::Csv => {
+                let header = ["SESSION", "USER", "IP", "CLIENT", "CREATED", "LAST ACCESS"];
+                let rows: Vec<Vec<String>> = sessions
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.id.to_string(),
+                            s.user
+                                .as_ref()
+                                .map_or_else(|| "Anonymous".to_owned(), |u| u.to_string()),
+                            s.ip.to_string(),
+                            s.client.clone(),
+                            s.created_at.to_string(),
+                            s.last_access_at.to_string(),
+                        ]
+                    })
+                    .collect();
+                if args.format == Format::Csv {
+                    output::csv(&header, &rows);
+                } else {
+                    output::table(&header, &rows);
+                    eprintln!("{} session(s) live at {at}", rows.len());
+                }
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let q = EventQuery {
         user: args.user,
         kind: args

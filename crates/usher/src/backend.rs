@@ -277,6 +277,40 @@ impl Backend {
         }
     }
 
+    /// The sessions (of `user`, or everyone's) that were live at `at`.
+    pub async fn sessions_at(
+        &self,
+        user: Option<&Username>,
+        at: Timestamp,
+    ) -> anyhow::Result<Vec<SessionInfo>> {
+        match self {
+            Self::Local { store, policy } => Ok(store
+                .sessions_at(user, at)
+                .await?
+                .iter()
+                .map(|r| {
+                    SessionInfo::from_record(
+                        r,
+                        r.ended_at
+                            .unwrap_or_else(|| policy.expires_at(r.created_at, r.last_access_at)),
+                    )
+                })
+                .collect()),
+            Self::Remote { .. } => {
+                let mut q = vec![("at".to_owned(), at.to_string())];
+                if let Some(u) = user {
+                    q.push(("user".into(), u.to_string()));
+                }
+                let v: serde_json::Value = self
+                    .call(reqwest::Method::GET, "/history", &q, None)
+                    .await?
+                    .json()
+                    .await?;
+                Ok(serde_json::from_value(v["sessions"].clone())?)
+            }
+        }
+    }
+
     pub async fn inactive(&self, since: Timestamp) -> anyhow::Result<Vec<InactiveUser>> {
         match self {
             Self::Local { store, .. } => Ok(store

@@ -147,6 +147,9 @@ pub struct HistoryArgs {
     /// Before this date or time.
     #[arg(long, value_name = "DATE")]
     pub until: Option<String>,
+    /// Instead of events: the sessions (of --user, or everyone's) live at this instant.
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["event", "ip", "since", "until"])]
+    pub at: Option<String>,
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
     #[arg(long, value_enum, default_value = "table")]

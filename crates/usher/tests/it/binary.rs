@@ -492,6 +492,34 @@ async fn the_session_cli_works_on_the_store_and_through_the_api() {
         .map(|e| e["event"].as_str().unwrap())
         .collect();
     assert_eq!(kinds[..3], ["killed", "login", "killed"], "{kinds:?}");
+    // Where was bob a moment ago? (Both of his sessions have ended since.)
+    let now = jiff::Timestamp::from_second(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    )
+    .unwrap();
+    let (code, out, err) = usher(
+        d,
+        &[
+            "history",
+            "--user",
+            "bob",
+            "--at",
+            &now.to_string(),
+            "--format",
+            "json",
+        ],
+        "",
+        &remote,
+    );
+    assert_eq!(code, 0, "{err}");
+    let at: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(at.as_array().is_some(), "{out}");
+    let (code, out, _) = usher(d, &["history", "--at", "2000-01-01"], "", &[]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("SESSION"), "{out}");
     let (code, out, _) = usher(d, &["report", "inactive", "--since", "2000-01-01"], "", &[]);
     assert_eq!(code, 0);
     assert!(

@@ -12,6 +12,7 @@ pub struct Accounts {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     hasher: PasswordHasher,
+    throttle: Arc<crate::throttle::Throttle>,
 }
 
 /// What a login attempt found.
@@ -20,6 +21,9 @@ pub enum LoginOutcome {
     Ok(User),
     /// Unknown user, wrong password or disabled account: deliberately one answer.
     Refused,
+    /// Too many failures for this account or from this address: try again after this
+    /// long. No password was checked.
+    Throttled(jiff::SignedDuration),
 }
 
 impl Accounts {
@@ -28,6 +32,7 @@ impl Accounts {
             store,
             clock,
             hasher,
+            throttle: Arc::default(),
         }
     }
 
@@ -105,6 +110,10 @@ impl Accounts {
         ip: std::net::IpAddr,
         user_agent: &str,
     ) -> Result<LoginOutcome, EngineError> {
+        let now = self.clock.now();
+        if let Some(wait) = self.throttle.wait(name, ip, now) {
+            return Ok(LoginOutcome::Throttled(wait));
+        }
         let user = match Username::parse(name) {
             Ok(n) => self.store.user_get(&n).await?,
             Err(_) => None,
@@ -115,8 +124,12 @@ impl Accounts {
             .and_then(|u| u.password_hash.as_deref());
         let ok = self.hasher.verify(password, phc).await;
         match user {
-            Some(u) if ok => Ok(LoginOutcome::Ok(u)),
+            Some(u) if ok => {
+                self.throttle.succeeded(name, ip);
+                Ok(LoginOutcome::Ok(u))
+            }
             _ => {
+                self.throttle.failed(name, ip, now);
                 let mut e = Event::new(self.clock.now(), EventKind::LoginFailed);
                 e.user = Some(name.chars().take(64).collect());
                 e.ip = Some(ip);

@@ -11,6 +11,7 @@ mod error;
 pub mod metrics;
 pub mod password;
 pub mod sessions;
+pub mod throttle;
 
 pub use accounts::Accounts;
 pub use error::EngineError;

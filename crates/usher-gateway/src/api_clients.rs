@@ -121,7 +121,7 @@ impl ApiClients {
                         }
                         Ok(Some((user.name, key)))
                     }
-                    LoginOutcome::Refused => Ok(None),
+                    LoginOutcome::Refused | LoginOutcome::Throttled(_) => Ok(None),
                 }
             }
         }

@@ -191,6 +191,26 @@ async fn login_post(
             login_metric(&state, "failure");
             return refused();
         }
+        LoginOutcome::Throttled(wait) => {
+            login_metric(&state, "throttled");
+            let secs = wait.as_secs().max(1);
+            let message = format!(
+                "Too many failed sign-ins for this account or from this address. Wait {secs} s, then try again."
+            );
+            let mut r = login_form(
+                &state,
+                &ctx,
+                &headers,
+                StatusCode::TOO_MANY_REQUESTS,
+                rd.as_str(),
+                username,
+                Some(&message),
+            )?;
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return Ok(r);
+        }
     };
     // A new token every time: whatever session this browser had ends here.
     if let Some((_, old)) = state.session(&ctx, &headers).await? {

@@ -532,3 +532,48 @@ async fn whoami_reports_what_usher_believed() {
     assert_eq!(r["believed_header"], "x-forwarded-for");
     assert_eq!(r["peer_trusted"], true);
 }
+
+#[tokio::test]
+async fn failed_logins_slow_down_and_never_lock_out_for_good() {
+    let app = TestApp::spawn_with(usher_testkit::Options {
+        manual_clock: true,
+        ..Default::default()
+    })
+    .await;
+    let clock = app.clock.clone().unwrap();
+    app.add_user("alice", "alice-password", false).await;
+    for _ in 0..3 {
+        assert_eq!(app.try_login("alice", "wrong-password", "/").await.0, 401);
+    }
+    let r = app.post_login("alice", "wrong-password", "/", None).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert!(r.text().await.unwrap().contains("Too many failed sign-ins"));
+    // Even the right password waits: nothing is checked while throttled.
+    let (status, cookie) = app.try_login("alice", "alice-password", "/").await;
+    assert_eq!((status, cookie.is_none()), (429, true));
+    clock.advance(jiff::SignedDuration::from_secs(1));
+    assert_eq!(
+        app.try_login("alice", "alice-password", "/").await.0,
+        303,
+        "the wait is over"
+    );
+    // A long run of failures caps the account's delay at 30 s (from another address it
+    // is the account's cap that applies; the guessing address waits up to 5 min).
+    for _ in 0..40 {
+        let _ = app.try_login("alice", "wrong-password", "/").await;
+        clock.advance(jiff::SignedDuration::from_secs(40));
+    }
+    let r = app.post_login("alice", "wrong-password", "/", None).await;
+    let wait: i64 = r
+        .headers()
+        .get("retry-after")
+        .map_or(0, |v| v.to_str().unwrap().parse().unwrap());
+    assert!(wait <= 300, "bounded: {wait}");
+    clock.advance(jiff::SignedDuration::from_secs(301));
+    assert_eq!(
+        app.try_login("alice", "alice-password", "/").await.0,
+        303,
+        "never locked out for good"
+    );
+}

@@ -230,6 +230,47 @@ impl SessionQuery {
         Ok(q)
     }
 
+    /// The query as parameters again (defaults left out): what a console link carries.
+    pub fn to_pairs(&self) -> Vec<(&'static str, String)> {
+        let mut p = Vec::new();
+        if let Some(u) = &self.user {
+            p.push(("user", u.to_string()));
+        }
+        if let Some(a) = self.anonymous {
+            p.push(("anonymous", a.to_string()));
+        }
+        if let Some(k) = self.kind {
+            p.push(("type", k.as_str().to_owned()));
+        }
+        if let Some(ip) = &self.ip {
+            p.push(("ip", ip.to_string()));
+        }
+        if let Some(q) = &self.q {
+            p.push(("q", q.clone()));
+        }
+        if let Some(d) = self.active_within {
+            p.push((
+                "active_within",
+                HumanDuration::from_millis(d.as_millis() as i64).to_string(),
+            ));
+        }
+        if self.sort != SortKey::LastAccess {
+            p.push(("sort", self.sort.as_str().to_owned()));
+        }
+        if self.order != Order::Desc {
+            p.push(("order", "asc".to_owned()));
+        }
+        if self.offset != 0 {
+            p.push(("offset", self.offset.to_string()));
+        }
+        match self.limit {
+            Limit::Count(DEFAULT_LIMIT) => {}
+            Limit::Count(n) => p.push(("limit", n.to_string())),
+            Limit::All => p.push(("limit", "all".to_owned())),
+        }
+        p
+    }
+
     /// Whether anything narrows the selection (an end-by-filter without one is refused).
     pub fn has_filter(&self) -> bool {
         self.user.is_some()

@@ -1,46 +1,684 @@
-//! The admin console's entry; the full console comes with its own issue. Admins only:
-//! others get 403, anonymous visitors are sent to sign in.
+//! The admin console: server-rendered pages over the same engine functions and the same
+//! query model as the API (a console URL and an API call say the same thing). Admins
+//! only: others get 403, anonymous visitors are sent to sign in. Every change is a POST
+//! with a CSRF token bound to the admin's session, behind a confirmation that says how
+//! many sessions it ends.
 
 use crate::app::AppState;
 use crate::client::ClientContext;
+use crate::csrf;
 use crate::error::HttpError;
 use crate::gate;
-use crate::pages::{AdminPage, render};
+use crate::pages::render;
+use askama::Template;
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use http::StatusCode;
+use axum::routing::{get, post};
+use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use std::sync::Arc;
+use usher_core::query::{Limit, Order, SortKey};
+use usher_core::{EndReason, SessionId, SessionQuery, Timestamp, Token, User};
+use usher_store::{EventQuery, SessionSelector};
 
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
         .route("/admin", get(dashboard))
         .route("/admin/", get(dashboard))
+        .route("/admin/sessions", get(sessions))
+        .route("/admin/sessions/end", post(end))
+        .route("/admin/sessions/{id}", get(session))
+        .route("/admin/users", get(users))
+        .route("/admin/clients", get(clients))
+}
+
+/// The admin behind a console request, and the CSRF token for its forms.
+struct Console {
+    user: Arc<User>,
+    csrf: String,
+    token: Token,
+}
+
+async fn console(
+    state: &AppState,
+    ctx: &ClientContext,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<Console, Response> {
+    let (token, auth) = match state.session(ctx, headers).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(gate::unauthenticated(state, ctx, headers, uri)),
+        Err(e) => return Err(HttpError::from(e).into_response()),
+    };
+    let Some(user) = auth.user.filter(|u| u.is_admin()) else {
+        return Err(HttpError::Forbidden(
+            "The admin console is for members of the admins group. Ask an administrator to add you.".into(),
+        )
+        .into_response());
+    };
+    let csrf = state.csrf.token("console", token.hash().as_bytes());
+    Ok(Console { user, csrf, token })
+}
+
+fn zone() -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC)
+}
+
+fn local(t: Timestamp) -> String {
+    t.to_zoned_datetime(zone())
+        .strftime("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
+}
+
+fn ago(t: Timestamp, now: Timestamp) -> String {
+    let secs = now.duration_since(t).as_secs().max(0);
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86_400 => format!("{}h {}m ago", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+fn encode(pairs: &[(&str, String)]) -> String {
+    let mut s = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+/// The console's query: the API's parameters, with the blanks a form submits dropped.
+fn parse_query(raw: Option<&str>) -> (SessionQuery, Option<String>) {
+    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .filter(|(_, v)| !v.trim().is_empty())
+        .collect();
+    match SessionQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), false) {
+        Ok(q) => (q, None),
+        Err(e) => (SessionQuery::default(), Some(e.to_string())),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/dashboard.html")]
+struct DashboardPage<'a> {
+    prefix: &'a str,
+    admin: &'a str,
+    users_active: usize,
+    web: u64,
+    api: u64,
+    anonymous: u64,
+    cookieless: usize,
 }
 
 async fn dashboard(
     State(state): State<Arc<AppState>>,
     ctx: ClientContext,
-    req: Request,
+    headers: HeaderMap,
+    uri: Uri,
 ) -> Response {
-    let auth = match state.session(&ctx, req.headers()).await {
-        Ok(Some((_, auth))) => auth,
-        Ok(None) => return gate::unauthenticated(&state, &ctx, &req),
-        Err(e) => return HttpError::from(e).into_response(),
+    let c = match console(&state, &ctx, &headers, &uri).await {
+        Ok(c) => c,
+        Err(r) => return r,
     };
-    let Some(user) = auth.user.as_ref().filter(|u| u.is_admin()) else {
-        return HttpError::Forbidden(
-            "The admin console is for members of the admins group. Ask an administrator to add you.".into(),
-        )
-        .into_response();
+    let all = SessionQuery {
+        limit: Limit::All,
+        ..SessionQuery::default()
     };
+    let (_, live) = state.engine.list(&all);
+    let mut users: Vec<&str> = live
+        .iter()
+        .filter_map(|s| s.user.as_ref().map(|u| u.as_str()))
+        .collect();
+    users.sort_unstable();
+    users.dedup();
+    let count =
+        |f: &dyn Fn(&usher_core::SessionInfo) -> bool| live.iter().filter(|s| f(s)).count() as u64;
     render(
         StatusCode::OK,
-        &AdminPage {
+        &DashboardPage {
             prefix: state.prefix(),
-            user: user.name.as_str(),
-            live: state.engine.live_count(),
+            admin: c.user.name.as_str(),
+            users_active: users.len(),
+            web: count(&|s| s.kind == usher_core::SessionKind::Web),
+            api: count(&|s| s.kind == usher_core::SessionKind::Api),
+            anonymous: count(&|s| s.user.is_none()),
+            cookieless: state.engine.cookieless().len(),
+        },
+    )
+}
+
+struct Row {
+    id: String,
+    user: Option<String>,
+    kind: &'static str,
+    ip: String,
+    client: String,
+    user_agent: String,
+    requests: u64,
+    last_access_ago: String,
+    last_access_abs: String,
+    created_ago: String,
+    created_abs: String,
+}
+
+struct Column {
+    label: &'static str,
+    link: String,
+    arrow: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "admin/sessions.html")]
+struct SessionsPage<'a> {
+    prefix: &'a str,
+    admin: &'a str,
+    csrf: &'a str,
+    rows: Vec<Row>,
+    columns: Vec<Column>,
+    total: u64,
+    first: u64,
+    last: u64,
+    prev: Option<String>,
+    next: Option<String>,
+    error: Option<String>,
+    filtered: bool,
+    filter_pairs: Vec<(&'static str, String)>,
+    filter_query: String,
+    self_query: String,
+    page_sizes: [&'static str; 4],
+    limit_text: &'static str,
+    zone: String,
+    f_user: String,
+    f_anon: String,
+    f_type: String,
+    f_ip: String,
+    f_q: String,
+    f_active: String,
+}
+
+const COLUMNS: [(&str, SortKey); 8] = [
+    ("Session", SortKey::Id),
+    ("User", SortKey::User),
+    ("Type", SortKey::Type),
+    ("IP", SortKey::Ip),
+    ("Client", SortKey::Id),
+    ("Requests", SortKey::Requests),
+    ("Last accessed", SortKey::LastAccess),
+    ("Created", SortKey::Created),
+];
+
+async fn sessions(
+    State(state): State<Arc<AppState>>,
+    ctx: ClientContext,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let c = match console(&state, &ctx, &headers, &uri).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let (q, error) = parse_query(uri.query());
+    let (total, items) = state.engine.list(&q);
+    let now = state.engine.clock().now();
+    let filter = SessionQuery {
+        sort: SortKey::LastAccess,
+        order: Order::Desc,
+        offset: 0,
+        limit: Limit::Count(usher_core::query::DEFAULT_LIMIT),
+        ..q.clone()
+    };
+    let filter_pairs = filter.to_pairs();
+    let link = |q: &SessionQuery| encode(&q.to_pairs());
+    let columns = COLUMNS
+        .iter()
+        .map(|(label, key)| {
+            let active = q.sort == *key && *label != "Client";
+            let order = match (active, q.order) {
+                (true, Order::Desc) => Order::Asc,
+                (true, Order::Asc) => Order::Desc,
+                (false, _)
+                    if matches!(
+                        key,
+                        SortKey::Id | SortKey::User | SortKey::Ip | SortKey::Type
+                    ) =>
+                {
+                    Order::Asc
+                }
+                (false, _) => Order::Desc,
+            };
+            Column {
+                label,
+                link: link(&SessionQuery {
+                    sort: *key,
+                    order,
+                    offset: 0,
+                    ..q.clone()
+                }),
+                arrow: match (active, q.order) {
+                    (true, Order::Asc) => " ▲",
+                    (true, Order::Desc) => " ▼",
+                    _ => "",
+                },
+            }
+        })
+        .collect();
+    let size = match q.limit {
+        Limit::Count(n) => u64::from(n),
+        Limit::All => total.max(1),
+    };
+    let prev = (q.offset > 0).then(|| {
+        link(&SessionQuery {
+            offset: q.offset.saturating_sub(size),
+            ..q.clone()
+        })
+    });
+    let next = (q.offset + size < total).then(|| {
+        link(&SessionQuery {
+            offset: q.offset + size,
+            ..q.clone()
+        })
+    });
+    let rows: Vec<Row> = items
+        .into_iter()
+        .map(|s| Row {
+            id: s.id.to_string(),
+            user: s.user.map(|u| u.to_string()),
+            kind: s.kind.as_str(),
+            ip: s.ip.to_string(),
+            client: s.client,
+            user_agent: s.user_agent,
+            requests: s.requests,
+            last_access_ago: ago(s.last_access_at, now),
+            last_access_abs: local(s.last_access_at),
+            created_ago: ago(s.created_at, now),
+            created_abs: local(s.created_at),
+        })
+        .collect();
+    let first = if rows.is_empty() { 0 } else { q.offset + 1 };
+    let last = q.offset + rows.len() as u64;
+    let value = |k: &str| {
+        filter_pairs
+            .iter()
+            .find(|(key, _)| *key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let limit_text = match q.limit {
+        Limit::Count(25) => "25",
+        Limit::Count(100) => "100",
+        Limit::Count(500) => "500",
+        _ => "50",
+    };
+    let mut r = render(
+        StatusCode::OK,
+        &SessionsPage {
+            prefix: state.prefix(),
+            admin: c.user.name.as_str(),
+            csrf: &c.csrf,
+            rows,
+            columns,
+            total,
+            first,
+            last,
+            prev,
+            next,
+            error,
+            filtered: q.has_filter(),
+            filter_query: encode(&filter_pairs),
+            self_query: link(&q),
+            page_sizes: ["25", "50", "100", "500"],
+            limit_text,
+            zone: zone().iana_name().unwrap_or("UTC").to_owned(),
+            f_user: value("user"),
+            f_anon: value("anonymous"),
+            f_type: value("type"),
+            f_ip: value("ip"),
+            f_q: value("q"),
+            f_active: value("active_within"),
+            filter_pairs,
+        },
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+#[derive(Template)]
+#[template(path = "admin/confirm.html")]
+struct ConfirmPage<'a> {
+    prefix: &'a str,
+    admin: &'a str,
+    csrf: &'a str,
+    count: usize,
+    what: String,
+    mode: &'a str,
+    back: &'a str,
+    ids: Vec<String>,
+    filter_pairs: Vec<(String, String)>,
+}
+
+/// `POST /admin/sessions/end`: end the selected sessions, or every one matching the
+/// filter — first a confirmation that says how many, then the deed.
+async fn end(
+    State(state): State<Arc<AppState>>,
+    ctx: ClientContext,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let c = match console(&state, &ctx, &headers, &uri).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let field = |k: &str| {
+        form.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let token_ok =
+        field("csrf").is_some_and(|t| state.csrf.verify("console", c.token.hash().as_bytes(), t));
+    if !token_ok || !csrf::same_origin(&headers, &ctx.host) {
+        return HttpError::Forbidden(
+            "This form has expired or was sent from another site. Reload the page and try again."
+                .into(),
+        )
+        .into_response();
+    }
+    let back = field("back").unwrap_or("").to_owned();
+    let mode = if field("what") == Some("matching") {
+        "matching"
+    } else {
+        "selected"
+    };
+    let filter_pairs: Vec<(String, String)> = form
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("f_").map(|k| (k.to_owned(), v.clone())))
+        .filter(|(_, v)| !v.trim().is_empty())
+        .collect();
+    let ids: Vec<SessionId> = if mode == "matching" {
+        let q = SessionQuery::parse(
+            filter_pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            true,
+        );
+        match q {
+            Ok(mut q) if q.has_filter() => {
+                q.limit = Limit::All;
+                q.offset = 0;
+                state.engine.list(&q).1.into_iter().map(|s| s.id).collect()
+            }
+            _ => {
+                return HttpError::BadRequest(
+                    "Ending all matching sessions needs a filter; set one first.".into(),
+                )
+                .into_response();
+            }
+        }
+    } else {
+        form.iter()
+            .filter(|(k, _)| k == "id")
+            .filter_map(|(_, v)| SessionId::parse(v).ok())
+            .collect()
+    };
+    if ids.is_empty() {
+        return HttpError::BadRequest("No session was selected.".into()).into_response();
+    }
+    if field("confirmed") != Some("yes") {
+        let what = if mode == "matching" {
+            "Every session matching the current filter will end.".to_owned()
+        } else {
+            "The selected sessions will end.".to_owned()
+        };
+        return render(
+            StatusCode::OK,
+            &ConfirmPage {
+                prefix: state.prefix(),
+                admin: c.user.name.as_str(),
+                csrf: &c.csrf,
+                count: ids.len(),
+                what,
+                mode,
+                back: &back,
+                ids: if mode == "selected" {
+                    ids.iter().map(|i| i.to_string()).collect()
+                } else {
+                    Vec::new()
+                },
+                filter_pairs,
+            },
+        );
+    }
+    match state
+        .engine
+        .end(
+            SessionSelector::Ids(ids),
+            EndReason::Killed,
+            c.user.name.as_str(),
+        )
+        .await
+    {
+        Ok(ended) => {
+            tracing::info!(admin = %c.user.name, ended = ended.len(), "sessions ended from the console");
+            let mut r = StatusCode::SEE_OTHER.into_response();
+            let target = format!(
+                "{}/admin/sessions?{}",
+                state.prefix(),
+                back.replace(['\r', '\n'], "")
+            );
+            r.headers_mut()
+                .insert(header::LOCATION, gate::location(&target));
+            r
+        }
+        Err(e) => HttpError::from(e).into_response(),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/session.html")]
+struct SessionPage<'a> {
+    prefix: &'a str,
+    admin: &'a str,
+    csrf: &'a str,
+    id: String,
+    live: bool,
+    fields: Vec<(&'static str, String)>,
+    events: Vec<(String, &'static str, String, String)>,
+}
+
+async fn session(
+    State(state): State<Arc<AppState>>,
+    ctx: ClientContext,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(id): Path<String>,
+) -> Response {
+    let c = match console(&state, &ctx, &headers, &uri).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Ok(id) = SessionId::parse(&id) else {
+        return HttpError::NotFound.into_response();
+    };
+    let now = state.engine.clock().now();
+    let policy = state.engine.policy();
+    let live = state.engine.session(&id).map(|s| s.info(&policy));
+    let record = match &live {
+        Some(_) => None,
+        None => match state.engine.store().session_get(&id).await {
+            Ok(Some(r)) => Some(r),
+            Ok(None) => return HttpError::NotFound.into_response(),
+            Err(e) => return HttpError::from(usher_engine::EngineError::from(e)).into_response(),
+        },
+    };
+    let info = match (&live, &record) {
+        (Some(i), _) => i.clone(),
+        (None, Some(r)) => {
+            usher_core::SessionInfo::from_record(r, r.ended_at.unwrap_or(r.last_access_at))
+        }
+        _ => return HttpError::NotFound.into_response(),
+    };
+    let when = |t: Timestamp| format!("{} ({})", local(t), ago(t, now));
+    let mut fields = vec![
+        (
+            "User",
+            info.user
+                .as_ref()
+                .map_or_else(|| "Anonymous".to_owned(), |u| u.to_string()),
+        ),
+        ("Type", info.kind.as_str().to_owned()),
+        ("IP", info.ip.to_string()),
+        ("First IP", info.first_ip.to_string()),
+        ("Client", info.client.clone()),
+        ("User-Agent", info.user_agent.clone()),
+        ("Host", info.host.clone()),
+        ("Requests", info.requests.to_string()),
+        ("Created", when(info.created_at)),
+        ("Last accessed", when(info.last_access_at)),
+    ];
+    match &record {
+        None => fields.push(("Expires", when(info.expires_at))),
+        Some(r) => {
+            if let Some(t) = r.ended_at {
+                fields.push(("Ended", when(t)));
+            }
+            fields.push((
+                "End reason",
+                r.end_reason
+                    .map(|e| e.as_str().to_owned())
+                    .unwrap_or_default(),
+            ));
+            fields.push(("Ended by", r.ended_by.clone().unwrap_or_default()));
+        }
+    }
+    let events = state
+        .engine
+        .store()
+        .events(&EventQuery {
+            user: info.user.as_ref().map(|u| u.to_string()),
+            limit: 500,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.session == Some(id))
+        .map(|e| {
+            (
+                when(e.at),
+                e.kind.as_str(),
+                e.ip.map(|i| i.to_string()).unwrap_or_default(),
+                e.actor.unwrap_or_default(),
+            )
+        })
+        .collect();
+    render(
+        StatusCode::OK,
+        &SessionPage {
+            prefix: state.prefix(),
+            admin: c.user.name.as_str(),
+            csrf: &c.csrf,
+            id: id.to_string(),
+            live: live.is_some(),
+            fields,
+            events,
+        },
+    )
+}
+
+#[derive(Template)]
+#[template(path = "admin/users.html")]
+struct UsersPage<'a> {
+    prefix: &'a str,
+    admin: &'a str,
+    users: Vec<(String, String, String, &'static str, usize, String)>,
+}
+
+async fn users(
+    State(state): State<Arc<AppState>>,
+    ctx: ClientContext,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let c = match console(&state, &ctx, &headers, &uri).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let now = state.engine.clock().now();
+    let list = match state.engine.store().user_list().await {
+        Ok(l) => l,
+        Err(e) => return HttpError::from(usher_engine::EngineError::from(e)).into_response(),
+    };
+    let users = list
+        .into_iter()
+        .map(|u| {
+            let sessions = state.engine.sessions_of(&u.name).len();
+            (
+                u.name.to_string(),
+                u.display_name.clone(),
+                u.groups_joined(),
+                if u.disabled { "disabled" } else { "active" },
+                sessions,
+                u.last_login_at
+                    .map_or_else(|| "never".to_owned(), |t| ago(t, now)),
+            )
+        })
+        .collect();
+    render(
+        StatusCode::OK,
+        &UsersPage {
+            prefix: state.prefix(),
+            admin: c.user.name.as_str(),
+            users,
+        },
+    )
+}
+
+#[derive(Template)]
+#[template(path = "admin/clients.html")]
+struct ClientsPage<'a> {
+    prefix: &'a str,
+    admin: &'a str,
+    clients: Vec<(String, String, String, u64, String, String)>,
+}
+
+async fn clients(
+    State(state): State<Arc<AppState>>,
+    ctx: ClientContext,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let c = match console(&state, &ctx, &headers, &uri).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let now = state.engine.clock().now();
+    let clients = state
+        .engine
+        .cookieless()
+        .list()
+        .into_iter()
+        .map(|x| {
+            (
+                x.ip.to_string(),
+                x.user_agent,
+                x.client,
+                x.requests,
+                ago(x.first_seen, now),
+                ago(x.last_seen, now),
+            )
+        })
+        .collect();
+    render(
+        StatusCode::OK,
+        &ClientsPage {
+            prefix: state.prefix(),
+            admin: c.user.name.as_str(),
+            clients,
         },
     )
 }

@@ -84,7 +84,7 @@ pub async fn handle(
             r.extensions_mut().insert(AccessInfo::of(&auth));
             r
         }
-        Ok(Verdict::SignIn) => unauthenticated(&state, &ctx, &req),
+        Ok(Verdict::SignIn) => unauthenticated(&state, &ctx, req.headers(), req.uri()),
         Err(e) => e.into_response(),
     }
 }
@@ -158,14 +158,15 @@ pub fn unauthorized_json(state: &AppState) -> Response {
 }
 
 /// Browsers are sent to the login page and come back here after; API clients get 401.
-pub fn unauthenticated(state: &AppState, ctx: &ClientContext, req: &Request) -> Response {
-    let had_cookie = crate::cookie::read(req.headers(), &state.cookie_name(ctx)).is_some();
-    let mut response = if is_browser(req.headers()) {
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
+pub fn unauthenticated(
+    state: &AppState,
+    ctx: &ClientContext,
+    headers: &HeaderMap,
+    uri: &http::Uri,
+) -> Response {
+    let had_cookie = crate::cookie::read(headers, &state.cookie_name(ctx)).is_some();
+    let mut response = if is_browser(headers) {
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         // With the login page on another host, only an absolute `rd` finds its way back.
         let rd = match state.settings.login_url {
             Some(_) => format!(

@@ -87,14 +87,6 @@ pub struct MessagePage<'a> {
     pub link_text: &'a str,
 }
 
-#[derive(Template)]
-#[template(path = "admin.html")]
-pub struct AdminPage<'a> {
-    pub prefix: &'a str,
-    pub user: &'a str,
-    pub live: usize,
-}
-
 /// An error page; the prefix is not known here, so its stylesheet link is relative to
 /// the default. The message is escaped like everything else.
 pub fn error_page(status: StatusCode, message: &str) -> Response {

@@ -5,6 +5,7 @@
 mod api;
 mod api_clients;
 mod binary;
+mod console;
 mod forward;
 mod login;
 mod operations;

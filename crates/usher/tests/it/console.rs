@@ -1,0 +1,236 @@
+//! The admin console, through the real server: who may see it, what it shows (escaped),
+//! and ending sessions behind a confirmation.
+
+use usher_core::Username;
+use usher_testkit::{TestApp, client, hidden_field};
+
+async fn page(app: &TestApp, cookie: &str, path: &str) -> (u16, String) {
+    let r = client()
+        .get(app.url(path))
+        .header("cookie", cookie)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    (s, r.text().await.unwrap())
+}
+
+async fn setup() -> (TestApp, String) {
+    let app = TestApp::spawn().await;
+    app.add_user("root", "root-password", true).await;
+    app.add_user("bob", "bob-password-1", false).await;
+    let admin = app.login("root", "root-password").await;
+    (app, admin)
+}
+
+#[tokio::test]
+async fn only_admins_see_the_console() {
+    let (app, admin) = setup().await;
+    let bob = app.login("bob", "bob-password-1").await;
+    for path in [
+        "/usher/admin/",
+        "/usher/admin/sessions",
+        "/usher/admin/users",
+        "/usher/admin/clients",
+    ] {
+        let r = client()
+            .get(app.url(path))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 302, "{path}");
+        assert_eq!(page(&app, &bob, path).await.0, 403, "{path}");
+        let r = client()
+            .get(app.url(path))
+            .header("cookie", &admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        assert!(
+            r.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("default-src 'none'")
+        );
+    }
+}
+
+#[tokio::test]
+async fn what_clients_send_is_shown_as_text_never_markup() {
+    let (app, admin) = setup().await;
+    let payloads = [
+        "<script>alert(1)</script>",
+        "\"><img src=x onerror=alert(1)>",
+        "'><svg onload=alert(1)>",
+        "</td><script>alert(2)</script>",
+    ];
+    let bob = app.login("bob", "bob-password-1").await;
+    for p in payloads {
+        client()
+            .get(app.url("/"))
+            .header("cookie", &bob)
+            .header("user-agent", p)
+            .send()
+            .await
+            .unwrap();
+        app.flush().await;
+        let (s, html) = page(&app, &admin, "/usher/admin/sessions").await;
+        assert_eq!(s, 200);
+        assert!(!html.contains(p), "{p} appears raw");
+        assert!(
+            !html.contains("<script>alert")
+                && !html.contains("<img src=x")
+                && !html.contains("<svg onload")
+        );
+        let sid = app
+            .store
+            .sessions_of_user(&Username::parse("bob").unwrap())
+            .await
+            .unwrap()[0]
+            .id;
+        let (_, detail) = page(&app, &admin, &format!("/usher/admin/sessions/{sid}")).await;
+        assert!(!detail.contains(p), "{p} appears raw on the detail page");
+        assert!(detail.contains("&lt;") || detail.contains("&#"), "escaped");
+    }
+    // Filter values echoed back into the form are escaped too.
+    let (s, html) = page(
+        &app,
+        &admin,
+        "/usher/admin/sessions?q=%22%3E%3Cscript%3Ealert(3)%3C/script%3E",
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(!html.contains("<script>alert(3)"));
+}
+
+#[tokio::test]
+async fn the_list_sorts_pages_filters_and_explains_bad_filters() {
+    let (app, admin) = setup().await;
+    for _ in 0..2 {
+        app.login("bob", "bob-password-1").await;
+    }
+    let (_, html) = page(
+        &app,
+        &admin,
+        "/usher/admin/sessions?limit=25&sort=user&order=asc",
+    )
+    .await;
+    assert!(html.contains("Showing 1–3 of 3"), "{html}");
+    let (_, html) = page(
+        &app,
+        &admin,
+        "/usher/admin/sessions?limit=25&offset=1&sort=user&order=asc",
+    )
+    .await;
+    assert!(html.contains("Showing 2–3 of 3"));
+    assert!(html.contains("Previous"));
+    let (_, html) = page(&app, &admin, "/usher/admin/sessions?user=bob&ip=&q=").await;
+    assert!(html.contains("of 2"), "blank fields are ignored: {html}");
+    assert!(html.contains("Anonymous") || html.contains("bob"));
+    let (s, html) = page(&app, &admin, "/usher/admin/sessions?sort=banana").await;
+    assert_eq!(s, 200);
+    assert!(html.contains("sort:"), "the mistake is named: {html}");
+}
+
+#[tokio::test]
+async fn ending_sessions_needs_the_token_and_a_confirmation() {
+    let (app, admin) = setup().await;
+    let b1 = app.login("bob", "bob-password-1").await;
+    let b2 = app.login("bob", "bob-password-1").await;
+    let (_, html) = page(&app, &admin, "/usher/admin/sessions?user=bob").await;
+    let csrf = hidden_field(&html, "csrf").unwrap();
+    let bob = Username::parse("bob").unwrap();
+    let ids: Vec<String> = app
+        .store
+        .sessions_of_user(&bob)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id.to_string())
+        .collect();
+    let post = |form: Vec<(&str, String)>| {
+        client()
+            .post(app.url("/usher/admin/sessions/end"))
+            .header("cookie", &admin)
+            .form(&form)
+            .send()
+    };
+    // Forged: no token, or the wrong one.
+    assert_eq!(
+        post(vec![("id", ids[0].clone()), ("confirmed", "yes".into())])
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        post(vec![
+            ("csrf", "x".into()),
+            ("id", ids[0].clone()),
+            ("confirmed", "yes".into())
+        ])
+        .await
+        .unwrap()
+        .status(),
+        403
+    );
+    // The first POST asks; only the confirmed one acts.
+    let r = post(vec![
+        ("csrf", csrf.clone()),
+        ("what", "selected".into()),
+        ("id", ids[0].clone()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("End 1 session(s)?"));
+    assert_eq!(
+        app.state.engine.sessions_of(&bob).len(),
+        2,
+        "nothing ended yet"
+    );
+    let r = post(vec![
+        ("csrf", csrf.clone()),
+        ("what", "selected".into()),
+        ("id", ids[0].clone()),
+        ("confirmed", "yes".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(app.state.engine.sessions_of(&bob).len(), 1);
+    // Every session matching a filter.
+    let r = post(vec![
+        ("csrf", csrf.clone()),
+        ("what", "matching".into()),
+        ("f_user", "bob".into()),
+    ])
+    .await
+    .unwrap();
+    assert!(r.text().await.unwrap().contains("End 1 session(s)?"));
+    let r = post(vec![
+        ("csrf", csrf.clone()),
+        ("what", "matching".into()),
+        ("f_user", "bob".into()),
+        ("confirmed", "yes".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 303);
+    for cookie in [&b1, &b2] {
+        assert_eq!(usher_testkit::status(&app.url("/"), cookie).await, 401);
+    }
+    let r = post(vec![("csrf", csrf), ("what", "matching".into())])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "no filter, no mass end");
+    assert_eq!(
+        usher_testkit::status(&app.url("/"), &admin).await,
+        200,
+        "the admin's own session stayed"
+    );
+}

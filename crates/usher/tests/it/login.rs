@@ -415,7 +415,7 @@ async fn the_admin_console_is_for_admins_only() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.text().await.unwrap().contains("Admin console"));
+    assert!(r.text().await.unwrap().contains("Usher console"));
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use crate::client::ClientContext;
 use crate::cookie;
 use crate::csrf::CsrfKey;
 use crate::proxy::Proxy;
-use crate::{GatewaySettings, admin, api, forward, gate, health, login, whoami};
+use crate::{GatewaySettings, admin, api, forward, gate, health, login, me, whoami};
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
@@ -90,6 +90,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(health::router(state.settings.metrics_listen.is_none()))
         .merge(admin::router())
         .merge(whoami::router())
+        .merge(me::router())
         .merge(forward::router())
         .nest("/api/v1", api::router())
         .route("/static/usher.css", get(stylesheet))

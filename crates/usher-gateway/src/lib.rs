@@ -19,6 +19,7 @@ mod gate;
 pub(crate) mod health;
 mod identity;
 mod login;
+mod me;
 mod pages;
 mod proxy;
 pub mod redirect;

@@ -234,3 +234,69 @@ async fn ending_sessions_needs_the_token_and_a_confirmation() {
         "the admin's own session stayed"
     );
 }
+
+#[tokio::test]
+async fn users_see_and_end_their_own_other_sessions() {
+    let (app, _admin) = setup().await;
+    let laptop = app.login("bob", "bob-password-1").await;
+    let phone = app.login("bob", "bob-password-1").await;
+    let root = app.login("root", "root-password").await;
+    let (s, html) = page(&app, &phone, "/usher/me").await;
+    assert_eq!(s, 200);
+    assert!(html.contains("(this one)"));
+    assert_eq!(
+        html.matches("<code>").count(),
+        2,
+        "bob's two sessions, not root's"
+    );
+    let csrf = hidden_field(&html, "csrf").unwrap();
+    let bob = Username::parse("bob").unwrap();
+    let root_sid = app
+        .store
+        .sessions_of_user(&Username::parse("root").unwrap())
+        .await
+        .unwrap()[0]
+        .id;
+    let post = |form: Vec<(&'static str, String)>| {
+        client()
+            .post(app.url("/usher/me/end"))
+            .header("cookie", &phone)
+            .form(&form)
+            .send()
+    };
+    assert_eq!(
+        post(vec![("id", root_sid.to_string())])
+            .await
+            .unwrap()
+            .status(),
+        403,
+        "no token"
+    );
+    let r = post(vec![("csrf", csrf.clone()), ("id", root_sid.to_string())])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "not one of bob's");
+    assert_eq!(usher_testkit::status(&app.url("/"), &root).await, 200);
+    let r = post(vec![("csrf", csrf.clone()), ("others", "yes".into())])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        usher_testkit::status(&app.url("/"), &laptop).await,
+        401,
+        "the other one ended"
+    );
+    assert_eq!(
+        usher_testkit::status(&app.url("/"), &phone).await,
+        200,
+        "this one stays"
+    );
+    assert_eq!(app.state.engine.sessions_of(&bob).len(), 1);
+    let r = client()
+        .get(app.url("/usher/me"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "strangers sign in first");
+}

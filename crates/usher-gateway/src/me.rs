@@ -1,0 +1,159 @@
+//! `/usher/me`: a signed-in user's own sessions — which browser, which address, since
+//! when — and the means to end the others (for instance when a limit on sessions says
+//! there are too many).
+
+use crate::app::AppState;
+use crate::client::ClientContext;
+use crate::csrf;
+use crate::error::HttpError;
+use crate::gate;
+use crate::pages::render;
+use askama::Template;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderMap, StatusCode, Uri, header};
+use std::sync::Arc;
+use usher_core::{EndReason, SessionId};
+use usher_store::SessionSelector;
+
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/me", get(page))
+        .route("/me/end", axum::routing::post(end))
+}
+
+#[derive(Template)]
+#[template(path = "me.html")]
+struct MePage<'a> {
+    prefix: &'a str,
+    user: &'a str,
+    csrf: &'a str,
+    /// id, client, ip, since, last used, is this one
+    sessions: Vec<(String, String, String, String, String, bool)>,
+}
+
+fn ago(t: usher_core::Timestamp, now: usher_core::Timestamp) -> String {
+    let secs = now.duration_since(t).as_secs().max(0);
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86_400 => format!("{}h {}m ago", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+async fn page(
+    State(state): State<Arc<AppState>>,
+    ctx: ClientContext,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let (token, auth) = match state.session(&ctx, &headers).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return gate::unauthenticated(&state, &ctx, &headers, &uri),
+        Err(e) => return HttpError::from(e).into_response(),
+    };
+    let Some(user) = auth.user.clone() else {
+        return gate::unauthenticated(&state, &ctx, &headers, &uri);
+    };
+    let now = state.engine.clock().now();
+    let sessions = state
+        .engine
+        .sessions_of(&user.name)
+        .into_iter()
+        .map(|s| {
+            (
+                s.id.to_string(),
+                s.client,
+                s.ip.to_string(),
+                ago(s.created_at, now),
+                ago(s.last_access_at, now),
+                s.id == auth.session.id,
+            )
+        })
+        .collect();
+    let csrf = state.csrf.token("me", token.hash().as_bytes());
+    render(
+        StatusCode::OK,
+        &MePage {
+            prefix: state.prefix(),
+            user: user.name.as_str(),
+            csrf: &csrf,
+            sessions,
+        },
+    )
+}
+
+async fn end(
+    State(state): State<Arc<AppState>>,
+    ctx: ClientContext,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let (token, auth) = match state.session(&ctx, &headers).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return gate::unauthenticated(&state, &ctx, &headers, &uri),
+        Err(e) => return HttpError::from(e).into_response(),
+    };
+    let Some(user) = auth.user.clone() else {
+        return HttpError::Forbidden("Sign in first.".into()).into_response();
+    };
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let field = |k: &str| {
+        form.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let ok = field("csrf").is_some_and(|t| state.csrf.verify("me", token.hash().as_bytes(), t));
+    if !ok || !csrf::same_origin(&headers, &ctx.host) {
+        return HttpError::Forbidden(
+            "This form has expired or was sent from another site. Reload the page and try again."
+                .into(),
+        )
+        .into_response();
+    }
+    // Only one's own sessions, and never the one making the request.
+    let own: Vec<SessionId> = state
+        .engine
+        .sessions_of(&user.name)
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    let ids: Vec<SessionId> = if field("others") == Some("yes") {
+        own.into_iter()
+            .filter(|id| *id != auth.session.id)
+            .collect()
+    } else {
+        match field("id").and_then(|i| SessionId::parse(i).ok()) {
+            Some(id) if own.contains(&id) && id != auth.session.id => vec![id],
+            _ => {
+                return HttpError::BadRequest("That is not one of your other sessions.".into())
+                    .into_response();
+            }
+        }
+    };
+    if !ids.is_empty()
+        && let Err(e) = state
+            .engine
+            .end(
+                SessionSelector::Ids(ids),
+                EndReason::Logout,
+                user.name.as_str(),
+            )
+            .await
+    {
+        return HttpError::from(e).into_response();
+    }
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    r.headers_mut().insert(
+        header::LOCATION,
+        gate::location(&format!("{}/me", state.prefix())),
+    );
+    r
+}

@@ -94,6 +94,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(forward::router())
         .nest("/api/v1", api::router())
         .route("/static/usher.css", get(stylesheet))
+        .route("/static/console.js", get(script))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(USHER_BODY_LIMIT));
     Router::new()
@@ -117,6 +118,24 @@ async fn stylesheet() -> Response {
         HeaderValue::from_static("public, max-age=3600"),
     );
     r.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+async fn script() -> Response {
+    let mut r = include_str!("../static/console.js").into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/javascript; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );

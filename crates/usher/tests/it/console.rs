@@ -300,3 +300,28 @@ async fn users_see_and_end_their_own_other_sessions() {
         .unwrap();
     assert_eq!(r.status(), 302, "strangers sign in first");
 }
+
+#[tokio::test]
+async fn the_console_script_is_served_from_usher_itself() {
+    let (app, admin) = setup().await;
+    let (_, html) = page(&app, &admin, "/usher/admin/sessions").await;
+    assert!(html.contains("<script src=\"/usher/static/console.js\"></script>"));
+    assert!(
+        !html.contains("http://") || !html.contains("<script src=\"http"),
+        "no CDN"
+    );
+    let r = client()
+        .get(app.url("/usher/static/console.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    let js = r.text().await.unwrap();
+    assert!(js.contains("live-toggle") && js.contains("select-all"));
+}

@@ -30,6 +30,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/admin/sessions/end", post(end))
         .route("/admin/sessions/{id}", get(session))
         .route("/admin/users", get(users))
+        .route("/admin/users/{name}", get(user).post(user_action))
         .route("/admin/clients", get(clients))
 }
 
@@ -681,4 +682,232 @@ async fn clients(
             clients,
         },
     )
+}
+
+#[derive(Template)]
+#[template(path = "admin/user.html")]
+struct UserPage<'a> {
+    prefix: &'a str,
+    admin: &'a str,
+    csrf: &'a str,
+    name: String,
+    notice: Option<String>,
+    fields: Vec<(&'static str, String)>,
+    actions: Vec<(&'static str, &'static str)>,
+    /// id, client, ip, requests, last used
+    sessions: Vec<(String, String, String, u64, String)>,
+    /// time, event, session, ip, actor
+    events: Vec<(String, &'static str, String, String, String)>,
+}
+
+async fn user_view(
+    state: &AppState,
+    c: &Console,
+    name: &usher_core::Username,
+    notice: Option<String>,
+) -> Response {
+    let user = match state.accounts.get(name).await {
+        Ok(u) => u,
+        Err(e) => return HttpError::from(e).into_response(),
+    };
+    let now = state.engine.clock().now();
+    let when = |t: Timestamp| format!("{} ({})", local(t), ago(t, now));
+    let fields = vec![
+        ("Display name", user.display_name.clone()),
+        ("Email", user.email.clone()),
+        ("Groups", user.groups_joined()),
+        (
+            "Status",
+            if user.disabled { "disabled" } else { "active" }.to_owned(),
+        ),
+        ("Created", when(user.created_at)),
+        (
+            "Last login",
+            user.last_login_at.map_or_else(|| "never".to_owned(), when),
+        ),
+    ];
+    let mut actions = vec![("end_sessions", "End all sessions")];
+    actions.push(if user.disabled {
+        ("enable", "Enable")
+    } else {
+        ("disable", "Disable (ends all sessions)")
+    });
+    actions.push(if user.is_admin() {
+        ("revoke_admin", "Remove from admins")
+    } else {
+        ("grant_admin", "Make admin")
+    });
+    let sessions = state
+        .engine
+        .sessions_of(name)
+        .into_iter()
+        .map(|s| {
+            (
+                s.id.to_string(),
+                s.client,
+                s.ip.to_string(),
+                s.requests,
+                ago(s.last_access_at, now),
+            )
+        })
+        .collect();
+    let events = state
+        .engine
+        .store()
+        .events(&EventQuery {
+            user: Some(name.to_string()),
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| {
+            (
+                when(e.at),
+                e.kind.as_str(),
+                e.session.map(|s| s.to_string()).unwrap_or_default(),
+                e.ip.map(|i| i.to_string()).unwrap_or_default(),
+                e.actor.unwrap_or_default(),
+            )
+        })
+        .collect();
+    render(
+        StatusCode::OK,
+        &UserPage {
+            prefix: state.prefix(),
+            admin: c.user.name.as_str(),
+            csrf: &c.csrf,
+            name: name.to_string(),
+            notice,
+            fields,
+            actions,
+            sessions,
+            events,
+        },
+    )
+}
+
+async fn user(
+    State(state): State<Arc<AppState>>,
+    ctx: ClientContext,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(name): Path<String>,
+) -> Response {
+    let c = match console(&state, &ctx, &headers, &uri).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Ok(name) = usher_core::Username::parse(&name) else {
+        return HttpError::NotFound.into_response();
+    };
+    user_view(&state, &c, &name, None).await
+}
+
+/// `POST /admin/users/{name}`: one action per form, CSRF-checked; the page comes back
+/// saying what happened.
+async fn user_action(
+    State(state): State<Arc<AppState>>,
+    ctx: ClientContext,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let c = match console(&state, &ctx, &headers, &uri).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Ok(name) = usher_core::Username::parse(&name) else {
+        return HttpError::NotFound.into_response();
+    };
+    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let field = |k: &str| {
+        form.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+    };
+    let ok =
+        field("csrf").is_some_and(|t| state.csrf.verify("console", c.token.hash().as_bytes(), &t));
+    if !ok || !csrf::same_origin(&headers, &ctx.host) {
+        return HttpError::Forbidden(
+            "This form has expired or was sent from another site. Reload the page and try again."
+                .into(),
+        )
+        .into_response();
+    }
+    let actor = c.user.name.as_str();
+    let yourself = name == c.user.name;
+    let result: Result<String, HttpError> = async {
+        match field("action").as_deref() {
+            Some("end_sessions") => {
+                let n = state
+                    .engine
+                    .end(
+                        SessionSelector::User(name.clone()),
+                        EndReason::Killed,
+                        actor,
+                    )
+                    .await?
+                    .len();
+                Ok(format!("Ended {n} session(s)."))
+            }
+            Some("disable") if yourself => {
+                Err(HttpError::BadRequest("You cannot disable yourself.".into()))
+            }
+            Some(a @ ("disable" | "enable")) => {
+                let ended = state
+                    .accounts
+                    .set_disabled(&name, a == "disable", actor)
+                    .await?;
+                state.engine.forget(&ended);
+                state.engine.refresh_user(&name).await?;
+                Ok(if a == "disable" {
+                    format!("Disabled; ended {} session(s).", ended.len())
+                } else {
+                    "Enabled.".to_owned()
+                })
+            }
+            Some("revoke_admin") if yourself => Err(HttpError::BadRequest(
+                "You cannot leave the admins group yourself.".into(),
+            )),
+            Some(a @ ("grant_admin" | "revoke_admin")) => {
+                let mut u = state.accounts.get(&name).await?;
+                if a == "grant_admin" {
+                    u.groups.push(usher_core::Group::admins());
+                    u.groups.sort();
+                    u.groups.dedup();
+                } else {
+                    u.groups.retain(|g| g.as_str() != usher_core::user::ADMINS);
+                }
+                state
+                    .engine
+                    .store()
+                    .user_update(&u, actor, state.engine.clock().now())
+                    .await
+                    .map_err(usher_engine::EngineError::from)?;
+                state.engine.refresh_user(&name).await?;
+                Ok(if a == "grant_admin" {
+                    "Now an administrator."
+                } else {
+                    "No longer an administrator."
+                }
+                .to_owned())
+            }
+            Some("password") => {
+                let pw = field("new_password").unwrap_or_default();
+                state.accounts.set_password(&name, &pw, actor).await?;
+                Ok("Password changed.".to_owned())
+            }
+            _ => Err(HttpError::BadRequest("Unknown action.".into())),
+        }
+    }
+    .await;
+    match result {
+        Ok(notice) => user_view(&state, &c, &name, Some(notice)).await,
+        Err(e) => e.into_response(),
+    }
 }

@@ -325,3 +325,92 @@ async fn the_console_script_is_served_from_usher_itself() {
     let js = r.text().await.unwrap();
     assert!(js.contains("live-toggle") && js.contains("select-all"));
 }
+
+#[tokio::test]
+async fn the_user_page_acts_on_a_user() {
+    let (app, admin) = setup().await;
+    let bob_cookie = app.login("bob", "bob-password-1").await;
+    let (s, html) = page(&app, &admin, "/usher/admin/users/bob").await;
+    assert_eq!(s, 200);
+    assert!(
+        html.contains("Make admin") && html.contains("login"),
+        "{html}"
+    );
+    let csrf = hidden_field(&html, "csrf").unwrap();
+    let act = |form: Vec<(&'static str, String)>| {
+        client()
+            .post(app.url("/usher/admin/users/bob"))
+            .header("cookie", &admin)
+            .form(&form)
+            .send()
+    };
+    assert_eq!(
+        act(vec![("action", "disable".into())])
+            .await
+            .unwrap()
+            .status(),
+        403,
+        "no token"
+    );
+    let r = act(vec![
+        ("csrf", csrf.clone()),
+        ("action", "end_sessions".into()),
+    ])
+    .await
+    .unwrap();
+    assert!(r.text().await.unwrap().contains("Ended 1 session(s)."));
+    assert_eq!(usher_testkit::status(&app.url("/"), &bob_cookie).await, 401);
+    let r = act(vec![
+        ("csrf", csrf.clone()),
+        ("action", "grant_admin".into()),
+    ])
+    .await
+    .unwrap();
+    assert!(r.text().await.unwrap().contains("Now an administrator."));
+    let bob = app
+        .store
+        .user_get(&Username::parse("bob").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(bob.is_admin());
+    let r = act(vec![
+        ("csrf", csrf.clone()),
+        ("action", "password".into()),
+        ("new_password", "bobs-new-password".into()),
+    ])
+    .await
+    .unwrap();
+    assert!(r.text().await.unwrap().contains("Password changed."));
+    app.login("bob", "bobs-new-password").await;
+    let r = act(vec![
+        ("csrf", csrf.clone()),
+        ("action", "password".into()),
+        ("new_password", "short".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400, "too short, said clearly");
+    let r = act(vec![("csrf", csrf.clone()), ("action", "disable".into())])
+        .await
+        .unwrap();
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("Disabled; ended 1 session(s).")
+    );
+    let r = act(vec![("csrf", csrf.clone()), ("action", "launch".into())])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = client()
+        .post(app.url("/usher/admin/users/root"))
+        .header("cookie", &admin)
+        .form(&[("csrf", csrf.as_str()), ("action", "disable")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "not yourself");
+    assert_eq!(page(&app, &admin, "/usher/admin/users/nobody").await.0, 404);
+}

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod password;
 pub mod sessions;
 pub mod throttle;
+pub mod timeline;
 
 pub use accounts::Accounts;
 pub use error::EngineError;

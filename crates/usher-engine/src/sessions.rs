@@ -271,6 +271,7 @@ struct Inner {
     feed_cursor: AtomicI64,
     metrics: Arc<Metrics>,
     cookieless: crate::clients::CookielessClients,
+    timeline: crate::timeline::Timeline,
 }
 
 /// The session engine; cheap to clone.
@@ -319,6 +320,7 @@ impl Engine {
                 feed_cursor: AtomicI64::new(head),
                 metrics: Arc::new(Metrics::new()),
                 cookieless: Default::default(),
+                timeline: Default::default(),
             }),
         };
         for record in engine.inner.store.sessions_live().await? {
@@ -337,6 +339,30 @@ impl Engine {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.inner.metrics
+    }
+
+    /// Live sessions and requests per minute over the last day.
+    pub fn timeline(&self) -> &crate::timeline::Timeline {
+        &self.inner.timeline
+    }
+
+    /// Adds this minute's point to the timeline.
+    pub fn sample_timeline(&self) {
+        let live = self
+            .inner
+            .by_token
+            .iter()
+            .filter(|e| e.value().is_live())
+            .count() as u64;
+        let allowed = self
+            .inner
+            .metrics
+            .requests
+            .get_or_create(&[("outcome", "allowed")])
+            .get();
+        self.inner
+            .timeline
+            .record(self.inner.clock.now(), live, allowed);
     }
 
     /// Requests that came without a cookie or credential, per (IP, User-Agent).
@@ -898,6 +924,9 @@ impl Engine {
                 }
                 if let Err(e) = engine.reap().await {
                     tracing::warn!(error = %e, "ending expired sessions failed; will retry");
+                }
+                if ticks.is_multiple_of(60) {
+                    engine.sample_timeline();
                 }
                 // History retention: at start, then hourly; batched, so requests never
                 // wait on it.

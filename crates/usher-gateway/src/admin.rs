@@ -102,11 +102,37 @@ fn parse_query(raw: Option<&str>) -> (SessionQuery, Option<String>) {
     }
 }
 
+struct Chart {
+    title: &'static str,
+    max: u64,
+    /// SVG polyline points: numbers only.
+    points: String,
+}
+
+/// A 600×120 polyline over the last 24 hours (x by time, y scaled to the peak).
+fn chart(title: &'static str, now: Timestamp, points: &[(Timestamp, u64)]) -> Chart {
+    let max = points.iter().map(|p| p.1).max().unwrap_or(0);
+    let day = 86_400.0;
+    let mut out = String::new();
+    for (at, v) in points {
+        let age = now.duration_since(*at).as_secs_f64().clamp(0.0, day);
+        let x = 600.0 * (1.0 - age / day);
+        let y = 118.0 - 110.0 * (*v as f64) / (max.max(1) as f64);
+        out.push_str(&format!("{x:.1},{y:.1} "));
+    }
+    Chart {
+        title,
+        max,
+        points: out.trim_end().to_owned(),
+    }
+}
+
 #[derive(Template)]
 #[template(path = "admin/dashboard.html")]
 struct DashboardPage<'a> {
     prefix: &'a str,
     admin: &'a str,
+    charts: Vec<Chart>,
     users_active: usize,
     web: u64,
     api: u64,
@@ -137,11 +163,20 @@ async fn dashboard(
     users.dedup();
     let count =
         |f: &dyn Fn(&usher_core::SessionInfo) -> bool| live.iter().filter(|s| f(s)).count() as u64;
+    let now = state.engine.clock().now();
+    let timeline = state.engine.timeline().points();
+    let sessions: Vec<(Timestamp, u64)> = timeline.iter().map(|p| (p.at, p.sessions)).collect();
+    let requests: Vec<(Timestamp, u64)> = timeline.iter().map(|p| (p.at, p.requests)).collect();
+    let charts = vec![
+        chart("Active sessions", now, &sessions),
+        chart("Requests per minute", now, &requests),
+    ];
     render(
         StatusCode::OK,
         &DashboardPage {
             prefix: state.prefix(),
             admin: c.user.name.as_str(),
+            charts,
             users_active: users.len(),
             web: count(&|s| s.kind == usher_core::SessionKind::Web),
             api: count(&|s| s.kind == usher_core::SessionKind::Api),

@@ -414,3 +414,26 @@ async fn the_user_page_acts_on_a_user() {
     assert_eq!(r.status(), 400, "not yourself");
     assert_eq!(page(&app, &admin, "/usher/admin/users/nobody").await.0, 404);
 }
+
+#[tokio::test]
+async fn the_dashboard_draws_the_last_day() {
+    let (app, admin) = setup().await;
+    let (_, html) = page(&app, &admin, "/usher/admin/").await;
+    assert!(
+        html.contains("collecting: a point a minute"),
+        "no points yet"
+    );
+    app.state.engine.sample_timeline();
+    for _ in 0..4 {
+        usher_testkit::status(&app.url("/"), &admin).await;
+    }
+    app.state.engine.sample_timeline();
+    let (_, html) = page(&app, &admin, "/usher/admin/").await;
+    assert_eq!(html.matches("<polyline").count(), 2, "{html}");
+    assert!(
+        html.contains("Requests per minute · last 24 hours · peak 4"),
+        "{html}"
+    );
+    assert!(html.contains("Active sessions · last 24 hours · peak 1"));
+    assert!(html.contains("<b>1</b> users signed in"));
+}

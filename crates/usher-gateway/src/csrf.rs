@@ -44,15 +44,21 @@ impl CsrfKey {
 }
 
 /// Refuses requests a browser marks as cross-site, or whose `Origin` is another host.
+///
+/// With `Referrer-Policy: no-referrer` (which Usher's pages send, since login URLs carry
+/// `rd`), browsers send `Origin: null` on form posts; then the Fetch-Metadata header
+/// decides, and without one the request is refused (the CSRF token is still checked
+/// on top of this in every case).
 pub fn same_origin(headers: &HeaderMap, host: &str) -> bool {
-    if headers
-        .get("sec-fetch-site")
-        .is_some_and(|site| site.as_bytes() == b"cross-site")
-    {
+    let site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
+    if site == Some(b"cross-site") {
         return false;
     }
     match headers.get(http::header::ORIGIN) {
         None => true,
+        Some(origin) if origin.as_bytes() == b"null" => {
+            matches!(site, Some(b"same-origin" | b"same-site" | b"none"))
+        }
         Some(origin) => {
             let Ok(origin) = origin.to_str() else {
                 return false;
@@ -68,5 +74,44 @@ pub fn same_origin(headers: &HeaderMap, host: &str) -> bool {
                 })
                 .is_some_and(|o| o.eq_ignore_ascii_case(host))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.insert(*k, HeaderValue::from_static(v));
+        }
+        m
+    }
+
+    #[test]
+    fn origin_and_fetch_metadata() {
+        let host = "app.example:8080";
+        assert!(same_origin(&h(&[]), host));
+        assert!(same_origin(
+            &h(&[("origin", "http://app.example:8080")]),
+            host
+        ));
+        assert!(!same_origin(
+            &h(&[("origin", "https://evil.example")]),
+            host
+        ));
+        assert!(!same_origin(&h(&[("sec-fetch-site", "cross-site")]), host));
+        // What a browser sends under Referrer-Policy: no-referrer.
+        assert!(same_origin(
+            &h(&[("origin", "null"), ("sec-fetch-site", "same-origin")]),
+            host
+        ));
+        assert!(!same_origin(&h(&[("origin", "null")]), host));
+        assert!(!same_origin(
+            &h(&[("origin", "null"), ("sec-fetch-site", "cross-site")]),
+            host
+        ));
     }
 }

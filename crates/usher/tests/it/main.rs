@@ -5,6 +5,7 @@
 mod api;
 mod api_clients;
 mod binary;
+mod browser;
 mod console;
 mod forward;
 mod login;

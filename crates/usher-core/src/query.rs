@@ -23,13 +23,14 @@ pub enum SortKey {
     User,
     Type,
     Ip,
+    Client,
     Requests,
     LastAccess,
     Created,
 }
 
 impl SortKey {
-    pub const CHOICES: &'static str = "id, user, type, ip, requests, last_access, created";
+    pub const CHOICES: &'static str = "id, user, type, ip, client, requests, last_access, created";
 
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -37,6 +38,7 @@ impl SortKey {
             "user" => Self::User,
             "type" => Self::Type,
             "ip" => Self::Ip,
+            "client" => Self::Client,
             "requests" => Self::Requests,
             "last_access" => Self::LastAccess,
             "created" => Self::Created,
@@ -50,6 +52,7 @@ impl SortKey {
             Self::User => "user",
             Self::Type => "type",
             Self::Ip => "ip",
+            Self::Client => "client",
             Self::Requests => "requests",
             Self::LastAccess => "last_access",
             Self::Created => "created",
@@ -327,6 +330,7 @@ impl SessionQuery {
             SortKey::User => a.user().cmp(&b.user()),
             SortKey::Type => a.kind().as_str().cmp(b.kind().as_str()),
             SortKey::Ip => a.ip().cmp(&b.ip()),
+            SortKey::Client => a.client().cmp(&b.client()),
             SortKey::Requests => a.requests().cmp(&b.requests()),
             SortKey::LastAccess => a.last_access_at().cmp(&b.last_access_at()),
             SortKey::Created => a.created_at().cmp(&b.created_at()),

@@ -96,7 +96,7 @@ fn parse_query(raw: Option<&str>) -> (SessionQuery, Option<String>) {
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .filter(|(_, v)| !v.trim().is_empty())
         .collect();
-    match SessionQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), false) {
+    match SessionQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), true) {
         Ok(q) => (q, None),
         Err(e) => (SessionQuery::default(), Some(e.to_string())),
     }
@@ -224,7 +224,7 @@ struct SessionsPage<'a> {
     filter_pairs: Vec<(&'static str, String)>,
     filter_query: String,
     self_query: String,
-    page_sizes: [&'static str; 4],
+    page_sizes: [&'static str; 5],
     limit_text: &'static str,
     zone: String,
     f_user: String,
@@ -240,7 +240,7 @@ const COLUMNS: [(&str, SortKey); 8] = [
     ("User", SortKey::User),
     ("Type", SortKey::Type),
     ("IP", SortKey::Ip),
-    ("Client", SortKey::Id),
+    ("Client", SortKey::Client),
     ("Requests", SortKey::Requests),
     ("Last accessed", SortKey::LastAccess),
     ("Created", SortKey::Created),
@@ -271,14 +271,14 @@ async fn sessions(
     let columns = COLUMNS
         .iter()
         .map(|(label, key)| {
-            let active = q.sort == *key && *label != "Client";
+            let active = q.sort == *key;
             let order = match (active, q.order) {
                 (true, Order::Desc) => Order::Asc,
                 (true, Order::Asc) => Order::Desc,
                 (false, _)
                     if matches!(
                         key,
-                        SortKey::Id | SortKey::User | SortKey::Ip | SortKey::Type
+                        SortKey::Id | SortKey::User | SortKey::Ip | SortKey::Type | SortKey::Client
                     ) =>
                 {
                     Order::Asc
@@ -346,6 +346,7 @@ async fn sessions(
         Limit::Count(25) => "25",
         Limit::Count(100) => "100",
         Limit::Count(500) => "500",
+        Limit::All => "all",
         _ => "50",
     };
     let mut r = render(
@@ -365,7 +366,7 @@ async fn sessions(
             filtered: q.has_filter(),
             filter_query: encode(&filter_pairs),
             self_query: link(&q),
-            page_sizes: ["25", "50", "100", "500"],
+            page_sizes: ["25", "50", "100", "500", "all"],
             limit_text,
             zone: zone().iana_name().unwrap_or("UTC").to_owned(),
             f_user: value("user"),
@@ -761,7 +762,7 @@ async fn user_view(
             user.last_login_at.map_or_else(|| "never".to_owned(), when),
         ),
     ];
-    let mut actions = vec![("end_sessions", "End all sessions")];
+    let mut actions = Vec::new();
     actions.push(if user.disabled {
         ("enable", "Enable")
     } else {

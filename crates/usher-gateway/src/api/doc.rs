@@ -108,8 +108,8 @@ pub struct SessionListParams {
     /// Only sessions used within this long, e.g. 15m, 2h, 1d.
     #[param(pattern = "^([0-9]{1,6}(ms|s|m|h|d)){1,4}$")]
     active_within: Option<String>,
-    /// id, user, type, ip, requests, last_access (default), created.
-    #[param(pattern = "^(id|user|type|ip|requests|last_access|created)$")]
+    /// id, user, type, ip, client, requests, last_access (default), created.
+    #[param(pattern = "^(id|user|type|ip|client|requests|last_access|created)$")]
     sort: Option<String>,
     /// asc or desc (default).
     #[param(pattern = "^(asc|desc)$")]

@@ -4,6 +4,17 @@ use jiff::{SignedDuration, Timestamp};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+/// How long before `now` `t` was, for people: "3s ago", "2h 18m ago", "4d ago".
+pub fn ago(t: Timestamp, now: Timestamp) -> String {
+    let secs = now.duration_since(t).as_secs().max(0);
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86_400 => format!("{}h {}m ago", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
 /// The only way Usher's logic learns what time it is.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;

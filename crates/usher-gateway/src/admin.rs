@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use std::sync::Arc;
+use usher_core::clock::ago;
 use usher_core::query::{Limit, Order, SortKey};
 use usher_core::{EndReason, SessionId, SessionQuery, Timestamp, Token, User};
 use usher_store::{EventQuery, SessionSelector};
@@ -41,25 +42,38 @@ struct Console {
     token: Token,
 }
 
-async fn console(
-    state: &AppState,
-    ctx: &ClientContext,
-    headers: &HeaderMap,
-    uri: &Uri,
-) -> Result<Console, Response> {
-    let (token, auth) = match state.session(ctx, headers).await {
-        Ok(Some(found)) => found,
-        Ok(None) => return Err(gate::unauthenticated(state, ctx, headers, uri)),
-        Err(e) => return Err(HttpError::from(e).into_response()),
-    };
-    let Some(user) = auth.user.filter(|u| u.is_admin()) else {
-        return Err(HttpError::Forbidden(
-            "The admin console is for members of the admins group. Ask an administrator to add you.".into(),
-        )
-        .into_response());
-    };
-    let csrf = state.csrf.token("console", token.hash().as_bytes());
-    Ok(Console { user, csrf, token })
+impl axum::extract::FromRequestParts<Arc<AppState>> for Console {
+    type Rejection = Response;
+
+    /// Admins only: strangers are sent to sign in, other users get 403.
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Response> {
+        let ctx = ClientContext::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let (token, auth) = match state.session(&ctx, &parts.headers).await {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                return Err(gate::unauthenticated(
+                    state,
+                    &ctx,
+                    &parts.headers,
+                    &parts.uri,
+                ));
+            }
+            Err(e) => return Err(HttpError::from(e).into_response()),
+        };
+        let Some(user) = auth.user.filter(|u| u.is_admin()) else {
+            return Err(HttpError::Forbidden(
+                "The admin console is for members of the admins group. Ask an administrator to add you.".into(),
+            )
+            .into_response());
+        };
+        let csrf = state.csrf.token("console", token.hash().as_bytes());
+        Ok(Console { user, csrf, token })
+    }
 }
 
 fn zone() -> jiff::tz::TimeZone {
@@ -70,16 +84,6 @@ fn local(t: Timestamp) -> String {
     t.to_zoned_datetime(zone())
         .strftime("%Y-%m-%d %H:%M:%S %Z")
         .to_string()
-}
-
-fn ago(t: Timestamp, now: Timestamp) -> String {
-    let secs = now.duration_since(t).as_secs().max(0);
-    match secs {
-        0..60 => format!("{secs}s ago"),
-        60..3600 => format!("{}m ago", secs / 60),
-        3600..86_400 => format!("{}h {}m ago", secs / 3600, secs % 3600 / 60),
-        _ => format!("{}d ago", secs / 86_400),
-    }
 }
 
 fn encode(pairs: &[(&str, String)]) -> String {
@@ -140,16 +144,7 @@ struct DashboardPage<'a> {
     cookieless: usize,
 }
 
-async fn dashboard(
-    State(state): State<Arc<AppState>>,
-    ctx: ClientContext,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let c = match console(&state, &ctx, &headers, &uri).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn dashboard(State(state): State<Arc<AppState>>, c: Console) -> Response {
     let all = SessionQuery {
         limit: Limit::All,
         ..SessionQuery::default()
@@ -246,16 +241,7 @@ const COLUMNS: [(&str, SortKey); 8] = [
     ("Created", SortKey::Created),
 ];
 
-async fn sessions(
-    State(state): State<Arc<AppState>>,
-    ctx: ClientContext,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let c = match console(&state, &ctx, &headers, &uri).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn sessions(State(state): State<Arc<AppState>>, c: Console, uri: Uri) -> Response {
     let (q, error) = parse_query(uri.query());
     let (total, items) = state.engine.list(&q);
     let now = state.engine.clock().now();
@@ -401,15 +387,11 @@ struct ConfirmPage<'a> {
 /// filter — first a confirmation that says how many, then the deed.
 async fn end(
     State(state): State<Arc<AppState>>,
+    c: Console,
     ctx: ClientContext,
     headers: HeaderMap,
-    uri: Uri,
     body: Bytes,
 ) -> Response {
-    let c = match console(&state, &ctx, &headers, &uri).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let form: Vec<(String, String)> = url::form_urlencoded::parse(&body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
@@ -529,15 +511,9 @@ struct SessionPage<'a> {
 
 async fn session(
     State(state): State<Arc<AppState>>,
-    ctx: ClientContext,
-    headers: HeaderMap,
-    uri: Uri,
+    c: Console,
     Path(id): Path<String>,
 ) -> Response {
-    let c = match console(&state, &ctx, &headers, &uri).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let Ok(id) = SessionId::parse(&id) else {
         return HttpError::NotFound.into_response();
     };
@@ -635,16 +611,7 @@ struct UsersPage<'a> {
     users: Vec<(String, String, String, &'static str, usize, String)>,
 }
 
-async fn users(
-    State(state): State<Arc<AppState>>,
-    ctx: ClientContext,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let c = match console(&state, &ctx, &headers, &uri).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn users(State(state): State<Arc<AppState>>, c: Console) -> Response {
     let now = state.engine.clock().now();
     let list = match state.engine.store().user_list().await {
         Ok(l) => l,
@@ -683,16 +650,7 @@ struct ClientsPage<'a> {
     clients: Vec<(String, String, String, u64, String, String)>,
 }
 
-async fn clients(
-    State(state): State<Arc<AppState>>,
-    ctx: ClientContext,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let c = match console(&state, &ctx, &headers, &uri).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+async fn clients(State(state): State<Arc<AppState>>, c: Console) -> Response {
     let now = state.engine.clock().now();
     let clients = state
         .engine
@@ -826,15 +784,9 @@ async fn user_view(
 
 async fn user(
     State(state): State<Arc<AppState>>,
-    ctx: ClientContext,
-    headers: HeaderMap,
-    uri: Uri,
+    c: Console,
     Path(name): Path<String>,
 ) -> Response {
-    let c = match console(&state, &ctx, &headers, &uri).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let Ok(name) = usher_core::Username::parse(&name) else {
         return HttpError::NotFound.into_response();
     };
@@ -845,16 +797,12 @@ async fn user(
 /// saying what happened.
 async fn user_action(
     State(state): State<Arc<AppState>>,
+    c: Console,
     ctx: ClientContext,
     headers: HeaderMap,
-    uri: Uri,
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    let c = match console(&state, &ctx, &headers, &uri).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let Ok(name) = usher_core::Username::parse(&name) else {
         return HttpError::NotFound.into_response();
     };

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderMap, StatusCode, Uri, header};
 use std::sync::Arc;
+use usher_core::clock::ago;
 use usher_core::{EndReason, SessionId};
 use usher_store::SessionSelector;
 
@@ -33,16 +34,6 @@ struct MePage<'a> {
     csrf: &'a str,
     /// id, client, ip, since, last used, is this one
     sessions: Vec<(String, String, String, String, String, bool)>,
-}
-
-fn ago(t: usher_core::Timestamp, now: usher_core::Timestamp) -> String {
-    let secs = now.duration_since(t).as_secs().max(0);
-    match secs {
-        0..60 => format!("{secs}s ago"),
-        60..3600 => format!("{}m ago", secs / 60),
-        3600..86_400 => format!("{}h {}m ago", secs / 3600, secs % 3600 / 60),
-        _ => format!("{}d ago", secs / 86_400),
-    }
 }
 
 async fn page(

@@ -1,24 +1,13 @@
 //! How the CLI prints lists: aligned tables with relative times for people, JSON and
 //! CSV for scripts.
 
-use jiff::Timestamp;
+pub use usher_core::clock::ago;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     Table,
     Json,
     Csv,
-}
-
-/// "3s ago", "2h 18m ago", "4d ago".
-pub fn ago(t: Timestamp, now: Timestamp) -> String {
-    let secs = now.duration_since(t).as_secs().max(0);
-    match secs {
-        0..60 => format!("{secs}s ago"),
-        60..3600 => format!("{}m ago", secs / 60),
-        3600..86_400 => format!("{}h {}m ago", secs / 3600, secs % 3600 / 60),
-        _ => format!("{}d ago", secs / 86_400),
-    }
 }
 
 /// Prints rows with a header, columns padded to their widest cell. Control characters

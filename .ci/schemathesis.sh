@@ -19,7 +19,7 @@ for _ in $(seq 1 100); do
 done
 token=$("$bin" token create schemathesis 2>/dev/null)
 st run "http://127.0.0.1:$port/usher/api/v1/openapi.json" \
-  -H "Authorization: Bearer $token" --max-examples 50 --seed 1
+  -H "Authorization: Bearer $token" --max-examples 50 --seed "${SCHEMATHESIS_SEED:-1}"
 # Whatever the input, the server never answered 5xx and is still up.
 if grep -q "panicked" "$work/usher.err"; then
   echo "usher panicked during the run:"; cat "$work/usher.err"; exit 1

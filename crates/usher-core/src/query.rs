@@ -130,13 +130,13 @@ impl SessionQuery {
         allow_all: bool,
     ) -> Result<Self, QueryError> {
         let mut q = Self::default();
-        for (key, value) in pairs {
-            let value = value.trim();
+        for (key, raw) in pairs {
             // The API takes an empty value for a mistake; a form that submits blank
             // fields (the console's filter) drops them before it parses.
-            if value.is_empty() {
+            if raw.is_empty() {
                 return Err(bad(key, "empty; leave the parameter out instead"));
             }
+            let value = raw.trim();
             match key {
                 "user" => {
                     q.user = Some(Username::parse(value).map_err(|e| bad("user", e.to_string()))?)
@@ -163,10 +163,11 @@ impl SessionQuery {
                     q.ip = Some(net.trunc());
                 }
                 "q" => {
-                    if value.chars().count() > 200 {
+                    // Searched as given: whitespace can be part of what is sought.
+                    if raw.chars().count() > 200 {
                         return Err(bad("q", "at most 200 characters"));
                     }
-                    q.q = (!value.is_empty()).then(|| value.to_lowercase());
+                    q.q = Some(raw.to_lowercase());
                 }
                 "active_within" => {
                     let d: HumanDuration =

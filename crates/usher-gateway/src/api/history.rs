@@ -42,7 +42,7 @@ pub async fn list(
     };
     let mut at = None;
     for (k, v) in query_pairs(raw.as_deref()) {
-        if v.trim().is_empty() {
+        if v.is_empty() {
             return Err(ApiError::invalid(
                 &k,
                 "empty; leave the parameter out instead",

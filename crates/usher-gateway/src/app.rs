@@ -30,16 +30,16 @@ pub struct AppState {
     /// Set at shutdown: `/readyz` then answers 503 so balancers move away first.
     pub draining: AtomicBool,
     pub(crate) access_log: Option<AccessLog>,
+    /// The session cookie's name over http and over https.
+    pub(crate) cookie_names: [String; 2],
     pub(crate) api_clients: crate::api_clients::ApiClients,
 }
 
 impl AppState {
-    pub(crate) fn cookie_name(&self, ctx: &ClientContext) -> String {
-        cookie::cookie_name(
-            &self.settings.cookie_name,
-            ctx.https,
-            self.settings.cookie_domain.as_deref(),
-        )
+    /// The session cookie's name for this request (worked out once, at start, for
+    /// http and for https: the request path allocates nothing for it).
+    pub(crate) fn cookie_name(&self, ctx: &ClientContext) -> &str {
+        &self.cookie_names[usize::from(ctx.https)]
     }
 
     /// The session a request's cookie names, if it is live; counts the request on it.
@@ -49,7 +49,7 @@ impl AppState {
         headers: &HeaderMap,
     ) -> Result<Option<(Token, Authenticated)>, EngineError> {
         let name = self.cookie_name(ctx);
-        let Some(token) = cookie::read(headers, &name).and_then(Token::parse) else {
+        let Some(token) = cookie::read(headers, name).and_then(Token::parse) else {
             return Ok(None);
         };
         let found = self
@@ -61,7 +61,7 @@ impl AppState {
 
     pub(crate) fn session_cookie(&self, ctx: &ClientContext, value: &str) -> HeaderValue {
         let c = cookie::set(
-            &self.cookie_name(ctx),
+            self.cookie_name(ctx),
             value,
             ctx.https,
             self.settings.cookie_domain.as_deref(),
@@ -71,7 +71,7 @@ impl AppState {
 
     pub(crate) fn clear_session_cookie(&self, ctx: &ClientContext) -> HeaderValue {
         let c = cookie::clear(
-            &self.cookie_name(ctx),
+            self.cookie_name(ctx),
             ctx.https,
             self.settings.cookie_domain.as_deref(),
         );

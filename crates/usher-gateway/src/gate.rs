@@ -164,7 +164,7 @@ pub fn unauthenticated(
     headers: &HeaderMap,
     uri: &http::Uri,
 ) -> Response {
-    let had_cookie = crate::cookie::read(headers, &state.cookie_name(ctx)).is_some();
+    let had_cookie = crate::cookie::read(headers, state.cookie_name(ctx)).is_some();
     let mut response = if is_browser(headers) {
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         // With the login page on another host, only an absolute `rd` finds its way back.

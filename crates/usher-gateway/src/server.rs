@@ -90,6 +90,13 @@ impl Server {
             ),
             None => None,
         };
+        let cookie_names = [false, true].map(|https| {
+            crate::cookie::cookie_name(
+                &settings.cookie_name,
+                https,
+                settings.cookie_domain.as_deref(),
+            )
+        });
         let tasks = engine.start();
         let state = Arc::new(AppState {
             engine,
@@ -100,6 +107,7 @@ impl Server {
             draining: AtomicBool::new(false),
             access_log,
             api_clients: Default::default(),
+            cookie_names,
         });
         Ok(Self {
             listener,

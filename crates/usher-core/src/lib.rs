@@ -6,6 +6,7 @@
 
 pub mod client_ip;
 pub mod clock;
+pub mod csv;
 pub mod duration;
 pub mod event;
 pub mod ids;

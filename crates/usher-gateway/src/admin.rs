@@ -96,8 +96,8 @@ fn encode(pairs: &[(&str, String)]) -> String {
 
 /// The console's query: the API's parameters, with the blanks a form submits dropped.
 fn parse_query(raw: Option<&str>) -> (SessionQuery, Option<String>) {
-    let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+    let pairs: Vec<(String, String)> = crate::form::pairs(raw.unwrap_or("").as_bytes())
+        .into_iter()
         .filter(|(_, v)| !v.trim().is_empty())
         .collect();
     match SessionQuery::parse(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())), true) {
@@ -392,14 +392,8 @@ async fn end(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let field = |k: &str| {
-        form.iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let form = crate::form::pairs(&body);
+    let field = |k: &str| crate::form::first(&form, k);
     let token_ok =
         field("csrf").is_some_and(|t| state.csrf.verify("console", c.token.hash().as_bytes(), t));
     if !token_ok || !csrf::same_origin(&headers, &ctx.host) {
@@ -806,14 +800,8 @@ async fn user_action(
     let Ok(name) = usher_core::Username::parse(&name) else {
         return HttpError::NotFound.into_response();
     };
-    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let field = |k: &str| {
-        form.iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.clone())
-    };
+    let form = crate::form::pairs(&body);
+    let field = |k: &str| crate::form::first(&form, k).map(str::to_owned);
     let ok =
         field("csrf").is_some_and(|t| state.csrf.verify("console", c.token.hash().as_bytes(), &t));
     if !ok || !csrf::same_origin(&headers, &ctx.host) {

@@ -14,6 +14,7 @@ mod cookie;
 mod csrf;
 mod demo;
 mod error;
+mod form;
 mod forward;
 mod gate;
 pub(crate) mod health;

@@ -35,8 +35,8 @@ pub fn router() -> Router<Arc<AppState>> {
 /// Form or query fields; a field given twice keeps its first value.
 fn fields(raw: &[u8]) -> HashMap<String, String> {
     let mut out = HashMap::new();
-    for (k, v) in url::form_urlencoded::parse(raw) {
-        out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+    for (k, v) in crate::form::pairs(raw) {
+        out.entry(k).or_insert(v);
     }
     out
 }

@@ -93,14 +93,8 @@ async fn end(
     let Some(user) = auth.user.clone() else {
         return HttpError::Forbidden("Sign in first.".into()).into_response();
     };
-    let form: Vec<(String, String)> = url::form_urlencoded::parse(&body)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let field = |k: &str| {
-        form.iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let form = crate::form::pairs(&body);
+    let field = |k: &str| crate::form::first(&form, k);
     let ok = field("csrf").is_some_and(|t| state.csrf.verify("me", token.hash().as_bytes(), t));
     if !ok || !csrf::same_origin(&headers, &ctx.host) {
         return HttpError::Forbidden(

@@ -62,21 +62,6 @@ impl EscapeControl for char {
 pub fn csv(header: &[&str], rows: &[Vec<String>]) {
     println!("{}", header.join(","));
     for r in rows {
-        let cells: Vec<String> = r
-            .iter()
-            .map(|s| {
-                let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
-                if formula || s.contains([',', '"', '\n', '\r']) {
-                    format!(
-                        "\"{}{}\"",
-                        if formula { "'" } else { "" },
-                        s.replace('"', "\"\"")
-                    )
-                } else {
-                    s.clone()
-                }
-            })
-            .collect();
-        println!("{}", cells.join(","));
+        println!("{}", usher_core::csv::line(r));
     }
 }

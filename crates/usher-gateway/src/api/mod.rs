@@ -86,7 +86,5 @@ where
 
 /// Query pairs of a request, in order.
 pub fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(raw.unwrap_or("").as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
+    crate::form::pairs(raw.unwrap_or("").as_bytes())
 }

@@ -56,23 +56,6 @@ pub async fn list(
     ))
 }
 
-/// A CSV field: quoted when needed, and defused when a spreadsheet would read it as a
-/// formula (a User-Agent is attacker-controlled).
-fn csv_field(out: &mut String, s: &str) {
-    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let quote = formula || s.contains([',', '"', '\n', '\r']);
-    if quote {
-        out.push('"');
-    }
-    if formula {
-        out.push('\'');
-    }
-    out.push_str(&s.replace('"', "\"\""));
-    if quote {
-        out.push('"');
-    }
-}
-
 #[utoipa::path(get, path = "/sessions.csv", tag = "sessions", params(super::doc::SessionListParams),
     responses((status = 200, description = "Every matching live session as CSV", content_type = "text/csv", body = String),
         (status = 400, description = "a parameter or the body is wrong", body = super::doc::ErrorBody),
@@ -109,12 +92,7 @@ pub async fn csv(
             s.last_access_at.to_string(),
             s.expires_at.to_string(),
         ];
-        for (i, f) in fields.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            csv_field(&mut out, f);
-        }
+        out.push_str(&usher_core::csv::line(&fields));
         out.push('\n');
     }
     let mut r = out.into_response();

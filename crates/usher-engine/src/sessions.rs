@@ -748,7 +748,9 @@ impl Engine {
                 touches.push(touch);
             }
         }
-        drop(rx);
+        // The receiver stays locked until the write is done: a caller of `flush` that
+        // finds the queue empty because a flush is in flight waits for that flush, so
+        // "flush" always means "everything queued before this call is in the store".
         if touches.is_empty() {
             return Ok(0);
         }

@@ -15,6 +15,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open the store {}", settings.store))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     bootstrap_admin(&settings, &store, &clock).await?;
+    let shutdown = shutdown_signal()?;
     let server = Server::build(
         settings.listen,
         settings.gateway.clone(),
@@ -29,7 +30,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "Usher is listening on http://{addr}/ (sign in at http://{addr}{}/login)",
         settings.gateway.prefix
     );
-    server.run_until(shutdown_signal()).await?;
+    server.run_until(shutdown).await?;
     Ok(())
 }
 
@@ -93,21 +94,18 @@ fn write_secret(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
     writeln!(f, "{secret}")
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Installs the SIGTERM and SIGINT handlers now — before the server says it listens, so
+/// a signal that arrives right after is never the default "die at once" — and returns
+/// the future that completes on the first of them.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
         }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("signal received");
+        tracing::info!("signal received");
+    })
 }

@@ -83,6 +83,7 @@ async fn seed(db: &Path, n: usize) -> anyhow::Result<Vec<String>> {
             flush_interval: Duration::from_secs(1),
             concurrency: Default::default(),
             retention: jiff::SignedDuration::from_hours(400 * 24),
+            max_anonymous: 100_000,
         },
     )
     .await?;

@@ -108,6 +108,15 @@ impl Token {
         URL_SAFE_NO_PAD.encode(self.0)
     }
 
+    /// For cookie formats that carry a token inside a longer value.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     pub fn hash(&self) -> TokenHash {
         TokenHash(Sha256::digest(self.0).into())
     }

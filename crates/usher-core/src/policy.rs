@@ -9,6 +9,9 @@ use jiff::{SignedDuration, Timestamp};
 pub struct SessionPolicy {
     pub idle_timeout: SignedDuration,
     pub absolute_timeout: SignedDuration,
+    /// Idle timeout of anonymous sessions (`sessions.anonymous_idle_timeout`): a
+    /// visitor who never signs in is let go sooner.
+    pub anonymous_idle_timeout: SignedDuration,
 }
 
 impl Default for SessionPolicy {
@@ -16,11 +19,25 @@ impl Default for SessionPolicy {
         Self {
             idle_timeout: SignedDuration::from_mins(30),
             absolute_timeout: SignedDuration::from_hours(12),
+            anonymous_idle_timeout: SignedDuration::from_mins(5),
         }
     }
 }
 
 impl SessionPolicy {
+    /// The policy for one session: anonymous ones (no user) idle out on their own
+    /// timeout.
+    pub fn of(&self, anonymous: bool) -> SessionPolicy {
+        if anonymous {
+            SessionPolicy {
+                idle_timeout: self.anonymous_idle_timeout,
+                ..*self
+            }
+        } else {
+            *self
+        }
+    }
+
     /// `None` while the session may go on; otherwise why it must end. The absolute
     /// timeout wins when both apply, because it is the one activity cannot postpone.
     pub fn verdict(
@@ -136,6 +153,7 @@ mod tests {
         let p = SessionPolicy {
             idle_timeout: SignedDuration::from_secs(5),
             absolute_timeout: SignedDuration::from_secs(20),
+            anonymous_idle_timeout: SignedDuration::from_secs(2),
         };
         let t0 = Timestamp::UNIX_EPOCH;
         let at = |s: i64| t0 + SignedDuration::from_secs(s);
@@ -148,5 +166,9 @@ mod tests {
         );
         assert_eq!(p.expires_at(t0, at(10)), at(15));
         assert_eq!(p.expires_at(t0, at(18)), at(20));
+        let anon = p.of(true);
+        assert_eq!(anon.verdict(t0, t0, at(2)), Some(EndReason::IdleTimeout));
+        assert_eq!(anon.expires_at(t0, at(10)), at(12));
+        assert_eq!(p.of(false), p);
     }
 }

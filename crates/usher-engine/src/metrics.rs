@@ -24,6 +24,7 @@ pub struct Metrics {
     pub store_errors: Counter,
     pub cookieless_clients: Gauge,
     pub access_log_dropped: Counter,
+    pub client_ip_header_malformed: Counter,
 }
 
 impl Default for Metrics {
@@ -98,7 +99,14 @@ impl Metrics {
             "Access log lines dropped because the writer could not keep up",
             access_log_dropped.clone(),
         );
+        let client_ip_header_malformed = Counter::default();
+        registry.register(
+            "client_ip_header_malformed",
+            "Requests from a trusted proxy whose client IP header could not be read (the peer address was used)",
+            client_ip_header_malformed.clone(),
+        );
         Self {
+            client_ip_header_malformed,
             registry,
             sessions_active,
             requests,

@@ -22,7 +22,7 @@ use usher_core::{
     ClientSnapshot, Clock, EndReason, Listable, NewSession, SessionId, SessionInfo, SessionKind,
     SessionPolicy, SessionQuery, SessionRecord, Timestamp, Token, TokenHash, User, Username,
 };
-use usher_store::{ChangeKind, EndSessions, SessionSelector, Store, Touch};
+use usher_store::{ChangeKind, EndSessions, LazySession, SessionSelector, Store, Touch};
 
 /// Touches queued past this many sessions trigger a flush before the interval is up.
 const FLUSH_BATCH: usize = 500;
@@ -42,6 +42,9 @@ pub struct EngineConfig {
     pub concurrency: usher_core::ConcurrencyPolicy,
     /// How long history (events, ended sessions) is kept (`history.retention`).
     pub retention: SignedDuration,
+    /// Most live anonymous sessions (`sessions.max_anonymous`, 0 = no cap); past it
+    /// the least recently used anonymous ones are evicted, never a signed-in user's.
+    pub max_anonymous: u64,
 }
 
 /// What one request tells the engine about its client.
@@ -95,6 +98,8 @@ pub struct LiveSession {
     /// `LIVE`, or the code of the reason it is ending for.
     state: AtomicU8,
     dirty: AtomicBool,
+    /// False for a lazy anonymous session until the flusher has written it.
+    stored: AtomicBool,
     client: Mutex<ClientState>,
 }
 
@@ -112,6 +117,7 @@ impl LiveSession {
             last_access_us: AtomicI64::new(r.last_access_at.as_microsecond()),
             state: AtomicU8::new(LIVE),
             dirty: AtomicBool::new(false),
+            stored: AtomicBool::new(true),
             client: Mutex::new(ClientState {
                 ip: r.ip,
                 user_agent: r.user_agent.clone(),
@@ -132,6 +138,11 @@ impl LiveSession {
 
     pub fn is_live(&self) -> bool {
         self.state.load(Ordering::Acquire) == LIVE
+    }
+
+    /// A visitor who has not signed in.
+    pub fn is_anonymous(&self) -> bool {
+        self.user.is_none() && self.kind == SessionKind::Web
     }
 
     pub fn ip(&self) -> IpAddr {
@@ -201,6 +212,7 @@ impl LiveSession {
 
     /// A snapshot for lists and the API.
     pub fn info(&self, policy: &SessionPolicy) -> SessionInfo {
+        let policy = policy.of(self.user.is_none());
         let client = self.client_summary();
         let (ip, user_agent, host) = match self.client.lock() {
             Ok(c) => (c.ip, c.user_agent.clone(), c.host.clone()),
@@ -220,6 +232,31 @@ impl LiveSession {
             created_at: self.created_at,
             last_access_at: last,
             expires_at: policy.expires_at(self.created_at, last),
+        }
+    }
+
+    /// What the store needs to write a lazy session for the first time.
+    fn lazy_record(&self) -> LazySession {
+        let client = self.client_summary();
+        let (ip, user_agent, host) = match self.client.lock() {
+            Ok(c) => (c.ip, c.user_agent.clone(), c.host.clone()),
+            Err(_) => (self.first_ip, String::new(), String::new()),
+        };
+        LazySession {
+            session: NewSession {
+                id: self.id,
+                token_hash: self.token_hash,
+                user: None,
+                kind: self.kind,
+                created_at: self.created_at,
+                limit: None,
+                client: ClientSnapshot {
+                    ip,
+                    user_agent,
+                    host,
+                },
+            },
+            client,
         }
     }
 
@@ -272,6 +309,10 @@ struct Inner {
     metrics: Arc<Metrics>,
     cookieless: crate::clients::CookielessClients,
     timeline: crate::timeline::Timeline,
+    /// Live anonymous sessions in the index (for `max_anonymous`).
+    anonymous: AtomicI64,
+    /// Held by the one request evicting anonymous sessions past the cap.
+    evicting: tokio::sync::Mutex<()>,
 }
 
 /// The session engine; cheap to clone.
@@ -321,6 +362,8 @@ impl Engine {
                 metrics: Arc::new(Metrics::new()),
                 cookieless: Default::default(),
                 timeline: Default::default(),
+                anonymous: AtomicI64::new(0),
+                evicting: tokio::sync::Mutex::new(()),
             }),
         };
         for record in engine.inner.store.sessions_live().await? {
@@ -472,14 +515,7 @@ impl Engine {
                 _ => return Ok(None),
             }
         }
-        let live = Arc::new(LiveSession::from_record(record));
-        let entry = self
-            .inner
-            .by_token
-            .entry(record.token_hash)
-            .or_insert_with(|| live.clone())
-            .clone();
-        self.inner.by_id.insert(record.id, record.token_hash);
+        let entry = self.index(Arc::new(LiveSession::from_record(record)));
         // Insert first, then look for a tombstone (`forget` does the reverse): whichever
         // way a read of the store and an end interleave, an ended session stays out.
         if self.inner.tombstones.contains_key(&record.id) {
@@ -489,14 +525,38 @@ impl Engine {
         Ok(Some(entry))
     }
 
+    /// Puts a session in the index (unless its token is there already: then that one
+    /// is returned) and counts it if anonymous.
+    fn index(&self, live: Arc<LiveSession>) -> Arc<LiveSession> {
+        use dashmap::mapref::entry::Entry;
+        let entry = match self.inner.by_token.entry(live.token_hash) {
+            Entry::Occupied(e) => return e.get().clone(),
+            Entry::Vacant(e) => e.insert(live.clone()).clone(),
+        };
+        self.inner.by_id.insert(live.id, live.token_hash);
+        if live.is_anonymous() {
+            self.inner.anonymous.fetch_add(1, Ordering::Relaxed);
+        }
+        entry
+    }
+
     /// Checks a token and, if it names a live session, counts the request on it.
-    /// The fast path touches only memory; a token unknown here is looked up in the
-    /// store once (it may have been created by another node).
     pub async fn authenticate(
         &self,
         token: &Token,
         req: &RequestInfo<'_>,
     ) -> Result<Option<Authenticated>, EngineError> {
+        let found = self.find(token).await?;
+        if let Some(auth) = &found {
+            self.record(auth, req);
+        }
+        Ok(found)
+    }
+
+    /// The live session a token names, without counting anything. The fast path
+    /// touches only memory; a token unknown here is looked up in the store once (it may
+    /// have been created by another node).
+    pub async fn find(&self, token: &Token) -> Result<Option<Authenticated>, EngineError> {
         let hash = token.hash();
         let found = self.inner.by_token.get(&hash).map(|e| e.value().clone());
         let session = match found {
@@ -509,31 +569,50 @@ impl Engine {
                 None => return Ok(None),
             },
         };
-        Ok(self.check_and_touch(session, req))
+        Ok(self.check(session))
     }
 
     /// Counts a request on the live session `id` (for clients tracked by something
     /// other than a cookie, such as API clients).
     pub fn touch(&self, id: &SessionId, req: &RequestInfo<'_>) -> Option<Authenticated> {
-        let s = self.session(id)?;
-        self.check_and_touch(s, req)
+        let auth = self.check(self.session(id)?)?;
+        self.record(&auth, req);
+        Some(auth)
     }
 
-    fn check_and_touch(
-        &self,
-        session: Arc<LiveSession>,
-        req: &RequestInfo<'_>,
-    ) -> Option<Authenticated> {
+    /// The live session `id`, checked as a request would be, without counting.
+    pub fn peek(&self, id: &SessionId) -> Option<Authenticated> {
+        self.check(self.session(id)?)
+    }
+
+    /// Counts one request on a session [`Engine::find`] returned.
+    pub fn record(&self, auth: &Authenticated, req: &RequestInfo<'_>) {
+        let session = &auth.session;
+        if session.touch(self.inner.clock.now(), req) {
+            self.queue(session);
+        }
+    }
+
+    fn queue(&self, session: &Arc<LiveSession>) {
+        if self.inner.dirty_tx.send(session.clone()).is_ok() {
+            let queued = self.inner.dirty_count.fetch_add(1, Ordering::Relaxed) + 1;
+            if queued as usize >= FLUSH_BATCH {
+                self.inner.flush_soon.notify_one();
+            }
+        }
+    }
+
+    /// Is the session still good: live, within its timeouts, its user known here.
+    fn check(&self, session: Arc<LiveSession>) -> Option<Authenticated> {
         if !session.is_live() {
             return None;
         }
         let now = self.inner.clock.now();
-        if let Some(reason) =
-            self.inner
-                .config
-                .policy
-                .verdict(session.created_at, session.last_access_at(), now)
-        {
+        if let Some(reason) = self.inner.config.policy.of(session.user.is_none()).verdict(
+            session.created_at,
+            session.last_access_at(),
+            now,
+        ) {
             // Refused at once; the reaper makes it durable on its next sweep.
             let _ = session.state.compare_exchange(
                 LIVE,
@@ -547,14 +626,103 @@ impl Engine {
             Some(name) => Some(self.inner.users.get(name)?.value().clone()),
             None => None,
         };
-        if session.touch(now, req) {
-            self.inner.dirty_tx.send(session.clone()).ok()?;
-            let queued = self.inner.dirty_count.fetch_add(1, Ordering::Relaxed) + 1;
-            if queued as usize >= FLUSH_BATCH {
-                self.inner.flush_soon.notify_one();
-            }
-        }
         Some(Authenticated { session, user })
+    }
+
+    /// A lazy anonymous session for a token Usher handed out earlier and the client has
+    /// now sent back: made in memory and counted at once, written by the next flush.
+    /// `None` when the token's session existed and has ended (the client then gets a
+    /// new cookie, not the old session back).
+    pub async fn adopt_anonymous(
+        &self,
+        token: &Token,
+        req: &RequestInfo<'_>,
+    ) -> Result<Option<Authenticated>, EngineError> {
+        let hash = token.hash();
+        if let Some(record) = self.inner.store.session_by_token(&hash).await? {
+            let Some(s) = self.admit(&record).await? else {
+                return Ok(None);
+            };
+            let found = self.check(s);
+            if let Some(a) = &found {
+                self.record(a, req);
+            }
+            return Ok(found);
+        }
+        let now = self.inner.clock.now();
+        let ua = user_agent::truncate(req.user_agent).to_owned();
+        let record = SessionRecord {
+            id: SessionId::generate()?,
+            token_hash: hash,
+            user: None,
+            kind: SessionKind::Web,
+            ip: req.ip,
+            first_ip: req.ip,
+            client: String::new(),
+            user_agent: ua,
+            host: req.host.to_owned(),
+            requests: 0,
+            created_at: now,
+            last_access_at: now,
+            ended_at: None,
+            end_reason: None,
+            ended_by: None,
+        };
+        let live = LiveSession::from_record(&record);
+        live.stored.store(false, Ordering::Release);
+        if let Ok(mut c) = live.client.lock() {
+            c.summary = None;
+        }
+        let session = self.index(Arc::new(live));
+        let Some(auth) = self.check(session) else {
+            return Ok(None);
+        };
+        // Queued even before any request is counted on it: the flusher writes it.
+        if !auth.session.dirty.swap(true, Ordering::AcqRel) {
+            self.queue(&auth.session);
+        }
+        self.record(&auth, req);
+        self.evict_anonymous_past_cap().await?;
+        Ok(Some(auth))
+    }
+
+    /// Keeps live anonymous sessions within `max_anonymous` by ending the least
+    /// recently used ones (as `evicted`). It evicts 1% of the cap beyond the excess, so
+    /// that a flood of visitors scans the index once per many sessions, not once each;
+    /// one request does it while the others go on.
+    async fn evict_anonymous_past_cap(&self) -> Result<(), EngineError> {
+        let max = self.inner.config.max_anonymous;
+        let live = u64::try_from(self.inner.anonymous.load(Ordering::Relaxed)).unwrap_or(0);
+        if max == 0 || live <= max {
+            return Ok(());
+        }
+        let Ok(_guard) = self.inner.evicting.try_lock() else {
+            return Ok(());
+        };
+        let mut candidates: Vec<(i64, SessionId)> = self
+            .inner
+            .by_token
+            .iter()
+            .filter(|e| e.is_anonymous() && e.is_live())
+            .map(|e| (e.last_access_us.load(Ordering::Relaxed), e.id))
+            .collect();
+        let count = candidates.len() as u64;
+        if count <= max {
+            return Ok(());
+        }
+        let evict = usize::try_from(count - max + max / 100).unwrap_or(usize::MAX);
+        let evict = evict.min(candidates.len());
+        if evict < candidates.len() {
+            candidates.select_nth_unstable(evict);
+        }
+        let ids: Vec<SessionId> = candidates[..evict].iter().map(|(_, id)| *id).collect();
+        self.end(
+            SessionSelector::Ids(ids),
+            EndReason::Evicted,
+            "max_anonymous",
+        )
+        .await?;
+        Ok(())
     }
 
     /// Creates a session for `user` (durably, with its `login` event) and returns the
@@ -612,9 +780,7 @@ impl Engine {
             end_reason: None,
             ended_by: None,
         };
-        let live = Arc::new(LiveSession::from_record(&record));
-        self.inner.by_token.insert(record.token_hash, live.clone());
-        self.inner.by_id.insert(record.id, record.token_hash);
+        let live = self.index(Arc::new(LiveSession::from_record(&record)));
         Ok((token, live))
     }
 
@@ -651,7 +817,7 @@ impl Engine {
             at: self.inner.clock.now(),
             touches,
         };
-        let ended = match self.inner.store.sessions_end(&end).await {
+        let mut ended = match self.inner.store.sessions_end(&end).await {
             Ok(ended) => ended,
             Err(e) => {
                 self.store_failed();
@@ -670,6 +836,10 @@ impl Engine {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             );
+            // A lazy session the flusher has not written yet ends in memory alone.
+            if !s.stored.load(Ordering::Acquire) && !ended.contains(&s.id) {
+                ended.push(s.id);
+            }
         }
         self.forget(&ended);
         self.count_ended(reason, &ended, actor);
@@ -694,6 +864,9 @@ impl Engine {
             if let Some((_, hash)) = self.inner.by_id.remove(id)
                 && let Some((_, s)) = self.inner.by_token.remove(&hash)
             {
+                if s.is_anonymous() {
+                    self.inner.anonymous.fetch_sub(1, Ordering::Relaxed);
+                }
                 let _ = s.state.compare_exchange(
                     LIVE,
                     reason_code(EndReason::Killed),
@@ -738,10 +911,14 @@ impl Engine {
         let mut rx = self.inner.dirty_rx.lock().await;
         let mut batch: Vec<(Arc<LiveSession>, u64)> = Vec::new();
         let mut touches = Vec::new();
+        let mut created = Vec::new();
         while let Ok(s) = rx.try_recv() {
             self.inner.dirty_count.fetch_sub(1, Ordering::Relaxed);
             if !s.is_live() {
                 continue;
+            }
+            if !s.stored.load(Ordering::Acquire) {
+                created.push(s.lazy_record());
             }
             if let Some(touch) = s.take_touch() {
                 batch.push((s, touch.requests));
@@ -755,8 +932,11 @@ impl Engine {
             return Ok(0);
         }
         let started = std::time::Instant::now();
-        match self.inner.store.touches_apply(&touches).await {
+        match self.inner.store.write_behind(&created, &touches).await {
             Ok(_) => {
+                for (s, _) in &batch {
+                    s.stored.store(true, Ordering::Release);
+                }
                 let m = &self.inner.metrics;
                 m.flush_seconds.observe(started.elapsed().as_secs_f64());
                 m.flush_batch.observe(touches.len() as f64);
@@ -782,8 +962,11 @@ impl Engine {
         let mut gone: Vec<SessionId> = Vec::new();
         for e in self.inner.by_token.iter() {
             let s = e.value();
-            let reason = code_reason(s.state.load(Ordering::Acquire))
-                .or_else(|| policy.verdict(s.created_at, s.last_access_at(), now));
+            let reason = code_reason(s.state.load(Ordering::Acquire)).or_else(|| {
+                policy
+                    .of(s.user.is_none())
+                    .verdict(s.created_at, s.last_access_at(), now)
+            });
             match reason {
                 Some(r @ (EndReason::IdleTimeout | EndReason::AbsoluteTimeout)) => {
                     due.push((r, s.id));

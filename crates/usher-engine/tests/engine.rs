@@ -24,10 +24,12 @@ fn config() -> EngineConfig {
         policy: SessionPolicy {
             idle_timeout: SignedDuration::from_secs(300),
             absolute_timeout: SignedDuration::from_secs(3600),
+            anonymous_idle_timeout: SignedDuration::from_secs(60),
         },
         flush_interval: Duration::from_secs(1),
         concurrency: Default::default(),
         retention: SignedDuration::from_hours(24),
+        max_anonymous: 3,
     }
 }
 
@@ -403,8 +405,12 @@ impl Store for GatedStore {
     ) -> usher_store::Result<Vec<usher_core::SessionId>> {
         self.inner.sessions_end(e).await
     }
-    async fn touches_apply(&self, t: &[usher_store::Touch]) -> usher_store::Result<u64> {
-        let r = self.inner.touches_apply(t).await;
+    async fn write_behind(
+        &self,
+        c: &[usher_store::LazySession],
+        t: &[usher_store::Touch],
+    ) -> usher_store::Result<u64> {
+        let r = self.inner.write_behind(c, t).await;
         self.committed.notify_one();
         self.release.notified().await;
         r

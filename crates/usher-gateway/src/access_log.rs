@@ -8,6 +8,7 @@
 
 use crate::app::AppState;
 use crate::client::ClientContext;
+use crate::gate::Identity;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -21,7 +22,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use usher_core::{SessionId, Username};
 use usher_engine::Metrics;
-use usher_engine::sessions::Authenticated;
 
 /// Where access log lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,11 +42,13 @@ pub struct AccessInfo {
 }
 
 impl AccessInfo {
-    pub fn of(auth: &Authenticated) -> Self {
-        Self {
-            session: auth.session.id,
-            user: auth.session.user.clone(),
-        }
+    /// `None` when the request had no session to name.
+    pub fn of(identity: &Identity) -> Option<Self> {
+        let s = identity.session.as_ref()?;
+        Some(Self {
+            session: s.id,
+            user: s.user.clone(),
+        })
     }
 }
 
@@ -185,7 +187,7 @@ pub async fn middleware(
     else {
         return next.run(req).await;
     };
-    let ctx = ClientContext::new(&state.settings, peer, req.headers(), req.uri());
+    let ctx = ClientContext::new(&state, peer, req.headers(), req.uri());
     let method = req.method().clone();
     let uri = req
         .uri()

@@ -10,6 +10,7 @@
 
 use crate::app::AppState;
 use crate::client::ClientContext;
+use crate::gate::Identity;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use dashmap::DashMap;
@@ -20,7 +21,6 @@ use sha2::{Digest, Sha256};
 use usher_core::{SessionId, SessionKind, Timestamp, Token, Username};
 use usher_engine::EngineError;
 use usher_engine::accounts::LoginOutcome;
-use usher_engine::sessions::Authenticated;
 
 /// How long a verified Basic credential is trusted without hashing it again.
 const VERIFIED_TTL: SignedDuration = SignedDuration::from_secs(60);
@@ -127,14 +127,16 @@ impl ApiClients {
         }
     }
 
-    /// The `api` session of this request's credential and client, counting the request;
-    /// `None` when there is no credential or it proves nothing.
+    /// The `api` session of this request's credential and client, counting the request
+    /// (unless `track` is false: then an existing session is named but not counted, and
+    /// none is created); `None` when there is no credential or it proves nothing.
     pub async fn authenticate(
         &self,
         state: &AppState,
         ctx: &ClientContext,
         headers: &HeaderMap,
-    ) -> Result<Option<Authenticated>, EngineError> {
+        track: bool,
+    ) -> Result<Option<Identity>, EngineError> {
         let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
             return Ok(None);
         };
@@ -147,10 +149,15 @@ impl ApiClients {
             usher_core::user_agent::truncate(&ctx.user_agent).as_bytes(),
         ]);
         let req = ctx.request_info();
-        if let Some(id) = self.sessions.get(&client).map(|e| *e.value())
-            && let Some(auth) = state.engine.touch(&id, &req)
-        {
-            return Ok(Some(auth));
+        if let Some(id) = self.sessions.get(&client).map(|e| *e.value()) {
+            let found = if track {
+                state.engine.touch(&id, &req)
+            } else {
+                state.engine.peek(&id)
+            };
+            if let Some(auth) = found {
+                return Ok(Some(auth.into()));
+            }
         }
         // A user who is disabled or gone gets no session (the store refuses it too).
         let Some(user) = state
@@ -162,6 +169,16 @@ impl ApiClients {
         else {
             return Ok(None);
         };
+        if !track {
+            // Served as this user, with no session made for it.
+            let mut user = user;
+            user.password_hash = None;
+            return Ok(Some(Identity {
+                user: Some(std::sync::Arc::new(user)),
+                session: None,
+                credential: true,
+            }));
+        }
         let (_, live) = match state
             .engine
             .create(Some(&user), SessionKind::Api, &req)
@@ -175,6 +192,6 @@ impl ApiClients {
             self.sessions.clear();
         }
         self.sessions.insert(client, live.id);
-        Ok(state.engine.touch(&live.id, &req))
+        Ok(state.engine.touch(&live.id, &req).map(Identity::from))
     }
 }

@@ -33,6 +33,8 @@ pub struct AppState {
     /// The session cookie's name over http and over https.
     pub(crate) cookie_names: [String; 2],
     pub(crate) api_clients: crate::api_clients::ApiClients,
+    /// A malformed client IP header has been logged (it is logged once).
+    pub(crate) malformed_ip_logged: AtomicBool,
 }
 
 impl AppState {
@@ -42,7 +44,35 @@ impl AppState {
         &self.cookie_names[usize::from(ctx.https)]
     }
 
-    /// The session a request's cookie names, if it is live; counts the request on it.
+    /// The token in the session cookie, and whether it is an anonymous cookie Usher
+    /// issued (which may be adopted as a lazy anonymous session).
+    pub(crate) fn cookie_token(
+        &self,
+        ctx: &ClientContext,
+        headers: &HeaderMap,
+    ) -> Option<(Token, bool)> {
+        let value = cookie::read(headers, self.cookie_name(ctx))?;
+        match Token::parse(value) {
+            Some(t) => Some((t, false)),
+            None => crate::anonymous::read(self.csrf.key_bytes(), value),
+        }
+    }
+
+    /// The live session (signed in or anonymous) the cookie names, not counting.
+    pub(crate) async fn cookie_session(
+        &self,
+        ctx: &ClientContext,
+        headers: &HeaderMap,
+    ) -> Result<Option<Authenticated>, EngineError> {
+        match self.cookie_token(ctx, headers) {
+            Some((token, _)) => self.engine.find(&token).await,
+            None => Ok(None),
+        }
+    }
+
+    /// The signed-in session a request's cookie names, if it is live; counts the
+    /// request on it. Anonymous sessions are the gate's business only: they never open
+    /// Usher's own pages.
     pub(crate) async fn session(
         &self,
         ctx: &ClientContext,
@@ -52,11 +82,11 @@ impl AppState {
         let Some(token) = cookie::read(headers, name).and_then(Token::parse) else {
             return Ok(None);
         };
-        let found = self
-            .engine
-            .authenticate(&token, &ctx.request_info())
-            .await?;
-        Ok(found.map(|a| (token, a)))
+        let Some(found) = self.engine.find(&token).await?.filter(|a| a.user.is_some()) else {
+            return Ok(None);
+        };
+        self.engine.record(&found, &ctx.request_info());
+        Ok(Some((token, found)))
     }
 
     pub(crate) fn session_cookie(&self, ctx: &ClientContext, value: &str) -> HeaderValue {

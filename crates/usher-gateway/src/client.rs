@@ -7,7 +7,6 @@ use std::net::{IpAddr, SocketAddr};
 use usher_core::client_ip::{self, ClientIpHeader, Resolved};
 use usher_engine::RequestInfo;
 
-use crate::GatewaySettings;
 use crate::app::AppState;
 use crate::error::HttpError;
 use axum::extract::{ConnectInfo, FromRequestParts};
@@ -26,12 +25,8 @@ pub struct ClientContext {
 }
 
 impl ClientContext {
-    pub fn new(
-        settings: &GatewaySettings,
-        peer: SocketAddr,
-        headers: &HeaderMap,
-        uri: &http::Uri,
-    ) -> Self {
+    pub fn new(state: &AppState, peer: SocketAddr, headers: &HeaderMap, uri: &http::Uri) -> Self {
+        let settings = &state.settings;
         let header = settings.client_ip_header;
         let resolved = client_ip::resolve(
             peer.ip(),
@@ -43,7 +38,7 @@ impl ClientContext {
                 .map(|v| v.as_bytes()),
         );
         if resolved.malformed {
-            tracing::debug!(peer = %peer, header = header.header_name(), "unreadable client IP header; using the peer address");
+            malformed(state, peer, header);
         }
         let peer_trusted = settings.trusted.contains(peer.ip());
         let forwarded = |name: &str| {
@@ -100,6 +95,23 @@ impl ClientContext {
     }
 }
 
+/// A malformed client IP header is a proxy misconfiguration, not an event: logged the
+/// first time (with what to check), then only counted in
+/// `usher_client_ip_header_malformed_total`, so a broken proxy cannot flood the log.
+fn malformed(state: &AppState, peer: SocketAddr, header: ClientIpHeader) {
+    state.engine.metrics().client_ip_header_malformed.inc();
+    if !state
+        .malformed_ip_logged
+        .swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(
+            peer = %peer,
+            header = header.header_name(),
+            "a trusted proxy sent a client IP header Usher cannot read; using the peer address. Check the proxy's configuration and proxy.client_ip_header. Logged once; later ones are counted in usher_client_ip_header_malformed_total"
+        );
+    }
+}
+
 /// A Host header Usher is willing to repeat in URLs and forward upstream.
 fn valid_host(h: &str) -> bool {
     !h.is_empty()
@@ -127,6 +139,6 @@ impl FromRequestParts<Arc<AppState>> for ClientContext {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0)
             .ok_or_else(|| HttpError::Internal("no peer address on the request".into()))?;
-        Ok(Self::new(&state.settings, peer, &parts.headers, &parts.uri))
+        Ok(Self::new(state, peer, &parts.headers, &parts.uri))
     }
 }

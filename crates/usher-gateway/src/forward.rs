@@ -10,7 +10,7 @@
 
 use crate::app::AppState;
 use crate::client::ClientContext;
-use crate::gate::{self, Verdict};
+use crate::gate::{self, Identity, Verdict};
 use crate::identity;
 use axum::Router;
 use axum::extract::{Request, State};
@@ -117,11 +117,18 @@ fn original_context(mut ctx: ClientContext, original: &Original) -> ClientContex
     ctx
 }
 
-fn allowed(auth: &usher_engine::sessions::Authenticated) -> Response {
+/// 200: the proxy lets the request through with these identity headers. A visitor of a
+/// public path may get their anonymous cookie here; the proxy passes it on
+/// (`auth_request_set` + `add_header` in nginx, `addAuthCookiesToResponse` in Traefik).
+fn allowed(identity: &Identity, set_cookie: Option<HeaderValue>) -> Response {
     let mut r = StatusCode::OK.into_response();
-    r.extensions_mut()
-        .insert(crate::access_log::AccessInfo::of(auth));
-    identity::set(r.headers_mut(), Some(auth));
+    if let Some(info) = crate::access_log::AccessInfo::of(identity) {
+        r.extensions_mut().insert(info);
+    }
+    identity::set(r.headers_mut(), Some(identity));
+    if let Some(c) = set_cookie {
+        r.headers_mut().insert(header::SET_COOKIE, c);
+    }
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
@@ -137,8 +144,12 @@ fn with_empty_identity(mut r: Response) -> Response {
 async fn nginx(State(state): State<Arc<AppState>>, ctx: ClientContext, req: Request) -> Response {
     let original = from_nginx(&ctx, req.headers());
     let ctx = original_context(ctx, &original);
-    match gate::decide(&state, &ctx, req.headers()).await {
-        Ok(Verdict::Pass(auth)) => allowed(&auth),
+    let path = original.url.as_ref().map(url::Url::path);
+    match gate::decide(&state, &ctx, req.headers(), path).await {
+        Ok(Verdict::Pass {
+            identity,
+            set_cookie,
+        }) => allowed(&identity, set_cookie),
         // nginx turns this into a redirect with `error_page 401 =302 $redirection_url`;
         // it only accepts 2xx, 401 and 403 from an auth subrequest.
         Ok(Verdict::SignIn) => {
@@ -166,8 +177,12 @@ async fn nginx(State(state): State<Arc<AppState>>, ctx: ClientContext, req: Requ
 async fn forward(State(state): State<Arc<AppState>>, ctx: ClientContext, req: Request) -> Response {
     let original = from_forwarded(&ctx, req.headers());
     let ctx = original_context(ctx, &original);
-    match gate::decide(&state, &ctx, req.headers()).await {
-        Ok(Verdict::Pass(auth)) => allowed(&auth),
+    let path = original.url.as_ref().map(url::Url::path);
+    match gate::decide(&state, &ctx, req.headers(), path).await {
+        Ok(Verdict::Pass {
+            identity,
+            set_cookie,
+        }) => allowed(&identity, set_cookie),
         Ok(Verdict::SignIn) => {
             if !gate::is_browser(req.headers()) {
                 return with_empty_identity(gate::unauthorized_json(&state));

@@ -5,58 +5,96 @@
 use crate::access_log::AccessInfo;
 use crate::app::AppState;
 use crate::client::ClientContext;
-use crate::demo;
 use crate::error::HttpError;
+use crate::{anonymous, cookie, demo};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use std::sync::Arc;
-use usher_engine::sessions::Authenticated;
+use usher_core::{Token, User};
+
+use usher_engine::sessions::{Authenticated, LiveSession};
+
+/// Who a request is for, as the app and the access log see it.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub user: Option<Arc<User>>,
+    /// `None` for a visitor who has no session (yet), or a request not tracked.
+    pub session: Option<Arc<LiveSession>>,
+    /// Proven by an `Authorization` credential, whose secret the app then never sees.
+    pub credential: bool,
+}
+
+impl From<Authenticated> for Identity {
+    fn from(a: Authenticated) -> Self {
+        Self {
+            credential: a.session.kind == usher_core::SessionKind::Api,
+            user: a.user,
+            session: Some(a.session),
+        }
+    }
+}
 
 /// What the gate decides for one request.
 pub enum Verdict {
-    Pass(Authenticated),
+    /// A signed-in user, or a visitor of a public path (with their anonymous session
+    /// when they have one, and a cookie to set when they are to get one).
+    Pass {
+        identity: Identity,
+        set_cookie: Option<HeaderValue>,
+    },
     SignIn,
 }
 
-/// The one decision every surface (reverse proxy, nginx, Traefik, Caddy) shares: it
-/// counts the request on its session.
+impl Verdict {
+    fn pass(identity: Identity) -> Self {
+        Self::Pass {
+            identity,
+            set_cookie: None,
+        }
+    }
+}
+
+/// The one decision every surface (reverse proxy, nginx, Traefik, Caddy) shares; it
+/// counts the request on its session unless `tracking.ignore` says not to. `path` is
+/// the path of the request as the client sent it, `None` when it is not known (a
+/// forward-auth request from an untrusted peer): then no path is public.
 pub async fn decide(
     state: &AppState,
     ctx: &ClientContext,
     headers: &HeaderMap,
+    path: Option<&str>,
 ) -> Result<Verdict, HttpError> {
     let started = std::time::Instant::now();
     let metrics = state.engine.metrics();
-    let found = match state.session(ctx, headers).await {
-        Ok(Some((_, auth))) => Ok(Some(auth)),
-        // No cookie session: an API client may have sent a credential instead.
-        Ok(None) => state.api_clients.authenticate(state, ctx, headers).await,
-        Err(e) => Err(e),
-    };
-    let verdict = match found {
-        Ok(Some(auth)) => Verdict::Pass(auth),
-        Ok(None) => Verdict::SignIn,
+    let track = !state
+        .settings
+        .rules
+        .is_ignored(path, &ctx.user_agent, ctx.ip());
+    let public = path.is_some_and(|p| state.settings.rules.is_public(p));
+    let verdict = match check(state, ctx, headers, public, track).await {
+        Ok(v) => v,
         Err(e) => {
             metrics
                 .requests
                 .get_or_create(&[("outcome", "error")])
                 .inc();
-            return Err(e.into());
+            return Err(e);
         }
     };
     metrics
         .check_seconds
         .observe(started.elapsed().as_secs_f64());
-    let outcome = match verdict {
-        Verdict::Pass(_) => "allowed",
+    let outcome = match &verdict {
+        Verdict::Pass { identity, .. } if identity.user.is_some() => "allowed",
+        Verdict::Pass { .. } => "public",
         Verdict::SignIn => "denied",
     };
-    // No cookie and no credential at all: a ping or a script, not a person. Counted
-    // apart, so it never becomes a session.
-    if matches!(verdict, Verdict::SignIn)
-        && !headers.contains_key(http::header::COOKIE)
-        && !headers.contains_key(http::header::AUTHORIZATION)
+    // No cookie and no credential at all: a ping or a script, not a person (yet).
+    // Counted apart, so it never becomes a session.
+    if track
+        && !headers.contains_key(header::COOKIE)
+        && !headers.contains_key(header::AUTHORIZATION)
     {
         state
             .engine
@@ -70,18 +108,81 @@ pub async fn decide(
     Ok(verdict)
 }
 
+async fn check(
+    state: &AppState,
+    ctx: &ClientContext,
+    headers: &HeaderMap,
+    public: bool,
+    track: bool,
+) -> Result<Verdict, HttpError> {
+    let engine = &state.engine;
+    let req = ctx.request_info();
+    // The cookie names a signed-in session (a bare token) or an anonymous one.
+    let mut returned: Option<Token> = None;
+    if let Some((token, issued)) = state.cookie_token(ctx, headers) {
+        if let Some(auth) = engine.find(&token).await? {
+            // An anonymous session opens public paths only.
+            if auth.user.is_none() && !public {
+                return Ok(Verdict::SignIn);
+            }
+            if track {
+                engine.record(&auth, &req);
+            }
+            return Ok(Verdict::pass(auth.into()));
+        }
+        if issued {
+            returned = Some(token);
+        }
+    }
+    // No cookie session: an API client may have sent a credential instead.
+    if let Some(identity) = state
+        .api_clients
+        .authenticate(state, ctx, headers, track)
+        .await?
+    {
+        return Ok(Verdict::pass(identity));
+    }
+    if !public {
+        return Ok(Verdict::SignIn);
+    }
+    if !state.settings.anonymous_sessions || !track {
+        return Ok(Verdict::pass(Identity::default()));
+    }
+    // Lazy: the session starts when a cookie Usher handed out comes back.
+    if let Some(token) = &returned
+        && let Some(auth) = engine.adopt_anonymous(token, &req).await?
+    {
+        return Ok(Verdict::pass(auth.into()));
+    }
+    let (_, value) =
+        anonymous::issue(state.csrf.key_bytes()).map_err(|e| HttpError::Internal(e.to_string()))?;
+    Ok(Verdict::Pass {
+        identity: Identity::default(),
+        set_cookie: Some(state.session_cookie(ctx, &value)),
+    })
+}
+
 pub async fn handle(
     State(state): State<Arc<AppState>>,
     ctx: ClientContext,
     req: Request,
 ) -> Response {
-    match decide(&state, &ctx, req.headers()).await {
-        Ok(Verdict::Pass(auth)) => {
+    let path = req.uri().path().to_owned();
+    match decide(&state, &ctx, req.headers(), Some(&path)).await {
+        Ok(Verdict::Pass {
+            identity,
+            set_cookie,
+        }) => {
             let mut r = match &state.proxy {
-                Some(proxy) => proxy.forward(req, &ctx, &auth).await,
-                None => demo::page(&state, &auth),
+                Some(proxy) => proxy.forward(req, &ctx, &identity).await,
+                None => demo::page(&state, &identity),
             };
-            r.extensions_mut().insert(AccessInfo::of(&auth));
+            if let Some(c) = set_cookie {
+                r.headers_mut().append(header::SET_COOKIE, c);
+            }
+            if let Some(info) = AccessInfo::of(&identity) {
+                r.extensions_mut().insert(info);
+            }
             r
         }
         Ok(Verdict::SignIn) => unauthenticated(&state, &ctx, req.headers(), req.uri()),
@@ -164,7 +265,11 @@ pub fn unauthenticated(
     headers: &HeaderMap,
     uri: &http::Uri,
 ) -> Response {
-    let had_cookie = crate::cookie::read(headers, state.cookie_name(ctx)).is_some();
+    // A cookie that names no live session is dropped rather than sent forever — except
+    // a visitor's anonymous one, which still opens the public paths.
+    let stale_cookie = cookie::read(headers, state.cookie_name(ctx)).is_some_and(|v| {
+        !anonymous::read(state.csrf.key_bytes(), v).is_some_and(|(_, genuine)| genuine)
+    });
     let mut response = if is_browser(headers) {
         let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         // With the login page on another host, only an absolute `rd` finds its way back.
@@ -187,8 +292,7 @@ pub fn unauthenticated(
     } else {
         unauthorized_json(state)
     };
-    if had_cookie {
-        // The cookie names no live session: drop it rather than send it forever.
+    if stale_cookie {
         response
             .headers_mut()
             .append(header::SET_COOKIE, state.clear_session_cookie(ctx));

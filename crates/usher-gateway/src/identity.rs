@@ -1,8 +1,8 @@
 //! The identity headers Usher hands to the app: the same five, always all of them, on
 //! the reverse proxy's requests and on forward-auth answers alike.
 
+use crate::gate::Identity;
 use http::{HeaderMap, HeaderValue};
-use usher_engine::sessions::Authenticated;
 
 /// Identity headers, lowercase. Every one is always set — empty when unknown — so a
 /// proxy that copies them overwrites whatever the client sent (Caddy GHSA-7r4p-vjf4-gxv4).
@@ -15,7 +15,7 @@ pub const NAMES: [&str; 5] = [
 ];
 
 /// Sets the identity headers for `auth` (all empty for `None`).
-pub fn set(headers: &mut HeaderMap, auth: Option<&Authenticated>) {
+pub fn set(headers: &mut HeaderMap, auth: Option<&Identity>) {
     // Raw UTF-8 (obs-text) rather than nothing for names like "José"; control
     // characters, which no header may carry, give an empty value.
     let value = |s: &str| {
@@ -27,7 +27,8 @@ pub fn set(headers: &mut HeaderMap, auth: Option<&Authenticated>) {
         user.map(|u| value(&u.groups_joined())),
         user.map(|u| value(&u.display_name)),
         user.map(|u| value(&u.email)),
-        auth.map(|a| value(a.session.id.as_str())),
+        auth.and_then(|a| a.session.as_ref())
+            .map(|s| value(s.id.as_str())),
     ];
     for (name, v) in NAMES.into_iter().zip(values) {
         headers.insert(name, v.unwrap_or_else(|| HeaderValue::from_static("")));

@@ -212,8 +212,9 @@ async fn login_post(
             return Ok(r);
         }
     };
-    // A new token every time: whatever session this browser had ends here.
-    if let Some((_, old)) = state.session(&ctx, &headers).await? {
+    // A new token every time: whatever session this browser had (signed in, or
+    // anonymous before signing in) ends here.
+    if let Some(old) = state.cookie_session(&ctx, &headers).await? {
         state
             .engine
             .end(

@@ -65,6 +65,7 @@ pub struct DemoPage<'a> {
     pub session_id: &'a str,
     pub requests: u64,
     pub admin: bool,
+    pub signed_in: bool,
 }
 
 #[derive(Template)]

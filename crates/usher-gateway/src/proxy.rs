@@ -7,6 +7,7 @@
 //! make Usher drop one (Traefik CVE-2024-45410, Caddy GHSA-f59h-q822-g45g).
 
 use crate::client::ClientContext;
+use crate::gate::Identity;
 use crate::pages;
 use axum::body::Body;
 use axum::extract::Request;
@@ -16,7 +17,6 @@ use http::{StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use usher_engine::sessions::Authenticated;
 
 /// Whether a client header (compared as a CGI gateway would: case-blind, `_` as `-`)
 /// claims something only Usher or a trusted proxy may say: an identity, or where the
@@ -78,7 +78,7 @@ impl Proxy {
         &self,
         mut req: Request,
         ctx: &ClientContext,
-        auth: &Authenticated,
+        auth: &Identity,
     ) -> Response {
         let Some(target) = self.target(req.uri()) else {
             return pages::error_page(
@@ -165,7 +165,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 fn prepare_headers(
     headers: &mut HeaderMap,
     ctx: &ClientContext,
-    auth: &Authenticated,
+    auth: &Identity,
     upgrade: Option<&HeaderValue>,
     cookie_name: &str,
 ) {
@@ -186,7 +186,7 @@ fn prepare_headers(
         headers.remove(k);
     }
     strip_usher_cookies(headers, cookie_name);
-    if auth.session.kind == usher_core::SessionKind::Api {
+    if auth.credential {
         // The credential was Usher's to check (an Usher token, or a user's password):
         // the app gets the identity headers, not the secret.
         headers.remove(header::AUTHORIZATION);

@@ -107,6 +107,7 @@ impl Server {
             draining: AtomicBool::new(false),
             access_log,
             api_clients: Default::default(),
+            malformed_ip_logged: AtomicBool::new(false),
             cookie_names,
         });
         Ok(Self {

@@ -2,6 +2,7 @@
 
 use crate::AccessLogTarget;
 use std::time::Duration;
+use usher_core::AccessRules;
 use usher_core::client_ip::{ClientIpHeader, TrustedProxies};
 
 #[derive(Debug, Clone)]
@@ -29,6 +30,11 @@ pub struct GatewaySettings {
     pub access_log_json: bool,
     /// Serve `/metrics` on this address instead of under the prefix.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `access.public` and `tracking.ignore`.
+    pub rules: AccessRules,
+    /// `sessions.anonymous = "lazy"`: visitors of public paths get an anonymous
+    /// session once they return its cookie (`"off"`: never).
+    pub anonymous_sessions: bool,
 }
 
 impl Default for GatewaySettings {
@@ -50,6 +56,8 @@ impl Default for GatewaySettings {
             access_log: AccessLogTarget::Off,
             access_log_json: false,
             metrics_listen: None,
+            rules: AccessRules::new(&["/favicon.ico".to_owned()], Vec::new()).unwrap_or_default(),
+            anonymous_sessions: true,
         }
     }
 }

@@ -4,7 +4,9 @@
 //! with a message); each check below then runs against it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::{ChangeKind, EndSessions, EventQuery, SessionSelector, Store, StoreError, Touch};
+use crate::{
+    ChangeKind, EndSessions, EventQuery, LazySession, SessionSelector, Store, StoreError, Touch,
+};
 use jiff::SignedDuration;
 use std::any::Any;
 use std::sync::Arc;
@@ -94,7 +96,7 @@ macro_rules! conformance_tests {
             no_session_for_disabled_or_unknown_users, api_tokens_round_trip,
             history_filters_and_cursor, a_limit_evicts_the_least_recently_used,
             a_deny_limit_refuses_and_races_never_exceed_it, history_is_purged_after_retention,
-            where_was_a_user_at_an_instant
+            where_was_a_user_at_an_instant, lazy_anonymous_sessions_are_written_behind
         );
     };
     (@ $make:expr; $($name:ident),* $(,)?) => {
@@ -304,9 +306,15 @@ pub async fn sessions_create_and_find(store: Arc<dyn Store>) {
 
 pub async fn touches_add_up_and_never_go_back(store: Arc<dyn Store>) {
     let s = login(&store, None, t(0)).await;
-    store.touches_apply(&[touch(s.id, 5, t(20))]).await.unwrap();
+    store
+        .write_behind(&[], &[touch(s.id, 5, t(20))])
+        .await
+        .unwrap();
     // An older flush landing late must not move last access backwards.
-    store.touches_apply(&[touch(s.id, 2, t(15))]).await.unwrap();
+    store
+        .write_behind(&[], &[touch(s.id, 2, t(15))])
+        .await
+        .unwrap();
     let got = store.session_get(&s.id).await.unwrap().unwrap();
     assert_eq!(got.requests, 7);
     assert_eq!(got.last_access_at, t(20));
@@ -326,7 +334,10 @@ pub async fn touches_never_revive_ended_sessions(store: Arc<dyn Store>) {
         ))
         .await
         .unwrap();
-    let n = store.touches_apply(&[touch(s.id, 3, t(9))]).await.unwrap();
+    let n = store
+        .write_behind(&[], &[touch(s.id, 3, t(9))])
+        .await
+        .unwrap();
     assert_eq!(n, 0);
     let got = store.session_get(&s.id).await.unwrap().unwrap();
     assert_eq!(got.requests, 0);
@@ -727,7 +738,10 @@ pub async fn a_limit_evicts_the_least_recently_used(store: Arc<dyn Store>) {
     let (a, _) = login_limited(&store, "alice", t(1), limit).await.unwrap();
     let (b, _) = login_limited(&store, "alice", t(2), limit).await.unwrap();
     // `a` was used after `b`: `b` is the least recently used.
-    store.touches_apply(&[touch(a.id, 1, t(3))]).await.unwrap();
+    store
+        .write_behind(&[], &[touch(a.id, 1, t(3))])
+        .await
+        .unwrap();
     let (c, evicted) = login_limited(&store, "alice", t(4), limit).await.unwrap();
     assert_eq!(evicted, vec![b.id]);
     let live: Vec<SessionId> = store
@@ -874,4 +888,68 @@ pub async fn where_was_a_user_at_an_instant(store: Arc<dyn Store>) {
             .unwrap()
             .is_empty()
     );
+}
+
+pub async fn lazy_anonymous_sessions_are_written_behind(store: Arc<dyn Store>) {
+    let lazy = |hash| LazySession {
+        session: NewSession {
+            id: SessionId::generate().unwrap(),
+            token_hash: hash,
+            user: None,
+            kind: SessionKind::Web,
+            created_at: t(1),
+            client: ClientSnapshot {
+                ip: "192.0.2.9".parse().unwrap(),
+                user_agent: "curl/8".into(),
+                host: "app.example".into(),
+            },
+            limit: None,
+        },
+        client: "curl 8".into(),
+    };
+    let head = store.change_head().await.unwrap();
+    let hash = Token::generate().unwrap().hash();
+    let a = lazy(hash);
+    // Created and touched in the same flush: the insert comes first.
+    store
+        .write_behind(std::slice::from_ref(&a), &[touch(a.session.id, 2, t(3))])
+        .await
+        .unwrap();
+    let got = store.session_by_token(&hash).await.unwrap().unwrap();
+    assert_eq!(
+        (got.id, got.user.clone(), got.requests),
+        (a.session.id, None, 2)
+    );
+    assert_eq!(got.client, "curl 8");
+    assert_eq!(got.last_access_at, t(3));
+    // Another node adopting the same cookie: skipped, not an error, first one stays.
+    let b = lazy(hash);
+    store.write_behind(std::slice::from_ref(&b), &[]).await.unwrap();
+    assert_eq!(store.session_get(&b.session.id).await.unwrap(), None);
+    assert_eq!(
+        store.session_by_token(&hash).await.unwrap().map(|s| s.id),
+        Some(a.session.id)
+    );
+    let changes = store.changes_since(head, 100).await.unwrap();
+    assert_eq!(changes.len(), 1, "one SessionCreated, for the row written");
+    assert_eq!(changes[0].kind, ChangeKind::SessionCreated(a.session.id));
+    // Ending it is durable but leaves no event: history is about people.
+    let ended = store
+        .sessions_end(&end(
+            SessionSelector::Ids(vec![a.session.id]),
+            EndReason::IdleTimeout,
+            t(9),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(ended, vec![a.session.id]);
+    let events = store
+        .events(&EventQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(events.is_empty(), "{events:?}");
+    assert!(store.sessions_live().await.unwrap().is_empty());
 }

@@ -145,9 +145,11 @@ pub trait Store: Send + Sync + 'static {
     /// Ends the selected live sessions, records one event each and a change-feed entry;
     /// durable when it returns. Returns the sessions that this call ended.
     async fn sessions_end(&self, end: &EndSessions) -> Result<EndedSessions>;
-    /// Applies a flush of touches in one transaction. Touches of ended sessions are
-    /// ignored, `last_access_at` never moves backwards. Returns the sessions updated.
-    async fn touches_apply(&self, touches: &[Touch]) -> Result<u64>;
+    /// One flush, in one transaction: first the anonymous sessions first seen since the
+    /// last flush (lazy sessions are written behind; one whose token is already stored
+    /// is skipped), then the touches. Touches of ended sessions are ignored,
+    /// `last_access_at` never moves backwards. Returns the sessions updated.
+    async fn write_behind(&self, created: &[LazySession], touches: &[Touch]) -> Result<u64>;
 
     // --- history ---
     async fn event_record(&self, event: &Event) -> Result<()>;
@@ -179,6 +181,14 @@ pub trait Store: Send + Sync + 'static {
     async fn changes_since(&self, after: i64, limit: u32) -> Result<Vec<Change>>;
     /// Drops change-feed entries older than `before` (every reader is far past them).
     async fn changes_prune(&self, before: Timestamp) -> Result<u64>;
+}
+
+/// An anonymous session the flusher writes: no user, no login event, no limit.
+#[derive(Debug, Clone)]
+pub struct LazySession {
+    pub session: NewSession,
+    /// The parsed client summary.
+    pub client: String,
 }
 
 /// Opens (creating and migrating) the store named by `url`.

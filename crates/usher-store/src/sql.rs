@@ -14,7 +14,7 @@ macro_rules! impl_sql_store {
                 TOKEN_COLUMNS, TokenRow, USER_COLUMNS, UserRow, change_columns, ms,
             };
             use crate::{
-                Change, ChangeKind, EndSessions, EndedSessions, EventQuery, Result,
+                Change, ChangeKind, EndSessions, EndedSessions, EventQuery, LazySession, Result,
                 SessionSelector, Store, StoreError, Touch,
             };
             use async_trait::async_trait;
@@ -121,11 +121,37 @@ macro_rules! impl_sql_store {
                     .bind(&row.id)
                     .execute(&mut **tx)
                     .await?;
-                    insert_event(tx, &event).await?;
+                    // History is about people: an anonymous visitor's session leaves
+                    // no events (a flood of them would bury the ones that matter).
+                    if row.user_name.is_some() {
+                        insert_event(tx, &event).await?;
+                    }
                     insert_change(tx, end.at, &ChangeKind::SessionEnded(sid)).await?;
                     ended.push(sid);
                 }
                 Ok(ended)
+            }
+
+            /// Inserts a session row; `on_conflict` is appended to the statement.
+            async fn insert_session(tx: &mut Tx, s: &NewSession, client: &str, on_conflict: &str) -> Result<u64> {
+                let sql = format!(
+                    "INSERT INTO sessions (id, token_hash, user_name, kind, ip, first_ip, user_agent, client, host,
+                         requests, created_at, last_access_at)
+                     VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, 0, $9, $9) {on_conflict}"
+                );
+                let r = sqlx::query(AssertSqlSafe(sql))
+                    .bind(s.id.as_str())
+                    .bind(&s.token_hash.as_bytes()[..])
+                    .bind(s.user.as_ref().map(Username::as_str))
+                    .bind(s.kind.as_str())
+                    .bind(s.client.ip.to_string())
+                    .bind(&s.client.user_agent)
+                    .bind(client)
+                    .bind(&s.client.host)
+                    .bind(ms(s.created_at))
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(r.rows_affected())
             }
 
             async fn write_groups(tx: &mut Tx, user: &User) -> Result<()> {
@@ -408,23 +434,7 @@ macro_rules! impl_sql_store {
                             evicted = end_in_tx(&mut tx, &end).await?;
                         }
                     }
-                    let ip = s.client.ip.to_string();
-                    sqlx::query(
-                        "INSERT INTO sessions (id, token_hash, user_name, kind, ip, first_ip, user_agent, client, host,
-                             requests, created_at, last_access_at)
-                         VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, 0, $9, $9)",
-                    )
-                    .bind(s.id.as_str())
-                    .bind(&s.token_hash.as_bytes()[..])
-                    .bind(s.user.as_ref().map(Username::as_str))
-                    .bind(s.kind.as_str())
-                    .bind(&ip)
-                    .bind(&s.client.user_agent)
-                    .bind(client)
-                    .bind(&s.client.host)
-                    .bind(ms(s.created_at))
-                    .execute(&mut *tx)
-                    .await?;
+                    insert_session(&mut tx, s, client, "").await?;
                     if let Some(user) = &s.user {
                         let mut event = user_event(EventKind::Login, user, user.as_str(), s.created_at);
                         event.session = Some(s.id);
@@ -467,11 +477,18 @@ macro_rules! impl_sql_store {
                     Ok(ended)
                 }
 
-                async fn touches_apply(&self, touches: &[Touch]) -> Result<u64> {
-                    if touches.is_empty() {
+                async fn write_behind(&self, created: &[LazySession], touches: &[Touch]) -> Result<u64> {
+                    if touches.is_empty() && created.is_empty() {
                         return Ok(0);
                     }
                     let mut tx = self.write().await?;
+                    for lazy in created {
+                        // Another node may have adopted the same anonymous cookie first.
+                        let n = insert_session(&mut tx, &lazy.session, &lazy.client, "ON CONFLICT DO NOTHING").await?;
+                        if n > 0 {
+                            insert_change(&mut tx, lazy.session.created_at, &ChangeKind::SessionCreated(lazy.session.id)).await?;
+                        }
+                    }
                     let n = apply_touches(&mut tx, touches).await?;
                     tx.commit().await?;
                     Ok(n)

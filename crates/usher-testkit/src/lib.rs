@@ -34,6 +34,7 @@ impl Default for Options {
                 flush_interval: Duration::from_millis(100),
                 concurrency: Default::default(),
                 retention: jiff::SignedDuration::from_hours(400 * 24),
+                max_anonymous: 100_000,
             },
             manual_clock: false,
         }

@@ -64,7 +64,12 @@ struct InactivePage {
 }
 
 fn info_of(r: &SessionRecord, policy: &SessionPolicy) -> SessionInfo {
-    SessionInfo::from_record(r, policy.expires_at(r.created_at, r.last_access_at))
+    SessionInfo::from_record(
+        r,
+        policy
+            .of(r.user.is_none())
+            .expires_at(r.created_at, r.last_access_at),
+    )
 }
 
 impl Backend {
@@ -291,8 +296,11 @@ impl Backend {
                 .map(|r| {
                     SessionInfo::from_record(
                         r,
-                        r.ended_at
-                            .unwrap_or_else(|| policy.expires_at(r.created_at, r.last_access_at)),
+                        r.ended_at.unwrap_or_else(|| {
+                            policy
+                                .of(r.user.is_none())
+                                .expires_at(r.created_at, r.last_access_at)
+                        }),
                     )
                 })
                 .collect()),

@@ -153,9 +153,12 @@ impl Default for Proxy {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IgnoreRule {
+    /// Glob over the normalised request path (`/status`, `/health/*`, `/metrics/**`).
     pub path: Option<String>,
+    /// Glob over the User-Agent, ignoring case (`Pingdom*`, `*kube-probe*`).
     pub user_agent: Option<String>,
-    pub client: Option<String>,
+    /// The resolved client address: an address or CIDR range (`10.0.0.0/8`).
+    pub ip: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -320,36 +323,6 @@ fn is_host_name(s: &str) -> bool {
         })
 }
 
-/// Keys that are read and validated but whose features have not landed yet: a value
-/// other than the default would be silently ignored, so it is refused instead.
-fn refuse_unimplemented(raw: &RawConfig) -> anyhow::Result<()> {
-    let d = RawConfig::default();
-    let mut unset = Vec::new();
-    let mut check = |key: &'static str, differs: bool| {
-        if differs {
-            unset.push(key);
-        }
-    };
-    check("access.public", raw.access.public != d.access.public);
-    check("tracking.ignore", !raw.tracking.ignore.is_empty());
-    check(
-        "sessions.anonymous_idle_timeout",
-        raw.sessions.anonymous_idle_timeout != d.sessions.anonymous_idle_timeout,
-    );
-    check(
-        "sessions.max_anonymous",
-        raw.sessions.max_anonymous != d.sessions.max_anonymous,
-    );
-    if unset.is_empty() {
-        return Ok(());
-    }
-    bail!(
-        "{}: not supported by this version of Usher yet; remove {} so that nothing is silently ignored",
-        unset.join(", "),
-        if unset.len() == 1 { "it" } else { "them" }
-    )
-}
-
 /// `sessions.idle_timeout: <what is wrong> (from usher.toml)`: the key in lowercase as
 /// written in the file, and where the bad value came from.
 fn describe(e: &figment::Error) -> String {
@@ -414,6 +387,7 @@ pub fn resolve(raw: RawConfig) -> anyhow::Result<Settings> {
     let policy = SessionPolicy {
         idle_timeout: raw.sessions.idle_timeout.get(),
         absolute_timeout: raw.sessions.absolute_timeout.get(),
+        anonymous_idle_timeout: raw.sessions.anonymous_idle_timeout.get(),
     };
     if raw.sessions.idle_timeout.is_zero() || raw.sessions.absolute_timeout.is_zero() {
         bail!("sessions.idle_timeout and sessions.absolute_timeout must be more than 0");
@@ -464,7 +438,18 @@ pub fn resolve(raw: RawConfig) -> anyhow::Result<Settings> {
             raw.log.format
         );
     }
-    refuse_unimplemented(&raw)?;
+    let mut ignore = Vec::new();
+    for (n, rule) in raw.tracking.ignore.iter().enumerate() {
+        let r = usher_core::IgnoreRule::new(
+            rule.path.as_deref(),
+            rule.user_agent.as_deref(),
+            rule.ip.as_deref(),
+        )
+        .map_err(|e| anyhow::anyhow!("tracking.ignore[{n}]: {e}"))?;
+        ignore.push(r);
+    }
+    let rules = usher_core::AccessRules::new(&raw.access.public.0, ignore)
+        .map_err(|e| anyhow::anyhow!("access.public: {e}"))?;
     let access_log = match raw.log.access.trim() {
         "stdout" => AccessLogTarget::Stdout,
         "off" => AccessLogTarget::Off,
@@ -536,6 +521,8 @@ pub fn resolve(raw: RawConfig) -> anyhow::Result<Settings> {
         access_log,
         access_log_json: raw.log.format == "json",
         metrics_listen,
+        rules,
+        anonymous_sessions: raw.sessions.anonymous == "lazy",
     };
     let mut per_group = Vec::new();
     for (group, n) in &raw.limits.per_group {
@@ -555,6 +542,7 @@ pub fn resolve(raw: RawConfig) -> anyhow::Result<Settings> {
     let engine = EngineConfig {
         concurrency,
         retention: raw.history.retention.get(),
+        max_anonymous: raw.sessions.max_anonymous,
         policy,
         flush_interval: raw
             .store

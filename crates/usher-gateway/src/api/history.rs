@@ -95,6 +95,7 @@ pub async fn list(
                         state
                             .engine
                             .policy()
+                            .of(r.user.is_none())
                             .expires_at(r.created_at, r.last_access_at)
                     }),
                 )

@@ -223,10 +223,12 @@ async fn configuration_mistakes_are_named() {
     assert_eq!(code, 0);
     assert!(out.contains("\"idle_timeout\": \"5m\""), "{out}");
 
-    let cases: [(&[(&str, &str)], &str); 8] = [
+    let cases: [(&[(&str, &str)], &str); 10] = [
+        (&[("USHER_ACCESS_PUBLIC", "status")], "access.public"),
+        (&[("USHER_ACCESS_PUBLIC", "/a/[b")], "access.public"),
         (
-            &[("USHER_ACCESS_PUBLIC", "/status")],
-            "not supported by this version",
+            &[("USHER_SESSIONS_ANONYMOUS", "maybe")],
+            "sessions.anonymous",
         ),
         (
             &[("USHER_GATEWAY_COOKIE_DOMAIN", "https://example.com")],
@@ -250,6 +252,26 @@ async fn configuration_mistakes_are_named() {
         assert_ne!(code, 0, "{env:?}");
         assert!(err.contains(key), "{env:?}: {err}");
     }
+    for (rule, says) in [
+        (
+            "ip = \"10.0.0.0/99\"",
+            "tracking.ignore[1]: `10.0.0.0/99` is not an address",
+        ),
+        ("", "tracking.ignore[1]: a rule must name at least one of"),
+        ("colour = \"red\"", "colour"),
+    ] {
+        let toml =
+            format!("[[tracking.ignore]]\npath = \"/status\"\n[[tracking.ignore]]\n{rule}\n");
+        std::fs::write(dir.path().join("usher.toml"), toml).unwrap();
+        let (code, _, err) = usher(dir.path(), &["config", "check"], "", &[]);
+        assert_ne!(code, 0, "{rule}");
+        assert!(err.contains(says), "{rule}: {err}");
+    }
+    std::fs::write(
+        dir.path().join("usher.toml"),
+        "[sessions]\nidle_timeout = \"5m\"\n",
+    )
+    .unwrap();
     // Flags beat the environment, which beats the file.
     let (code, out, _) = usher(
         dir.path(),

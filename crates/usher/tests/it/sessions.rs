@@ -108,6 +108,7 @@ fn short_timeouts() -> Options {
     o.engine.policy = SessionPolicy {
         idle_timeout: SignedDuration::from_secs(60),
         absolute_timeout: SignedDuration::from_secs(300),
+        anonymous_idle_timeout: SignedDuration::from_secs(30),
     };
     o
 }

@@ -152,7 +152,11 @@ async fn sessions_survive_a_restart_and_keep_counting() {
 async fn idle_timeout_refuses_then_records_expiry() {
     let f = fixture().await;
     let engine = f.engine().await;
-    let (token, live) = engine.create(None, SessionKind::Web, &REQ).await.unwrap();
+    let alice = f.user("alice").await;
+    let (token, live) = engine
+        .create(Some(&alice), SessionKind::Web, &REQ)
+        .await
+        .unwrap();
     f.clock.advance(SignedDuration::from_secs(299));
     assert!(engine.authenticate(&token, &REQ).await.unwrap().is_some());
     f.clock.advance(SignedDuration::from_secs(299));
@@ -188,7 +192,11 @@ async fn idle_timeout_refuses_then_records_expiry() {
 async fn absolute_timeout_ignores_activity() {
     let f = fixture().await;
     let engine = f.engine().await;
-    let (token, live) = engine.create(None, SessionKind::Web, &REQ).await.unwrap();
+    let alice = f.user("alice").await;
+    let (token, live) = engine
+        .create(Some(&alice), SessionKind::Web, &REQ)
+        .await
+        .unwrap();
     for _ in 0..59 {
         f.clock.advance(SignedDuration::from_secs(60));
         assert!(engine.authenticate(&token, &REQ).await.unwrap().is_some());
@@ -547,4 +555,67 @@ async fn history_is_purged_once_past_the_retention() {
         .await
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test]
+async fn lazy_anonymous_sessions_are_capped_written_behind_and_end_in_memory() {
+    let f = fixture().await;
+    let engine = f.engine().await; // max_anonymous = 3
+    let alice = f.user("alice").await;
+    let (alice_token, _) = engine
+        .create(Some(&alice), SessionKind::Web, &REQ)
+        .await
+        .unwrap();
+    let mut tokens = Vec::new();
+    for _ in 0..6 {
+        f.clock.advance(SignedDuration::from_secs(1));
+        let t = Token::generate().unwrap();
+        let a = engine.adopt_anonymous(&t, &REQ).await.unwrap().unwrap();
+        assert_eq!((a.user.is_none(), a.session.requests()), (true, 1));
+        tokens.push(t);
+    }
+    let anonymous = usher_core::SessionQuery {
+        anonymous: Some(true),
+        ..Default::default()
+    };
+    assert_eq!(engine.list(&anonymous).0, 3, "capped");
+    for (n, t) in tokens.iter().enumerate() {
+        let live = engine.find(t).await.unwrap().is_some();
+        assert_eq!(live, n >= 3, "the least recently used went first ({n})");
+    }
+    assert!(engine.find(&alice_token).await.unwrap().is_some());
+    // Nothing written per visitor: only the flush writes them, in one go.
+    assert_eq!(f.store.sessions_live().await.unwrap().len(), 1);
+    engine.flush().await.unwrap();
+    let stored = f.store.sessions_live().await.unwrap();
+    assert_eq!(stored.len(), 4);
+    assert!(
+        stored
+            .iter()
+            .filter(|s| s.user.is_none())
+            .all(|s| s.requests == 1)
+    );
+    // One not yet written ends in memory, and says so.
+    let t = Token::generate().unwrap();
+    let a = engine.adopt_anonymous(&t, &REQ).await.unwrap().unwrap();
+    let ended = engine
+        .end(
+            SessionSelector::Ids(vec![a.session.id]),
+            EndReason::Killed,
+            "root",
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended, vec![a.session.id]);
+    assert!(engine.find(&t).await.unwrap().is_none());
+    engine.flush().await.unwrap();
+    assert_eq!(f.store.session_get(&a.session.id).await.unwrap(), None);
+    // An ended, stored one is never adopted again.
+    let old = &tokens[5];
+    let id = engine.find(old).await.unwrap().unwrap().session.id;
+    engine
+        .end(SessionSelector::Ids(vec![id]), EndReason::Killed, "root")
+        .await
+        .unwrap();
+    assert!(engine.adopt_anonymous(old, &REQ).await.unwrap().is_none());
 }

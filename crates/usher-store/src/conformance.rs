@@ -383,7 +383,8 @@ pub async fn end_is_recorded_once_with_event_and_change(store: Arc<dyn Store>) {
 }
 
 pub async fn end_applies_pending_touches_first(store: Arc<dyn Store>) {
-    let s = login(&store, None, t(0)).await;
+    store.user_create(&user("alice"), "cli").await.unwrap();
+    let s = login(&store, Some("alice"), t(0)).await;
     let mut e = end(
         SessionSelector::Ids(vec![s.id]),
         EndReason::IdleTimeout,
@@ -920,11 +921,16 @@ pub async fn lazy_anonymous_sessions_are_written_behind(store: Arc<dyn Store>) {
         (got.id, got.user.clone(), got.requests),
         (a.session.id, None, 2)
     );
-    assert_eq!(got.client, "curl 8");
+    // The touch applied after the insert: its client is the latest, the first stays.
+    assert_eq!(got.client, "Client 2");
+    assert_eq!(got.first_ip.to_string(), "192.0.2.9");
     assert_eq!(got.last_access_at, t(3));
     // Another node adopting the same cookie: skipped, not an error, first one stays.
     let b = lazy(hash);
-    store.write_behind(std::slice::from_ref(&b), &[]).await.unwrap();
+    store
+        .write_behind(std::slice::from_ref(&b), &[])
+        .await
+        .unwrap();
     assert_eq!(store.session_get(&b.session.id).await.unwrap(), None);
     assert_eq!(
         store.session_by_token(&hash).await.unwrap().map(|s| s.id),

@@ -2,6 +2,7 @@
 //! SQLite file per test, HTTP from the outside.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod anonymous;
 mod api;
 mod api_clients;
 mod binary;

@@ -176,6 +176,51 @@ async fn behind_nginx_auth_request() {
     story(&front, &app).await;
 }
 
+/// A visitor of a public path through nginx: nginx hands on Usher's anonymous cookie,
+/// and the visit after is an anonymous session the app sees by its id.
+#[tokio::test]
+async fn an_anonymous_visitor_through_nginx() {
+    let (app, upstream) = usher_and_app().await;
+    let front = proxies::nginx(&proxies::example("nginx.conf", app.addr, upstream.addr));
+    let base = format!("http://app.example.com:{}", front.port);
+    let c = proxies::client_for(&front);
+    let r = c.get(format!("{base}/favicon.ico")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", front.log());
+    let cookie = session_cookie(&r, "usher_session").expect("nginx passes the cookie on");
+    let echo: serde_json::Value = r.json().await.unwrap();
+    // (nginx sends no header at all for an empty value.)
+    assert_eq!(header_values(&echo, "x-usher-session").concat(), "");
+    let echo: serde_json::Value = c
+        .get(format!("{base}/favicon.ico"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let live = app
+        .state
+        .engine
+        .list(&usher_core::SessionQuery::default())
+        .1;
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].user, None);
+    assert_eq!(
+        header_values(&echo, "x-usher-session"),
+        [live[0].id.as_str()]
+    );
+    assert_eq!(header_values(&echo, "remote-user").concat(), "");
+    let r = c
+        .get(format!("{base}/reports"))
+        .header("cookie", &cookie)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302, "anonymous is not signed in");
+}
+
 #[tokio::test]
 async fn behind_caddy_forward_auth() {
     let (app, upstream) = usher_and_app().await;

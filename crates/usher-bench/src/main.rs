@@ -7,6 +7,8 @@
 //! Needs `wrk` and `nginx` (Debian packages) and a release build of `usher`, which it
 //! makes with cargo first.
 
+mod flood;
+
 use anyhow::{Context, bail};
 use clap::Parser;
 use std::fmt::Write as _;
@@ -33,13 +35,22 @@ struct Args {
     /// Alternating rounds per scenario.
     #[arg(long)]
     rounds: Option<usize>,
-    /// Only this scenario: forward-auth, auth-endpoint.
+    /// Only this scenario: forward-auth, auth-endpoint, anonymous-flood.
     #[arg(long)]
     scenario: Option<String>,
+    /// anonymous-flood: cookieless requests (default 1,000,000; 20,000 with --quick).
+    #[arg(long)]
+    cookieless: Option<u64>,
+    /// anonymous-flood: lazy anonymous visitors (default 200,000; 5,000 with --quick).
+    #[arg(long)]
+    anonymous: Option<u64>,
+    /// anonymous-flood: the server's sessions.max_anonymous (default 100,000; 2,000 with --quick).
+    #[arg(long)]
+    max_anonymous: Option<u64>,
 }
 
 /// A child process killed when dropped.
-struct Proc(Child);
+pub(crate) struct Proc(Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -48,11 +59,11 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn wait_port(port: u16) -> anyhow::Result<()> {
+pub(crate) fn wait_port(port: u16) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
@@ -63,7 +74,7 @@ fn wait_port(port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
@@ -121,7 +132,7 @@ struct Measured {
     p99_ms: f64,
 }
 
-fn wrk(url: &str, seconds: u64, script: Option<&Path>) -> anyhow::Result<Measured> {
+pub(crate) fn wrk(url: &str, seconds: u64, script: Option<&Path>) -> anyhow::Result<Measured> {
     let mut cmd = Command::new("wrk");
     cmd.args(["-t2", "-c64", "--latency", "-d"])
         .arg(format!("{seconds}s"));
@@ -357,7 +368,21 @@ fn main() -> anyhow::Result<()> {
         }
         rows.push(row);
     }
-    let table = report(&rows, sessions, seconds);
+    let mut table = report(&rows, sessions, seconds);
+    drop(nginx);
+    if want("anonymous-flood") {
+        let q = |v: Option<u64>, full: u64, quick: u64| {
+            v.unwrap_or(if args.quick { quick } else { full })
+        };
+        let f = flood::Flood {
+            cookieless: q(args.cookieless, 1_000_000, 20_000),
+            anonymous: q(args.anonymous, 200_000, 5_000),
+            max_anonymous: q(args.max_anonymous, 100_000, 2_000),
+        };
+        drop(_usher);
+        table.push_str("\n### Anonymous flood (issue 5)\n\n");
+        table.push_str(&flood::run(dir.path(), &db, sessions, &script, &f)?);
+    }
     println!("{table}");
     Ok(())
 }

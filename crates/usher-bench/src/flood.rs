@@ -8,7 +8,7 @@ use crate::{Proc, free_port, wait_port, workspace_root, wrk};
 use anyhow::{Context, bail};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -28,32 +28,75 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS")
 }
 
-/// Runs exactly `total` requests split over wrk's threads, each thread stopping at
-/// its share. `lua` defines `request` and may use `count` (requests answered so far).
-fn wrk_count(url: &str, dir: &Path, name: &str, total: u64, lua: &str) -> anyhow::Result<f64> {
-    let threads = 2;
-    let per = total / threads;
-    let script = format!(
-        "local limit = {per}\ncount = 0\n{lua}\n\
-         local seen = response\n\
-         response = function(status, headers, body)\n  \
-           if status >= 400 then print('status ' .. status) end\n  \
-           if seen then seen(status, headers, body) end\n  \
-           count = count + 1\n  if count >= limit then wrk.thread:stop() end\nend\n"
-    );
-    let path: PathBuf = dir.join(name);
-    std::fs::write(&path, script)?;
+/// What a flood client does with each answer.
+#[derive(Clone, Copy)]
+enum Visitor {
+    /// A ping: no cookie kept, a new User-Agent every time.
+    Ping,
+    /// Takes the cookie and comes back once with it.
+    Returning,
+}
+
+/// Sends exactly `total` requests from 32 concurrent keep-alive clients and fails on
+/// any answer but 200. (wrk counts time, not requests.)
+fn drive(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    total: u64,
+    visitor: Visitor,
+) -> anyhow::Result<f64> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let uri: http::Uri = url.parse()?;
     let started = Instant::now();
-    let out = Command::new("wrk")
-        .args(["-t2", "-c32", "-d600s", "-s"])
-        .arg(&path)
-        .arg(url)
-        .output()
-        .context("running wrk")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if text.contains("status 4") || text.contains("status 5") || text.contains("Non-2xx") {
-        bail!("{url}: error answers during the flood:\n{text}");
-    }
+    rt.block_on(async {
+        let client: Client<_, Empty<bytes::Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let next = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let (client, next, uri) = (client.clone(), next.clone(), uri.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut jar: Option<String> = None;
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= total {
+                        return Ok::<(), anyhow::Error>(());
+                    }
+                    let mut req = http::Request::get(uri.clone());
+                    match visitor {
+                        Visitor::Ping => req = req.header("user-agent", format!("ping/{n}")),
+                        Visitor::Returning => {
+                            req = req.header("user-agent", "Mozilla/5.0 flood");
+                            if let Some(c) = jar.take() {
+                                req = req.header("cookie", c);
+                            }
+                        }
+                    }
+                    let resp = client.request(req.body(Empty::new())?).await?;
+                    if resp.status() != 200 {
+                        anyhow::bail!("answer {} during the flood", resp.status());
+                    }
+                    if let Visitor::Returning = visitor {
+                        jar = resp
+                            .headers()
+                            .get("set-cookie")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.split(';').next())
+                            .map(str::to_owned);
+                    }
+                    resp.into_body().collect().await?;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        Ok::<(), anyhow::Error>(())
+    })?;
     Ok(started.elapsed().as_secs_f64())
 }
 
@@ -97,22 +140,17 @@ pub fn run(
     let url = format!("http://{usher}/favicon.ico");
     let start_rss = rss_kib(pid)?;
 
-    // Pings: no cookie kept, a new User-Agent every time (the aggregate must stay bounded).
-    let pings = "local id = 0\nrequest = function()\n  id = id + 1\n  \
-                 return wrk.format(nil, nil, { ['User-Agent'] = 'ping/' .. id .. '-' .. math.random(1e9) })\nend\n";
-    let t = wrk_count(&url, dir, "pings.lua", f.cookieless, pings)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    // Pings: a new User-Agent every time (the aggregate must stay bounded).
+    let t = drive(&rt, &url, f.cookieless, Visitor::Ping)?;
     let after_pings = rss_kib(pid)?;
     let cookieless_clients = metric(usher, "usher_cookieless_clients ")?;
 
     // Visitors: take the cookie, come back once with it.
-    let visitors = "local jar = {}\n\
-        request = function()\n  local c = table.remove(jar)\n  \
-          if c then return wrk.format(nil, nil, { ['Cookie'] = c }) end\n  \
-          return wrk.format(nil, nil, {})\nend\n\
-        response = function(status, headers, body)\n  \
-          local sc = headers['set-cookie'] or headers['Set-Cookie']\n  \
-          if sc then table.insert(jar, (sc:match('^[^;]+'))) end\nend\n";
-    let t2 = wrk_count(&url, dir, "visitors.lua", f.anonymous * 2, visitors)?;
+    let t2 = drive(&rt, &url, f.anonymous * 2, Visitor::Returning)?;
     // Let the flusher write the last of them.
     std::thread::park_timeout(std::time::Duration::from_secs(2));
     let after_visitors = rss_kib(pid)?;

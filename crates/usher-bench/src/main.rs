@@ -368,7 +368,11 @@ fn main() -> anyhow::Result<()> {
         }
         rows.push(row);
     }
-    let mut table = report(&rows, sessions, seconds);
+    let mut table = if rows.is_empty() {
+        String::new()
+    } else {
+        report(&rows, sessions, seconds)
+    };
     drop(nginx);
     if want("anonymous-flood") {
         let q = |v: Option<u64>, full: u64, quick: u64| {

@@ -26,4 +26,4 @@ pub use policy::{ConcurrencyPolicy, OnLimit, SessionLimit, SessionPolicy};
 pub use query::{Listable, SessionQuery};
 pub use rules::{AccessRules, IgnoreRule};
 pub use session::{ClientSnapshot, EndReason, NewSession, SessionInfo, SessionKind, SessionRecord};
-pub use user::{ApiToken, Group, User, Username};
+pub use user::{ApiToken, Group, InactiveUser, User, Username};

@@ -157,6 +157,28 @@ mod tests {
     }
 }
 
+/// One line of the inactive-users report: a user with no login since a date, with
+/// where they last signed in from and when Usher last saw them at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InactiveUser {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub name: Username,
+    pub display_name: String,
+    pub email: String,
+    pub disabled: bool,
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: Timestamp,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub last_login_at: Option<Timestamp>,
+    /// The address of their latest session's first request.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub last_login_ip: Option<std::net::IpAddr>,
+    /// The last request Usher saw on any of their sessions.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub last_activity_at: Option<Timestamp>,
+}
+
 /// A bearer token for the REST API, as listed (its secret is shown once, at creation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -39,7 +39,13 @@ pub struct CookielessClient {
 #[derive(Default)]
 pub struct CookielessClients {
     map: DashMap<(IpAddr, String), Stats>,
+    /// Taken to add a client: the cap holds however many arrive at once.
+    adding: std::sync::Mutex<()>,
 }
+
+/// Past the cap, this share of the clients (the least recently seen) goes at once, so a
+/// flood of new clients scans the map once per thousand, not once each.
+const EVICT_BATCH: usize = MAX_CLIENTS / 10;
 
 impl CookielessClients {
     /// Counts one request. The common case (a known client) allocates only the key
@@ -53,7 +59,8 @@ impl CookielessClients {
             s.last_seen_us.fetch_max(us, Ordering::Relaxed);
             return;
         }
-        if self.map.len() >= MAX_CLIENTS {
+        let _adding = self.adding.lock();
+        if self.map.len() >= MAX_CLIENTS && !self.map.contains_key(&key) {
             self.evict_oldest();
         }
         self.map
@@ -68,13 +75,22 @@ impl CookielessClients {
     }
 
     fn evict_oldest(&self) {
-        let oldest = self
+        let mut seen: Vec<(i64, (IpAddr, String))> = self
             .map
             .iter()
-            .min_by_key(|e| e.value().last_seen_us.load(Ordering::Relaxed))
-            .map(|e| e.key().clone());
-        if let Some(k) = oldest {
-            self.map.remove(&k);
+            .map(|e| {
+                (
+                    e.value().last_seen_us.load(Ordering::Relaxed),
+                    e.key().clone(),
+                )
+            })
+            .collect();
+        let n = EVICT_BATCH.min(seen.len());
+        if n < seen.len() {
+            seen.select_nth_unstable_by_key(n, |(at, _)| *at);
+        }
+        for (_, k) in &seen[..n] {
+            self.map.remove(k);
         }
     }
 
@@ -134,10 +150,32 @@ mod tests {
         for i in 0..(MAX_CLIENTS as i64 + 10) {
             c.record(ip, &format!("bot {i}"), t(1000 + i));
         }
-        assert_eq!(c.len(), MAX_CLIENTS);
+        assert!(c.len() <= MAX_CLIENTS && c.len() > MAX_CLIENTS - EVICT_BATCH);
         assert!(
             c.list().iter().all(|x| x.user_agent != "curl/8"),
             "the least recent went first"
         );
+        assert!(
+            c.list().iter().any(|x| x.user_agent == "bot 10009"),
+            "the newest stays"
+        );
+    }
+
+    #[test]
+    fn the_cap_holds_when_many_arrive_at_once() {
+        let c = CookielessClients::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        std::thread::scope(|s| {
+            for n in 0..4 {
+                let c = &c;
+                s.spawn(move || {
+                    for i in 0..6_000 {
+                        let at = Timestamp::from_second(1000 + i).unwrap();
+                        c.record(ip, &format!("bot {n}-{i}"), at);
+                    }
+                });
+            }
+        });
+        assert!(c.len() <= MAX_CLIENTS, "{}", c.len());
     }
 }

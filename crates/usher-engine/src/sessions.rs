@@ -689,16 +689,16 @@ impl Engine {
     /// Keeps live anonymous sessions within `max_anonymous` by ending the least
     /// recently used ones (as `evicted`). It evicts 1% of the cap beyond the excess, so
     /// that a flood of visitors scans the index once per many sessions, not once each;
-    /// one request does it while the others go on.
+    /// requests arriving meanwhile wait for it.
     async fn evict_anonymous_past_cap(&self) -> Result<(), EngineError> {
         let max = self.inner.config.max_anonymous;
         let live = u64::try_from(self.inner.anonymous.load(Ordering::Relaxed)).unwrap_or(0);
         if max == 0 || live <= max {
             return Ok(());
         }
-        let Ok(_guard) = self.inner.evicting.try_lock() else {
-            return Ok(());
-        };
+        // One evicts; the others wait for it and then find the count back under the
+        // cap (so the cap holds under any number of visitors at once).
+        let _guard = self.inner.evicting.lock().await;
         let mut candidates: Vec<(i64, SessionId)> = self
             .inner
             .by_token

@@ -179,7 +179,8 @@ async fn idle_timeout_refuses_then_records_expiry() {
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(expired.len(), 1);
     assert_eq!(engine.live_count(), 0);
     assert!(
@@ -426,8 +427,14 @@ impl Store for GatedStore {
     async fn event_record(&self, e: &usher_core::Event) -> usher_store::Result<()> {
         self.inner.event_record(e).await
     }
-    async fn events(&self, q: &EventQuery) -> usher_store::Result<Vec<usher_core::Event>> {
+    async fn events(&self, q: &EventQuery) -> usher_store::Result<usher_store::EventPage> {
         self.inner.events(q).await
+    }
+    async fn inactive_users(
+        &self,
+        since: usher_core::Timestamp,
+    ) -> usher_store::Result<Vec<usher_core::InactiveUser>> {
+        self.inner.inactive_users(since).await
     }
     async fn token_create(
         &self,
@@ -553,7 +560,8 @@ async fn history_is_purged_once_past_the_retention() {
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert!(left.is_empty(), "{left:?}");
 }
 

@@ -33,13 +33,40 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/admin/users", get(users))
         .route("/admin/users/{name}", get(user).post(user_action))
         .route("/admin/clients", get(clients))
+        .merge(crate::admin_reports::router())
 }
 
 /// The admin behind a console request, and the CSRF token for its forms.
-struct Console {
-    user: Arc<User>,
-    csrf: String,
-    token: Token,
+pub(crate) struct Console {
+    pub(crate) user: Arc<User>,
+    pub(crate) csrf: String,
+    pub(crate) token: Token,
+}
+
+/// The answer to a console form whose CSRF token or origin does not check out.
+pub(crate) fn expired_form() -> Response {
+    HttpError::Forbidden(
+        "This form has expired or was sent from another site. Reload the page and try again."
+            .into(),
+    )
+    .into_response()
+}
+
+impl Console {
+    /// A console form's CSRF token and origin check.
+    pub(crate) fn form_ok(
+        &self,
+        state: &AppState,
+        ctx: &ClientContext,
+        headers: &HeaderMap,
+        form: &[(String, String)],
+    ) -> bool {
+        crate::form::first(form, "csrf").is_some_and(|t| {
+            state
+                .csrf
+                .verify("console", self.token.hash().as_bytes(), t)
+        }) && csrf::same_origin(headers, &ctx.host)
+    }
 }
 
 impl axum::extract::FromRequestParts<Arc<AppState>> for Console {
@@ -80,13 +107,13 @@ fn zone() -> jiff::tz::TimeZone {
     jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC)
 }
 
-fn local(t: Timestamp) -> String {
+pub(crate) fn local(t: Timestamp) -> String {
     t.to_zoned_datetime(zone())
         .strftime("%Y-%m-%d %H:%M:%S %Z")
         .to_string()
 }
 
-fn encode(pairs: &[(&str, String)]) -> String {
+pub(crate) fn encode(pairs: &[(&str, String)]) -> String {
     let mut s = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in pairs {
         s.append_pair(k, v);
@@ -394,14 +421,8 @@ async fn end(
 ) -> Response {
     let form = crate::form::pairs(&body);
     let field = |k: &str| crate::form::first(&form, k);
-    let token_ok =
-        field("csrf").is_some_and(|t| state.csrf.verify("console", c.token.hash().as_bytes(), t));
-    if !token_ok || !csrf::same_origin(&headers, &ctx.host) {
-        return HttpError::Forbidden(
-            "This form has expired or was sent from another site. Reload the page and try again."
-                .into(),
-        )
-        .into_response();
+    if !c.form_ok(&state, &ctx, &headers, &form) {
+        return expired_form();
     }
     let back = field("back").unwrap_or("").to_owned();
     let mode = if field("what") == Some("matching") {
@@ -571,6 +592,7 @@ async fn session(
             ..Default::default()
         })
         .await
+        .map(|p| p.items)
         .unwrap_or_default()
         .into_iter()
         .filter(|e| e.session == Some(id))
@@ -748,6 +770,7 @@ async fn user_view(
             ..Default::default()
         })
         .await
+        .map(|p| p.items)
         .unwrap_or_default()
         .into_iter()
         .map(|e| {
@@ -802,14 +825,8 @@ async fn user_action(
     };
     let form = crate::form::pairs(&body);
     let field = |k: &str| crate::form::first(&form, k).map(str::to_owned);
-    let ok =
-        field("csrf").is_some_and(|t| state.csrf.verify("console", c.token.hash().as_bytes(), &t));
-    if !ok || !csrf::same_origin(&headers, &ctx.host) {
-        return HttpError::Forbidden(
-            "This form has expired or was sent from another site. Reload the page and try again."
-                .into(),
-        )
-        .into_response();
+    if !c.form_ok(&state, &ctx, &headers, &form) {
+        return expired_form();
     }
     let actor = c.user.name.as_str();
     let yourself = name == c.user.name;

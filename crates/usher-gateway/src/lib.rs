@@ -6,6 +6,7 @@
 
 pub mod access_log;
 mod admin;
+mod admin_reports;
 mod anonymous;
 pub mod api;
 mod api_clients;

@@ -29,7 +29,8 @@
   var all = document.getElementById("select-all");
   if (all) {
     all.addEventListener("change", function () {
-      document.querySelectorAll("table.sessions tbody input[type=checkbox]").forEach(function (b) { b.checked = all.checked; });
+      var table = all.closest("table");
+      table.querySelectorAll("tbody input[type=checkbox]").forEach(function (b) { b.checked = all.checked; });
     });
   }
 

@@ -96,7 +96,8 @@ macro_rules! conformance_tests {
             no_session_for_disabled_or_unknown_users, api_tokens_round_trip,
             history_filters_and_cursor, a_limit_evicts_the_least_recently_used,
             a_deny_limit_refuses_and_races_never_exceed_it, history_is_purged_after_retention,
-            where_was_a_user_at_an_instant, lazy_anonymous_sessions_are_written_behind
+            where_was_a_user_at_an_instant, lazy_anonymous_sessions_are_written_behind,
+            inactive_users_report_last_login_ip_and_activity
         );
     };
     (@ $make:expr; $($name:ident),* $(,)?) => {
@@ -193,7 +194,8 @@ pub async fn users_round_trip(store: Arc<dyn Store>) {
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(created.len(), 2);
     assert_eq!(created[0].actor.as_deref(), Some("cli"));
 }
@@ -221,13 +223,13 @@ pub async fn user_update_records_password_change(store: Arc<dyn Store>) {
         limit: 10,
         ..Default::default()
     };
-    assert!(store.events(&q).await.unwrap().is_empty());
+    assert!(store.events(&q).await.unwrap().items.is_empty());
     store
         .user_set_password(&name("alice"), "$argon2id$other", "cli", t(6))
         .await
         .unwrap();
     alice.password_hash = Some("$argon2id$other".into());
-    assert_eq!(store.events(&q).await.unwrap().len(), 1);
+    assert_eq!(store.events(&q).await.unwrap().items.len(), 1);
     assert_eq!(
         store.user_get(&name("alice")).await.unwrap().unwrap(),
         alice
@@ -295,7 +297,8 @@ pub async fn sessions_create_and_find(store: Arc<dyn Store>) {
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(logins.len(), 1);
     assert_eq!(logins[0].session, Some(s.id));
     assert_eq!(logins[0].ip, Some(s.client.ip));
@@ -371,7 +374,8 @@ pub async fn end_is_recorded_once_with_event_and_change(store: Arc<dyn Store>) {
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(logouts.len(), 1);
     assert_eq!(logouts[0].session, Some(s.id));
     assert_eq!(logouts[0].user.as_deref(), Some("alice"));
@@ -404,7 +408,8 @@ pub async fn end_applies_pending_touches_first(store: Arc<dyn Store>) {
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(expired.len(), 1);
 }
 
@@ -448,7 +453,8 @@ pub async fn disabling_a_user_ends_their_sessions(store: Arc<dyn Store>) {
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(disabled.len(), 1);
     assert_eq!(disabled[0].actor.as_deref(), Some("root"));
     store
@@ -502,7 +508,8 @@ pub async fn removing_a_user_ends_their_sessions(store: Arc<dyn Store>) {
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     let kinds: Vec<EventKind> = history.iter().map(|e| e.kind).collect();
     assert!(kinds.contains(&EventKind::UserRemoved), "{kinds:?}");
     assert!(kinds.contains(&EventKind::Login), "{kinds:?}");
@@ -656,26 +663,60 @@ pub async fn history_filters_and_cursor(store: Arc<dyn Store>) {
         f(&mut q);
         q
     };
-    let all = store.events(&q(|_| {})).await.unwrap();
+    let all = store.events(&q(|_| {})).await.unwrap().items;
     assert_eq!(all.len(), 10);
     assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
     let alice = store
         .events(&q(|q| q.user = Some("alice".into())))
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(alice.len(), 5);
     let from_ip = store
-        .events(&q(|q| q.ip = Some("192.0.2.2".parse().unwrap())))
+        .events(&q(|q| {
+            q.ip = Some(ipnet::IpNet::from(
+                "192.0.2.2".parse::<std::net::IpAddr>().unwrap(),
+            ))
+        }))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(from_ip.len(), 5);
+    // A network: both addresses; a page of 3 carries on where it stopped.
+    fn net(q: &mut EventQuery) {
+        q.ip = Some("192.0.2.0/30".parse().unwrap());
+    }
+    let page = store
+        .events(&q(|q| {
+            net(q);
+            q.limit = 3;
+        }))
         .await
         .unwrap();
-    assert_eq!(from_ip.len(), 5);
+    assert_eq!(page.items.len(), 3);
+    let rest = store
+        .events(&q(|q| {
+            net(q);
+            q.before = Some(7);
+        }))
+        .await
+        .unwrap();
+    assert_eq!(page.next_cursor, Some(page.items[2].id));
+    assert!(rest.items.iter().all(|e| e.id < 7));
+    assert_eq!(rest.next_cursor, None, "the end");
+    let none = store
+        .events(&q(|q| q.ip = Some("198.51.100.0/24".parse().unwrap())))
+        .await
+        .unwrap();
+    assert!(none.items.is_empty() && none.next_cursor.is_none());
     let window = store
         .events(&q(|q| {
             q.from = Some(t(2));
             q.to = Some(t(4));
         }))
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(
         window.iter().map(|e| e.at).collect::<Vec<_>>(),
         [t(3), t(2)]
@@ -693,7 +734,8 @@ pub async fn history_filters_and_cursor(store: Arc<dyn Store>) {
                 ..Default::default()
             })
             .await
-            .unwrap();
+            .unwrap()
+            .items;
         if page.is_empty() {
             break;
         }
@@ -764,7 +806,8 @@ pub async fn a_limit_evicts_the_least_recently_used(store: Arc<dyn Store>) {
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(evicted_events.len(), 1);
 }
 
@@ -822,7 +865,8 @@ pub async fn history_is_purged_after_retention(store: Arc<dyn Store>) {
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(
         left.iter().map(|e| e.kind).collect::<Vec<_>>(),
         [EventKind::LoginFailed]
@@ -955,7 +999,52 @@ pub async fn lazy_anonymous_sessions_are_written_behind(store: Arc<dyn Store>) {
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert!(events.is_empty(), "{events:?}");
     assert!(store.sessions_live().await.unwrap().is_empty());
+}
+
+pub async fn inactive_users_report_last_login_ip_and_activity(store: Arc<dyn Store>) {
+    for n in ["alice", "bob", "carol", "dave"] {
+        store.user_create(&user(n), "cli").await.unwrap();
+    }
+    // alice: signed in long ago, silent since. bob: signed in long ago, still busy.
+    // carol: never. dave: signed in lately.
+    let a = login(&store, Some("alice"), t(10)).await;
+    store
+        .write_behind(&[], &[touch(a.id, 1, t(20))])
+        .await
+        .unwrap();
+    let b = login(&store, Some("bob"), t(10)).await;
+    store
+        .write_behind(&[], &[touch(b.id, 9, t(500))])
+        .await
+        .unwrap();
+    login(&store, Some("dave"), t(400)).await;
+    let since = t(100);
+    let report = store.inactive_users(since).await.unwrap();
+    let names: Vec<&str> = report.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["alice", "carol"]);
+    assert_eq!(report[0].last_login_at, Some(t(10)));
+    assert_eq!(report[0].last_login_ip, Some(a.client.ip));
+    assert_eq!(report[0].last_activity_at, Some(t(20)));
+    assert_eq!(
+        (
+            report[1].last_login_at,
+            report[1].last_login_ip,
+            report[1].last_activity_at
+        ),
+        (None, None, None)
+    );
+    // Everyone is inactive since a date after all of it.
+    assert_eq!(store.inactive_users(t(1000)).await.unwrap().len(), 4);
+    assert!(
+        store
+            .user_list()
+            .await
+            .unwrap()
+            .iter()
+            .all(|u| u.groups.is_empty())
+    );
 }

@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use std::net::IpAddr;
 use std::sync::Arc;
 use usher_core::{
-    ApiToken, EndReason, Event, EventKind, NewSession, SessionId, SessionRecord, Timestamp,
-    TokenHash, User, Username,
+    ApiToken, EndReason, Event, EventKind, InactiveUser, NewSession, SessionId, SessionRecord,
+    Timestamp, TokenHash, User, Username,
 };
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -79,12 +79,22 @@ pub enum ChangeKind {
 pub struct EventQuery {
     pub user: Option<String>,
     pub kind: Option<EventKind>,
-    pub ip: Option<IpAddr>,
+    /// An address (a /32 or /128) or a whole network.
+    pub ip: Option<ipnet::IpNet>,
     pub from: Option<Timestamp>,
     pub to: Option<Timestamp>,
     /// Only events older than this id (the cursor of the previous page).
     pub before: Option<i64>,
     pub limit: u32,
+}
+
+/// One page of history, newest first. `next_cursor` (the `before` of the next page) is
+/// `None` at the end. A network filter is applied while reading, within a bounded
+/// scan, so such a page can hold fewer than `limit` events and still have a next one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventPage {
+    pub items: Vec<Event>,
+    pub next_cursor: Option<i64>,
 }
 
 /// Result of [`Store::user_update`]-style changes that end sessions.
@@ -164,7 +174,10 @@ pub trait Store: Send + Sync + 'static {
         at: Timestamp,
     ) -> Result<Vec<SessionRecord>>;
     /// Newest first.
-    async fn events(&self, query: &EventQuery) -> Result<Vec<Event>>;
+    async fn events(&self, query: &EventQuery) -> Result<EventPage>;
+    /// Users whose last login is before `since` (or who never logged in) and who made
+    /// no request since then either, by name; with their last login IP and activity.
+    async fn inactive_users(&self, since: Timestamp) -> Result<Vec<InactiveUser>>;
 
     // --- API tokens ---
     async fn token_create(&self, token: &ApiToken, hash: &TokenHash) -> Result<()>;

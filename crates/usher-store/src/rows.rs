@@ -231,3 +231,31 @@ pub(crate) fn change_columns(kind: &ChangeKind) -> (&'static str, &str) {
         ChangeKind::UserChanged(name) => ("user_changed", name.as_str()),
     }
 }
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct InactiveRow {
+    name: String,
+    display_name: String,
+    email: String,
+    disabled: bool,
+    created_at: i64,
+    last_login_at: Option<i64>,
+    last_login_ip: Option<String>,
+    last_activity_at: Option<i64>,
+}
+
+impl InactiveRow {
+    pub(crate) fn into_inactive(self) -> Result<usher_core::InactiveUser> {
+        Ok(usher_core::InactiveUser {
+            name: usher_core::Username::parse(&self.name)
+                .map_err(|e| StoreError::Corrupt(format!("user name {:?}: {e}", self.name)))?,
+            display_name: self.display_name,
+            email: self.email,
+            disabled: self.disabled,
+            created_at: ts(self.created_at)?,
+            last_login_at: self.last_login_at.map(ts).transpose()?,
+            last_login_ip: self.last_login_ip.as_deref().map(ip).transpose()?,
+            last_activity_at: self.last_activity_at.map(ts).transpose()?,
+        })
+    }
+}

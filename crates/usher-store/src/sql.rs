@@ -10,17 +10,17 @@ macro_rules! impl_sql_store {
     ($module:ident, $store:ty, $db:ty) => {
         mod $module {
             use crate::rows::{
-                ChangeRow, EVENT_COLUMNS, EndingRow, EventRow, SESSION_COLUMNS, SessionRow,
+                ChangeRow, EVENT_COLUMNS, EndingRow, EventRow, InactiveRow, SESSION_COLUMNS, SessionRow,
                 TOKEN_COLUMNS, TokenRow, USER_COLUMNS, UserRow, change_columns, ms,
             };
             use crate::{
-                Change, ChangeKind, EndSessions, EndedSessions, EventQuery, LazySession, Result,
+                Change, ChangeKind, EndSessions, EndedSessions, EventPage, EventQuery, LazySession, Result,
                 SessionSelector, Store, StoreError, Touch,
             };
             use async_trait::async_trait;
             use sqlx::{AssertSqlSafe, Transaction};
             use usher_core::{
-                ApiToken, EndReason, Event, EventKind, NewSession, OnLimit, SessionId, SessionKind,
+                ApiToken, EndReason, Event, EventKind, InactiveUser, NewSession, OnLimit, SessionId, SessionKind,
                 SessionRecord, Timestamp, TokenHash, User, Username,
             };
 
@@ -283,11 +283,22 @@ macro_rules! impl_sql_store {
                     let rows: Vec<UserRow> = sqlx::query_as(AssertSqlSafe(sql))
                         .fetch_all(self.reader())
                         .await?;
-                    let mut out = Vec::with_capacity(rows.len());
-                    for row in rows {
-                        out.push(self.user_from_row(row).await?);
+                    // Every user's groups in one read, not one query per user.
+                    let pairs: Vec<(String, String)> = sqlx::query_as(
+                        "SELECT user_name, group_name FROM user_groups ORDER BY user_name, group_name",
+                    )
+                    .fetch_all(self.reader())
+                    .await?;
+                    let mut groups: std::collections::HashMap<String, Vec<String>> = Default::default();
+                    for (user, group) in pairs {
+                        groups.entry(user).or_default().push(group);
                     }
-                    Ok(out)
+                    rows.into_iter()
+                        .map(|row| {
+                            let g = groups.remove(row.name()).unwrap_or_default();
+                            row.into_user(&g)
+                        })
+                        .collect()
                 }
 
                 async fn user_count(&self) -> Result<u64> {
@@ -543,30 +554,90 @@ macro_rules! impl_sql_store {
                         .collect()
                 }
 
-                async fn events(&self, q: &EventQuery) -> Result<Vec<Event>> {
+                async fn events(&self, q: &EventQuery) -> Result<EventPage> {
                     // Ordered by id: the order events were written, which a cursor can
-                    // follow while new ones arrive.
-                    let sql = format!(
-                        "SELECT {EVENT_COLUMNS} FROM events
-                         WHERE (CAST($1 AS TEXT) IS NULL OR user_name = $1)
-                           AND (CAST($2 AS TEXT) IS NULL OR kind = $2)
-                           AND (CAST($3 AS TEXT) IS NULL OR ip = $3)
-                           AND (CAST($4 AS BIGINT) IS NULL OR at >= $4)
-                           AND (CAST($5 AS BIGINT) IS NULL OR at < $5)
-                           AND (CAST($6 AS BIGINT) IS NULL OR id < $6)
-                         ORDER BY id DESC LIMIT $7"
-                    );
-                    let rows: Vec<EventRow> = sqlx::query_as(AssertSqlSafe(sql))
-                        .bind(q.user.as_deref())
-                        .bind(q.kind.map(EventKind::as_str))
-                        .bind(q.ip.map(|ip| ip.to_string()))
-                        .bind(q.from.map(ms))
-                        .bind(q.to.map(ms))
-                        .bind(q.before)
-                        .bind(i64::from(if q.limit == 0 { 100 } else { q.limit }))
-                        .fetch_all(self.reader())
-                        .await?;
-                    rows.into_iter().map(EventRow::into_event).collect()
+                    // follow while new ones arrive. Only the filters given are in the
+                    // statement, so each can use its index.
+                    let limit = if q.limit == 0 { 100 } else { q.limit.min(100_000) } as usize;
+                    let exact_ip = q.ip.filter(|n| n.prefix_len() == n.max_prefix_len()).map(|n| n.addr());
+                    // A network cannot be an index range over text addresses: it is
+                    // applied to the rows read, at most SCAN_BUDGET of them per page.
+                    let network = q.ip.filter(|n| n.prefix_len() != n.max_prefix_len());
+                    const SCAN_BUDGET: usize = 50_000;
+                    let chunk = if network.is_some() { 1000 } else { limit };
+                    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE ");
+                    let mut n = 0;
+                    let mut param = |sql: &mut String, clause: &str| {
+                        n += 1;
+                        sql.push_str(&clause.replace('?', &format!("${n}")));
+                        sql.push_str(" AND ");
+                    };
+                    if q.user.is_some() { param(&mut sql, "user_name = ?"); }
+                    if q.kind.is_some() { param(&mut sql, "kind = ?"); }
+                    if exact_ip.is_some() { param(&mut sql, "ip = ?"); }
+                    if q.from.is_some() { param(&mut sql, "at >= ?"); }
+                    if q.to.is_some() { param(&mut sql, "at < ?"); }
+                    sql.push_str(&format!("id < ${} ORDER BY id DESC LIMIT ${}", n + 1, n + 2));
+                    let mut cursor = q.before.unwrap_or(i64::MAX);
+                    let mut items = Vec::new();
+                    let mut scanned = 0;
+                    loop {
+                        let mut query = sqlx::query_as::<_, EventRow>(AssertSqlSafe(sql.clone()));
+                        if let Some(u) = &q.user { query = query.bind(u.clone()); }
+                        if let Some(k) = q.kind { query = query.bind(k.as_str()); }
+                        if let Some(ip) = exact_ip { query = query.bind(ip.to_string()); }
+                        if let Some(f) = q.from { query = query.bind(ms(f)); }
+                        if let Some(t) = q.to { query = query.bind(ms(t)); }
+                        let rows = query
+                            .bind(cursor)
+                            .bind(i64::try_from(chunk).unwrap_or(1000))
+                            .fetch_all(self.reader())
+                            .await?;
+                        let got = rows.len();
+                        for row in rows {
+                            let event = row.into_event()?;
+                            cursor = event.id;
+                            let wanted = network.is_none_or(|net| event.ip.is_some_and(|ip| net.contains(&ip)));
+                            if wanted {
+                                items.push(event);
+                                if items.len() == limit {
+                                    return Ok(EventPage { items, next_cursor: Some(cursor) });
+                                }
+                            }
+                        }
+                        scanned += got;
+                        if got < chunk {
+                            return Ok(EventPage { items, next_cursor: None });
+                        }
+                        if scanned >= SCAN_BUDGET {
+                            return Ok(EventPage { items, next_cursor: Some(cursor) });
+                        }
+                    }
+                }
+
+                async fn inactive_users(&self, since: Timestamp) -> Result<Vec<InactiveUser>> {
+                    let rows: Vec<InactiveRow> = sqlx::query_as(
+                        "SELECT u.name, u.display_name, u.email, u.disabled, u.created_at, u.last_login_at,
+                             (SELECT s.first_ip FROM sessions s WHERE s.user_name = u.name
+                              ORDER BY s.created_at DESC LIMIT 1) AS last_login_ip,
+                             (SELECT MAX(s.last_access_at) FROM sessions s WHERE s.user_name = u.name)
+                              AS last_activity_at
+                         FROM users u
+                         WHERE u.last_login_at IS NULL OR u.last_login_at < $1
+                         ORDER BY u.name",
+                    )
+                    .bind(ms(since))
+                    .fetch_all(self.reader())
+                    .await?;
+                    let mut out = Vec::with_capacity(rows.len());
+                    for row in rows {
+                        let u = row.into_inactive()?;
+                        // Signed in before `since` but still using the app: not inactive.
+                        if u.last_activity_at.is_none_or(|a| a < since) {
+                            out.push(u);
+                        }
+                    }
+                    Ok(out)
                 }
 
                 async fn token_create(&self, token: &ApiToken, hash: &TokenHash) -> Result<()> {

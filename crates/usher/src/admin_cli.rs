@@ -170,7 +170,11 @@ pub async fn history(backend: &Backend, args: HistoryArgs) -> anyhow::Result<Exi
         ip: args
             .ip
             .as_deref()
-            .map(|i| i.parse().map_err(|_| anyhow::anyhow!("--ip: `{i}` is not an IP address")))
+            .map(|i| {
+                i.parse::<ipnet::IpNet>()
+                    .or_else(|_| i.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| anyhow::anyhow!("--ip: `{i}` is not an IP address or CIDR range (10.0.0.0/8)"))
+            })
             .transpose()?,
         from: args.since.as_deref().map(|v| parse_time("--since", v)).transpose()?,
         to: args.until.as_deref().map(|v| parse_time("--until", v)).transpose()?,
@@ -217,18 +221,29 @@ pub async fn report(backend: &Backend, cmd: ReportCommand) -> anyhow::Result<Exi
     match format {
         Format::Json => json(&serde_json::json!({ "since": since, "items": users }))?,
         Format::Table | Format::Csv => {
-            let header = ["USER", "STATUS", "LAST LOGIN"];
+            let header = [
+                "USER",
+                "STATUS",
+                "LAST LOGIN",
+                "LAST LOGIN IP",
+                "LAST ACTIVITY",
+            ];
+            let time = |t: Option<Timestamp>| {
+                if format == Format::Csv {
+                    t.map(|t| t.to_string()).unwrap_or_default()
+                } else {
+                    opt(t, now)
+                }
+            };
             let rows: Vec<Vec<String>> = users
                 .iter()
                 .map(|u| {
                     vec![
                         u.name.to_string(),
                         if u.disabled { "disabled" } else { "active" }.to_owned(),
-                        if format == Format::Csv {
-                            u.last_login_at.map(|t| t.to_string()).unwrap_or_default()
-                        } else {
-                            opt(u.last_login_at, now)
-                        },
+                        time(u.last_login_at),
+                        u.last_login_ip.map(|i| i.to_string()).unwrap_or_default(),
+                        time(u.last_activity_at),
                     ]
                 })
                 .collect();

@@ -8,8 +8,8 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use std::sync::Arc;
 use usher_core::{
-    ApiToken, Clock, EndReason, Event, SessionId, SessionInfo, SessionPolicy, SessionQuery,
-    SessionRecord, SystemClock, Timestamp, Token, User, Username,
+    ApiToken, Clock, EndReason, Event, InactiveUser, SessionId, SessionInfo, SessionPolicy,
+    SessionQuery, SessionRecord, SystemClock, Timestamp, Token, Username,
 };
 use usher_store::{EndSessions, EventQuery, SessionSelector, Store};
 
@@ -49,13 +49,6 @@ struct Ended {
 #[derive(Deserialize)]
 struct HistoryPage {
     items: Vec<Event>,
-}
-
-#[derive(Debug, Deserialize, serde::Serialize)]
-pub struct InactiveUser {
-    pub name: Username,
-    pub disabled: bool,
-    pub last_login_at: Option<Timestamp>,
 }
 
 #[derive(Deserialize)]
@@ -254,7 +247,7 @@ impl Backend {
 
     pub async fn history(&self, q: &EventQuery) -> anyhow::Result<Vec<Event>> {
         match self {
-            Self::Local { store, .. } => Ok(store.events(q).await?),
+            Self::Local { store, .. } => Ok(store.events(q).await?.items),
             Self::Remote { .. } => {
                 let mut pairs = vec![("limit".to_owned(), q.limit.clamp(1, 1000).to_string())];
                 if let Some(u) = &q.user {
@@ -321,17 +314,7 @@ impl Backend {
 
     pub async fn inactive(&self, since: Timestamp) -> anyhow::Result<Vec<InactiveUser>> {
         match self {
-            Self::Local { store, .. } => Ok(store
-                .user_list()
-                .await?
-                .into_iter()
-                .filter(|u| u.last_login_at.is_none_or(|t| t < since))
-                .map(|u: User| InactiveUser {
-                    name: u.name,
-                    disabled: u.disabled,
-                    last_login_at: u.last_login_at,
-                })
-                .collect()),
+            Self::Local { store, .. } => Ok(store.inactive_users(since).await?),
             Self::Remote { .. } => {
                 let q = [("since".to_owned(), since.to_string())];
                 let page: InactivePage = self

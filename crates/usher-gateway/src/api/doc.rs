@@ -48,21 +48,10 @@ pub struct HistoryPage {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct InactiveUser {
-    name: String,
-    display_name: String,
-    disabled: bool,
-    #[schema(format = DateTime)]
-    created_at: String,
-    #[schema(format = DateTime)]
-    last_login_at: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
 pub struct InactiveReport {
     #[schema(format = DateTime)]
     since: String,
-    items: Vec<InactiveUser>,
+    items: Vec<usher_core::InactiveUser>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -130,9 +119,9 @@ pub struct HistoryParams {
     /// login, login_failed, logout, expired, killed, evicted, user_created,
     /// user_disabled, user_enabled, user_removed, password_changed.
     event: Option<usher_core::EventKind>,
-    /// An IP address.
+    /// An IP address, or a CIDR range (10.0.0.0/8).
     #[param(
-        pattern = r"^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])$"
+        pattern = r"^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(/([0-9]|[12][0-9]|3[0-2]))?$"
     )]
     ip: Option<String>,
     /// From this date (2026-01-01) or RFC 3339 time.

@@ -36,6 +36,15 @@ impl ApiError {
         }
     }
 
+    /// What is wrong, in words (the console shows it on its pages).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn param(&self) -> Option<&str> {
+        self.param.as_deref()
+    }
+
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }

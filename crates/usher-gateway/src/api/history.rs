@@ -9,6 +9,15 @@ use std::sync::Arc;
 use usher_core::{EventKind, Timestamp, Username};
 use usher_store::EventQuery;
 
+/// 1 January of `now`'s year, midnight UTC: the inactive report's default.
+pub(crate) fn start_of_year(now: Timestamp) -> Timestamp {
+    let year = now.to_zoned_datetime(jiff::tz::TimeZone::UTC).year();
+    jiff::civil::date(year, 1, 1)
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .map(|z| z.timestamp())
+        .unwrap_or(now)
+}
+
 /// A time as `2026-11-02T10:00:00Z` or a day as `2026-11-02` (midnight UTC).
 pub fn parse_time(param: &str, v: &str) -> Result<Timestamp, ApiError> {
     v.parse::<Timestamp>()
@@ -26,25 +35,32 @@ pub fn parse_time(param: &str, v: &str) -> Result<Timestamp, ApiError> {
         })
 }
 
-#[utoipa::path(get, path = "/history", tag = "history", params(super::doc::HistoryParams),
-    responses((status = 200, description = "Events, newest first", body = super::doc::HistoryPage),
-        (status = 400, description = "a parameter or the body is wrong", body = super::doc::ErrorBody),
-        (status = 401, description = "no or a bad credential", body = super::doc::ErrorBody),
-        (status = 403, description = "not an admin, or a cookie without X-CSRF-Token", body = super::doc::ErrorBody)))]
-pub async fn list(
-    State(state): State<Arc<AppState>>,
-    _admin: Admin,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<serde_json::Value>, ApiError> {
+/// The history filters of a query string, shared by the API and the console.
+pub(crate) struct HistoryQuery {
+    pub events: EventQuery,
+    /// "Where was everyone (or `user`) at this instant".
+    pub at: Option<Timestamp>,
+}
+
+/// `user`, `event`, `ip` (address or CIDR), `from`, `to`, `limit`, `cursor`, `at`.
+/// Empty values are an error for the API and skipped for the console's forms.
+pub(crate) fn parse_history(
+    pairs: &[(String, String)],
+    skip_empty: bool,
+) -> Result<HistoryQuery, ApiError> {
     let mut q = EventQuery {
         limit: 100,
         ..Default::default()
     };
     let mut at = None;
-    for (k, v) in query_pairs(raw.as_deref()) {
+    for (k, v) in pairs {
+        let v = v.trim();
         if v.is_empty() {
+            if skip_empty {
+                continue;
+            }
             return Err(ApiError::invalid(
-                &k,
+                k,
                 "empty; leave the parameter out instead",
             ));
         }
@@ -52,16 +68,22 @@ pub async fn list(
             "user" if v.chars().count() > 64 => {
                 return Err(ApiError::invalid("user", "at most 64 characters"));
             }
-            "user" => q.user = Some(v),
+            "user" => q.user = Some(v.to_owned()),
             "event" => {
-                q.kind = Some(EventKind::parse(&v).ok_or_else(|| {
+                q.kind = Some(EventKind::parse(v).ok_or_else(|| {
                     ApiError::invalid("event", "one of login, login_failed, logout, expired, killed, evicted, user_created, user_disabled, user_enabled, user_removed, password_changed")
                 })?)
             }
-            "ip" => q.ip = Some(v.parse::<IpAddr>().map_err(|_| ApiError::invalid("ip", "an IP address"))?),
-            "at" => at = Some(parse_time("at", &v)?),
-            "from" => q.from = Some(parse_time("from", &v)?),
-            "to" => q.to = Some(parse_time("to", &v)?),
+            "ip" => {
+                q.ip = Some(
+                    v.parse::<ipnet::IpNet>()
+                        .or_else(|_| v.parse::<IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| ApiError::invalid("ip", "an IP address or a CIDR range such as 10.0.0.0/8"))?,
+                )
+            }
+            "at" => at = Some(parse_time("at", v)?),
+            "from" => q.from = Some(parse_time("from", v)?),
+            "to" => q.to = Some(parse_time("to", v)?),
             "limit" => {
                 q.limit = match v.parse::<u32>() {
                     Ok(n) if (1..=1000).contains(&n) => n,
@@ -78,6 +100,21 @@ pub async fn list(
             }
         }
     }
+    Ok(HistoryQuery { events: q, at })
+}
+
+#[utoipa::path(get, path = "/history", tag = "history", params(super::doc::HistoryParams),
+    responses((status = 200, description = "Events, newest first", body = super::doc::HistoryPage),
+        (status = 400, description = "a parameter or the body is wrong", body = super::doc::ErrorBody),
+        (status = 401, description = "no or a bad credential", body = super::doc::ErrorBody),
+        (status = 403, description = "not an admin, or a cookie without X-CSRF-Token", body = super::doc::ErrorBody)))]
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    _admin: Admin,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let pairs = query_pairs(raw.as_deref());
+    let HistoryQuery { events: q, at } = parse_history(&pairs, false)?;
     // "Where was this user at T": the sessions live at that instant, with their IPs.
     if let Some(at) = at {
         // Without `user`, everyone's; a name that cannot be a user had no sessions.
@@ -105,17 +142,14 @@ pub async fn list(
             serde_json::json!({ "items": [], "next_cursor": null, "at": at, "sessions": sessions }),
         ));
     }
-    let items = state.engine.store().events(&q).await?;
-    let next = (items.len() == q.limit as usize)
-        .then(|| items.last().map(|e| e.id))
-        .flatten();
+    let page = state.engine.store().events(&q).await?;
     Ok(Json(
-        serde_json::json!({ "items": items, "next_cursor": next }),
+        serde_json::json!({ "items": page.items, "next_cursor": page.next_cursor }),
     ))
 }
 
 /// Users whose last login is before `since` (default: 1 January this year, UTC), or
-/// who never logged in.
+/// who never logged in, and who made no request since then either.
 #[utoipa::path(get, path = "/reports/inactive", tag = "history", params(super::doc::InactiveParams),
     responses((status = 200, description = "Users without a login since the date", body = super::doc::InactiveReport),
         (status = 400, description = "a parameter or the body is wrong", body = super::doc::ErrorBody),
@@ -135,32 +169,9 @@ pub async fn inactive(
     }
     let since = match since {
         Some(s) => s,
-        None => {
-            let now = state
-                .engine
-                .clock()
-                .now()
-                .to_zoned_datetime(jiff::tz::TimeZone::UTC);
-            jiff::civil::date(now.year(), 1, 1)
-                .to_zoned_datetime(jiff::tz::TimeZone::UTC)
-                .map(|z| z.timestamp())
-                .map_err(|_| ApiError::invalid("since", "could not work out 1 January"))?
-        }
+        None => start_of_year(state.engine.clock().now()),
     };
-    let users = state.engine.store().user_list().await?;
-    let items: Vec<serde_json::Value> = users
-        .into_iter()
-        .filter(|u| u.last_login_at.is_none_or(|t| t < since))
-        .map(|u| {
-            serde_json::json!({
-                "name": u.name,
-                "display_name": u.display_name,
-                "disabled": u.disabled,
-                "created_at": u.created_at,
-                "last_login_at": u.last_login_at,
-            })
-        })
-        .collect();
+    let items = state.engine.store().inactive_users(since).await?;
     Ok(Json(serde_json::json!({ "since": since, "items": items })))
 }
 

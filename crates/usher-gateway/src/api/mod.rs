@@ -5,7 +5,7 @@
 mod auth;
 mod doc;
 mod error;
-mod history;
+pub(crate) mod history;
 mod sessions;
 mod tokens;
 mod users;

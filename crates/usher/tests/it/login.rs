@@ -140,7 +140,8 @@ async fn wrong_password_and_unknown_user_get_the_same_answer() {
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     let tried: Vec<_> = failed.iter().filter_map(|e| e.user.clone()).collect();
     assert_eq!(tried, ["nobody", "alice"]);
     assert!(

@@ -163,7 +163,8 @@ async fn idle_sessions_end_with_their_reason_recorded() {
             ..Default::default()
         })
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(expired.len(), 1);
     assert_eq!(expired[0].actor.as_deref(), Some("system"));
 }

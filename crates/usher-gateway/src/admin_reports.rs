@@ -154,6 +154,7 @@ async fn export(state: &AppState, mut q: usher_store::EventQuery) -> Response {
         "actor",
         "detail",
     ]);
+    out.push_str("\r\n");
     q.limit = 1000;
     let mut rows = 0;
     loop {
@@ -172,6 +173,7 @@ async fn export(state: &AppState, mut q: usher_store::EventQuery) -> Response {
                 e.actor.unwrap_or_default(),
                 e.detail.unwrap_or_default(),
             ]));
+            out.push_str("\r\n");
             rows += 1;
         }
         match page.next_cursor {

@@ -465,6 +465,13 @@ async fn history_and_the_inactive_report() {
         .map(|u| u["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["alice", "bob", "root"]);
+    let alice = &r["items"][0];
+    assert_eq!(alice["last_login_ip"], "127.0.0.1");
+    assert!(alice["last_login_at"].is_string() && alice["last_activity_at"].is_string());
+    assert!(
+        r["items"][1]["last_login_ip"].is_null(),
+        "bob never signed in"
+    );
     let (_, r) = api.get("/reports/inactive?since=2000-01-01").await;
     let names: Vec<&str> = r["items"]
         .as_array()

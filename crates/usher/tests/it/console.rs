@@ -33,6 +33,8 @@ async fn only_admins_see_the_console() {
         "/usher/admin/sessions",
         "/usher/admin/users",
         "/usher/admin/clients",
+        "/usher/admin/history",
+        "/usher/admin/reports/inactive",
     ] {
         let r = client()
             .get(app.url(path))
@@ -437,4 +439,187 @@ async fn the_dashboard_draws_the_last_day() {
     );
     assert!(html.contains("Active sessions · last 24 hours · peak 1"));
     assert!(html.contains("<b>1</b> users signed in"));
+}
+
+#[tokio::test]
+async fn the_history_page_filters_pages_with_a_cursor_and_exports_csv() {
+    let (app, admin) = setup().await;
+    // 130 failed logins of bob from two networks, one with a hostile User-Agent.
+    for i in 0..130u32 {
+        let mut e = usher_core::Event::new(
+            usher_core::Timestamp::from_second(1_800_000_000 + i64::from(i)).unwrap(),
+            usher_core::EventKind::LoginFailed,
+        );
+        e.user = Some("bob".into());
+        e.ip = Some(
+            if i % 2 == 0 { "10.1.2.3" } else { "192.0.2.9" }
+                .parse()
+                .unwrap(),
+        );
+        e.user_agent = Some("<script>alert(1)</script>".into());
+        app.store.event_record(&e).await.unwrap();
+    }
+    let (s, html) = page(
+        &app,
+        &admin,
+        "/usher/admin/history?user=bob&event=login_failed&ip=10.0.0.0%2F8&from=&to=",
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        html.matches("<td>10.1.2.3</td>").count(),
+        65,
+        "65 from 10/8, none else"
+    );
+    assert!(!html.contains("192.0.2.9"));
+    assert!(!html.contains("<script>alert"), "escaped");
+    assert!(!html.contains("Older"), "one page holds them");
+    // Pages of 100 with a cursor; events recorded meanwhile do not shift them.
+    let (_, first) = page(&app, &admin, "/usher/admin/history?user=bob").await;
+    assert_eq!(first.matches("<td>login_failed</td>").count(), 100);
+    let older = first
+        .split("href=\"/usher/admin/history?")
+        .filter_map(|s| s.split('"').next())
+        .find(|q| q.contains("cursor="))
+        .expect("an Older link")
+        .replace("&amp;", "&")
+        .replace("&#38;", "&");
+    app.add_user("carol", "carol-password", false).await;
+    let (_, second) = page(&app, &admin, &format!("/usher/admin/history?{older}")).await;
+    assert_eq!(second.matches("<td>login_failed</td>").count(), 30);
+    assert!(second.contains("Newest"));
+    // CSV: every matching event, formula-safe.
+    let r = client()
+        .get(app.url("/usher/admin/history?user=bob&event=login_failed&format=csv"))
+        .header("cookie", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = r.text().await.unwrap();
+    assert_eq!(csv.lines().count(), 131, "header + 130");
+    assert!(csv.starts_with("time,event,user,session,ip,user_agent,actor,detail"));
+    // A bad filter says what is wrong, on the page.
+    let (s, html) = page(&app, &admin, "/usher/admin/history?ip=10.0.0.0%2F99").await;
+    assert_eq!(s, 400);
+    assert!(html.contains("ip: an IP address or a CIDR range"), "{html}");
+    let (s, _) = page(&app, &admin, "/usher/admin/history?bogus=1").await;
+    assert_eq!(s, 400);
+    // The user page links to all of it.
+    let (_, user_page) = page(&app, &admin, "/usher/admin/users/bob").await;
+    assert!(user_page.contains("/usher/admin/history?user=bob"));
+}
+
+#[tokio::test]
+async fn the_inactive_report_disables_the_selected_users_after_confirming() {
+    let (app, admin) = setup().await;
+    app.add_user("carol", "carol-password", false).await;
+    app.add_user("dave", "dave-password", false).await;
+    let bob = app.login("bob", "bob-password-1").await;
+    // Everyone signed in "today", so since tomorrow all but... a date in the future
+    // makes everyone inactive; a date in the past, only those who never signed in.
+    let (s, html) = page(
+        &app,
+        &admin,
+        "/usher/admin/reports/inactive?since=2000-01-01",
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(html.contains(">carol<") && html.contains(">dave<"));
+    assert!(!html.contains(">bob<"), "bob signed in since");
+    let (_, html) = page(
+        &app,
+        &admin,
+        "/usher/admin/reports/inactive?since=2999-01-01",
+    )
+    .await;
+    assert!(html.contains(">bob<"));
+    assert!(html.contains("127.0.0.1"), "bob's last login IP");
+    let (s, html) = page(
+        &app,
+        &admin,
+        "/usher/admin/reports/inactive?since=yesterday",
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert!(html.contains("since: a date"), "{html}");
+    let (_, html) = page(
+        &app,
+        &admin,
+        "/usher/admin/reports/inactive?since=2999-01-01",
+    )
+    .await;
+    let csrf = hidden_field(&html, "csrf").unwrap();
+    let post = |form: Vec<(&str, &str)>| {
+        client()
+            .post(app.url("/usher/admin/reports/inactive"))
+            .header("cookie", &admin)
+            .form(&form)
+            .send()
+    };
+    assert_eq!(
+        post(vec![("user", "bob"), ("confirmed", "yes")])
+            .await
+            .unwrap()
+            .status(),
+        403,
+        "no token"
+    );
+    let ask = post(vec![
+        ("csrf", &csrf),
+        ("since", "2999-01-01"),
+        ("user", "bob"),
+        ("user", "carol"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(ask.status(), 200);
+    assert!(ask.text().await.unwrap().contains("Disable 2 user(s)?"));
+    assert_eq!(
+        usher_testkit::status(&app.url("/"), &bob).await,
+        200,
+        "not yet"
+    );
+    let done = post(vec![
+        ("csrf", &csrf),
+        ("since", "2999-01-01"),
+        ("user", "bob"),
+        ("user", "carol"),
+        ("confirmed", "yes"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(done.status(), 200);
+    assert!(
+        done.text()
+            .await
+            .unwrap()
+            .contains("Disabled 2 user(s); ended 1 session(s).")
+    );
+    assert_ne!(
+        usher_testkit::status(&app.url("/"), &bob).await,
+        200,
+        "bob is out"
+    );
+    let users = app.store.user_list().await.unwrap();
+    let disabled: Vec<&str> = users
+        .iter()
+        .filter(|u| u.disabled)
+        .map(|u| u.name.as_str())
+        .collect();
+    assert_eq!(disabled, ["bob", "carol"]);
+    let me = post(vec![
+        ("csrf", &csrf),
+        ("user", "root"),
+        ("confirmed", "yes"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(me.status(), 400, "never yourself");
 }

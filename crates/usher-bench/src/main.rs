@@ -8,6 +8,7 @@
 //! makes with cargo first.
 
 mod flood;
+mod history;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -35,7 +36,7 @@ struct Args {
     /// Alternating rounds per scenario.
     #[arg(long)]
     rounds: Option<usize>,
-    /// Only this scenario: forward-auth, auth-endpoint, anonymous-flood.
+    /// Only this scenario: forward-auth, auth-endpoint, anonymous-flood, history.
     #[arg(long)]
     scenario: Option<String>,
     /// anonymous-flood: cookieless requests (default 1,000,000; 20,000 with --quick).
@@ -386,6 +387,21 @@ fn main() -> anyhow::Result<()> {
         drop(_usher);
         table.push_str("\n### Anonymous flood (issue 5)\n\n");
         table.push_str(&flood::run(dir.path(), &db, sessions, &script, &f)?);
+    }
+    if want("history") {
+        let sizes = if args.quick {
+            history::Sizes {
+                events: 200_000,
+                users: 1_000,
+            }
+        } else {
+            history::Sizes {
+                events: 10_000_000,
+                users: 100_000,
+            }
+        };
+        table.push_str("\n### History in SQLite (issue 6)\n\n");
+        table.push_str(&rt.block_on(history::run(dir.path(), &sizes))?);
     }
     println!("{table}");
     Ok(())

@@ -4,7 +4,7 @@
 //! sessions of the other scenarios. It reports resident memory at each step and checks
 //! that every signed-in session still works after the flood.
 
-use crate::{Proc, free_port, wait_port, workspace_root, wrk};
+use crate::{Proc, free_port, metric, wait_port, workspace_root, wrk};
 use anyhow::{Context, bail};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -98,20 +98,6 @@ fn drive(
         Ok::<(), anyhow::Error>(())
     })?;
     Ok(started.elapsed().as_secs_f64())
-}
-
-fn metric(usher: SocketAddr, line_prefix: &str) -> anyhow::Result<f64> {
-    let out = Command::new("curl")
-        .args(["-s", &format!("http://{usher}/usher/metrics")])
-        .output()
-        .context("curl")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text
-        .lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0))
 }
 
 pub fn run(

@@ -88,7 +88,9 @@ pub async fn run(dir: &Path, sizes: &Sizes) -> anyhow::Result<String> {
     c.close().await?;
     let seeded = started.elapsed();
 
-    let store = usher_store::open(&url).await.context("reopening the store")?;
+    let store = usher_store::open(&url)
+        .await
+        .context("reopening the store")?;
     let per_user = timed(50, |i| {
         let store = store.clone();
         async move {

@@ -9,6 +9,8 @@
 
 mod flood;
 mod history;
+mod login;
+mod scale;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -36,7 +38,8 @@ struct Args {
     /// Alternating rounds per scenario.
     #[arg(long)]
     rounds: Option<usize>,
-    /// Only this scenario: forward-auth, auth-endpoint, anonymous-flood, history.
+    /// Only this scenario: forward-auth, auth-endpoint, reverse-proxy, anonymous-flood,
+    /// history, million, login.
     #[arg(long)]
     scenario: Option<String>,
     /// anonymous-flood: cookieless requests (default 1,000,000; 20,000 with --quick).
@@ -185,21 +188,57 @@ struct Row {
     target: &'static str,
 }
 
-fn start_usher(dir: &Path, db: &Path) -> anyhow::Result<(Proc, SocketAddr)> {
-    let port = free_port()?;
+/// Starts the release `usher serve` on `port` with the store `db` and extra variables.
+pub(crate) fn start_usher_with(
+    dir: &Path,
+    db: &Path,
+    port: u16,
+    env: &[(&str, String)],
+) -> anyhow::Result<Proc> {
     let bin = workspace_root().join("target/release/usher");
-    let child = Command::new(bin)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--store"])
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--store"])
         .arg(format!("sqlite://{}", db.display()))
         .current_dir(dir)
         .env("RUST_LOG", "warn")
+        .env("USHER_LOG_ACCESS", "off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let proc = Proc(cmd.spawn().context("starting usher")?);
+    wait_port(port)?;
+    Ok(proc)
+}
+
+/// The bare hyper server of `src/bin/baseline.rs`.
+fn start_baseline() -> anyhow::Result<(Proc, SocketAddr)> {
+    let port = free_port()?;
+    let child = Command::new(workspace_root().join("target/release/baseline"))
+        .arg(format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("starting usher")?;
+        .context("starting the baseline")?;
     let proc = Proc(child);
     wait_port(port)?;
     Ok((proc, SocketAddr::from(([127, 0, 0, 1], port))))
+}
+
+/// A counter or gauge from Usher's `/usher/metrics`.
+pub(crate) fn metric(usher: SocketAddr, line_prefix: &str) -> anyhow::Result<f64> {
+    let out = Command::new("curl")
+        .args(["-s", &format!("http://{usher}/usher/metrics")])
+        .output()
+        .context("curl")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0))
 }
 
 /// nginx with four servers: the upstream (answers 200 itself), the baseline (proxies
@@ -213,8 +252,8 @@ struct Nginx {
     guarded: u16,
 }
 
-fn start_nginx(dir: &Path, usher: SocketAddr) -> anyhow::Result<Nginx> {
-    let (up, base, guarded, ideal) = (free_port()?, free_port()?, free_port()?, free_port()?);
+fn start_nginx(dir: &Path, usher: SocketAddr, up: u16) -> anyhow::Result<Nginx> {
+    let (base, guarded, ideal) = (free_port()?, free_port()?, free_port()?);
     let example = std::fs::read_to_string(workspace_root().join("docs/proxies/nginx.conf"))?
         .replace("127.0.0.1:8080", &usher.to_string())
         .replace("127.0.0.1:3000", &format!("127.0.0.1:{up}"))
@@ -222,7 +261,7 @@ fn start_nginx(dir: &Path, usher: SocketAddr) -> anyhow::Result<Nginx> {
     let d = dir.display();
     let conf = format!(
         "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx.log warn;\n\
-         events {{ worker_connections 4096; }}\nhttp {{\n access_log off;\n\
+         worker_rlimit_nofile 8192;\nevents {{ worker_connections 4096; }}\nhttp {{\n access_log off;\n\
          client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s;\n\
          upstream app {{ server 127.0.0.1:{up}; keepalive 64; }}\n\
          server {{ listen 127.0.0.1:{up}; location / {{ return 200 \"ok\\n\"; }} }}\n\
@@ -292,11 +331,11 @@ fn main() -> anyhow::Result<()> {
         args.sessions
     };
     let status = Command::new(env!("CARGO"))
-        .args(["build", "--release", "-p", "usher"])
+        .args(["build", "--release", "-p", "usher", "-p", "usher-bench"])
         .current_dir(workspace_root())
         .status()?;
     if !status.success() {
-        bail!("cargo build --release -p usher failed");
+        bail!("cargo build --release -p usher -p usher-bench failed");
     }
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("usher.db");
@@ -305,8 +344,18 @@ fn main() -> anyhow::Result<()> {
     let cookies = rt.block_on(seed(&db, sessions))?;
     eprintln!("seeded {sessions} sessions in {:.1?}", started.elapsed());
     let script = wrk_script(dir.path(), &cookies)?;
-    let (_usher, usher) = start_usher(dir.path(), &db)?;
-    let nginx = start_nginx(dir.path(), usher)?;
+    // Usher proxies to the upstream that nginx serves (a fixed 200), so the reverse
+    // proxy and nginx's proxy_pass are measured against the same app.
+    let (usher_port, up) = (free_port()?, free_port()?);
+    let usher = SocketAddr::from(([127, 0, 0, 1], usher_port));
+    let nginx = start_nginx(dir.path(), usher, up)?;
+    let _usher = start_usher_with(
+        dir.path(),
+        &db,
+        usher_port,
+        &[("USHER_UPSTREAM_URL", format!("http://127.0.0.1:{up}"))],
+    )?;
+    let (_baseline, baseline) = start_baseline()?;
     let want = |name: &str| args.scenario.as_deref().is_none_or(|s| s == name);
 
     let mut rows = Vec::new();
@@ -347,25 +396,70 @@ fn main() -> anyhow::Result<()> {
         rows.push(plain);
         rows.push(ideal);
     }
+    let mut notes = String::new();
     if want("auth-endpoint") {
         let mut row = Row {
-            scenario: "usher /usher/auth/request direct",
-            baseline: "usher /usher/healthz (no session work)",
+            scenario: "usher /usher/auth/request, 10k sessions",
+            baseline: "bare hyper server (200, no work)",
             base: Vec::new(),
             usher: Vec::new(),
-            target: "≥ 0.85 (issue 9, vs bare hyper)",
+            target: "≥ 0.85",
         };
+        let mut own = Row {
+            scenario: "usher /usher/auth/request, 10k sessions",
+            baseline: "usher /usher/healthz (same process, no session work)",
+            base: Vec::new(),
+            usher: Vec::new(),
+            target: "(Usher's own share)",
+        };
+        let flushes = "usher_flush_seconds_count";
+        let (mut requests, mut txs, mut secs) = (0.0, 0.0, 0.0);
         for _ in 0..rounds {
-            row.base.push(wrk(
+            row.base
+                .push(wrk(&format!("http://{baseline}/"), seconds, None)?);
+            own.base.push(wrk(
                 &format!("http://{usher}/usher/healthz"),
                 seconds,
                 None,
             )?);
-            row.usher.push(wrk(
+            let before = metric(usher, flushes)?;
+            let m = wrk(
                 &format!("http://{usher}/usher/auth/request"),
                 seconds,
                 Some(&script),
+            )?;
+            txs += metric(usher, flushes)? - before;
+            requests += m.rps * seconds as f64;
+            secs += seconds as f64;
+            row.usher.push(m);
+            own.usher.push(m);
+        }
+        rows.push(row);
+        rows.push(own);
+        let _ = writeln!(
+            notes,
+            "- SQLite write load while `/usher/auth/request` ran at {:.0} req/s over {} sessions: {txs:.0} flush transactions in {secs:.0} s = {:.2} per 1 s flush interval (target ≤ 1, whatever the request rate).",
+            requests / secs,
+            sessions,
+            txs / secs
+        );
+    }
+    if want("reverse-proxy") {
+        let mut row = Row {
+            scenario: "usher reverse proxy → upstream, 10k sessions",
+            baseline: "nginx proxy_pass → the same upstream",
+            base: Vec::new(),
+            usher: Vec::new(),
+            target: "≥ 0.9",
+        };
+        for _ in 0..rounds {
+            row.base.push(wrk(
+                &format!("http://127.0.0.1:{}/", nginx.base),
+                seconds,
+                None,
             )?);
+            row.usher
+                .push(wrk(&format!("http://{usher}/"), seconds, Some(&script))?);
         }
         rows.push(row);
     }
@@ -374,6 +468,7 @@ fn main() -> anyhow::Result<()> {
     } else {
         report(&rows, sessions, seconds)
     };
+    table.push_str(&notes);
     drop(nginx);
     if want("anonymous-flood") {
         let q = |v: Option<u64>, full: u64, quick: u64| {
@@ -387,6 +482,15 @@ fn main() -> anyhow::Result<()> {
         drop(_usher);
         table.push_str("\n### Anonymous flood (issue 5)\n\n");
         table.push_str(&flood::run(dir.path(), &db, sessions, &script, &f)?);
+    }
+    if want("login") {
+        table.push_str("\n### Sign-ins (issue 9)\n\n");
+        table.push_str(&login::run(&rt, dir.path(), seconds)?);
+    }
+    if want("million") {
+        let n = if args.quick { 20_000 } else { 1_000_000 };
+        table.push_str("\n### A million sessions (issue 9)\n\n");
+        table.push_str(&scale::run(&rt, dir.path(), n)?);
     }
     if want("history") {
         let sizes = if args.quick {
@@ -404,5 +508,53 @@ fn main() -> anyhow::Result<()> {
         table.push_str(&rt.block_on(history::run(dir.path(), &sizes))?);
     }
     println!("{table}");
+    if !args.quick && args.scenario.is_none() {
+        write_report(&table)?;
+    }
+    Ok(())
+}
+
+/// The full run's record: `docs/BENCHMARKS.md`, with the command and the machine.
+fn write_report(table: &str) -> anyhow::Result<()> {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    let nginx = Command::new("nginx")
+        .arg("-v")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned())
+        .unwrap_or_default();
+    let date = usher_core::Clock::now(&SystemClock).round(jiff::Unit::Minute)?;
+    let text = format!(
+        "# Benchmarks\n\n\
+         Written by the full run of `usher-bench` (crates/usher-bench); do not edit by hand.\n\
+         Each throughput scenario runs against its baseline alternately, in the same run, on\n\
+         loopback; the tables give medians and their ratio — absolute figures drift on a\n\
+         shared machine, ratios hold better. wrk, nginx, the baseline and Usher all share\n\
+         the same cores, which caps every absolute figure.\n\n\
+         ```\n\
+         cargo run --release -p usher-bench                     # this file (takes ~20 min)\n\
+         cargo run --release -p usher-bench -- --quick          # every scenario briefly (CI)\n\
+         cargo run --release -p usher-bench -- --scenario NAME  # forward-auth, auth-endpoint,\n\
+         \x20                                                      # reverse-proxy, anonymous-flood,\n\
+         \x20                                                      # login, million, history\n\
+         ```\n\n\
+         Needs `wrk`, `nginx` and `curl` (`apt-get install wrk nginx curl`).\n\n\
+         Machine: {cores} cores of {cpu}, Linux {kernel}, {nginx} (1 worker). Run {date}.\n\n\
+         ## Throughput\n\n{table}\n"
+    );
+    std::fs::write(workspace_root().join("docs/BENCHMARKS.md"), text)?;
+    eprintln!("wrote docs/BENCHMARKS.md");
     Ok(())
 }

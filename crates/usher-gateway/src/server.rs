@@ -64,7 +64,9 @@ impl Server {
             .await
             .map_err(EngineError::from)?;
         let engine = Engine::load(store.clone(), clock.clone(), engine_config).await?;
-        let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // Half the cores at most hash passwords: a burst of sign-ins then leaves the
+        // rest to the requests already signed in (issue 9: no login may stall others).
+        let parallel = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
         let accounts = Accounts::new(store, clock, PasswordHasher::new(parallel)?);
         let listener = TcpListener::bind(listen)
             .await

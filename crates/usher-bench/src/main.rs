@@ -51,6 +51,12 @@ struct Args {
     /// anonymous-flood: the server's sessions.max_anonymous (default 100,000; 2,000 with --quick).
     #[arg(long)]
     max_anonymous: Option<u64>,
+    /// history: events generated (default 10,000,000; 200,000 with --quick).
+    #[arg(long)]
+    history_events: Option<u64>,
+    /// history: users generated (default 100,000; 1,000 with --quick).
+    #[arg(long)]
+    history_users: Option<u64>,
 }
 
 /// A child process killed when dropped.
@@ -203,12 +209,18 @@ pub(crate) fn start_usher_with(
         .env("RUST_LOG", "warn")
         .env("USHER_LOG_ACCESS", "off")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(std::fs::File::create(
+            dir.join(format!("usher-{port}.log")),
+        )?);
     for (k, v) in env {
         cmd.env(k, v);
     }
     let proc = Proc(cmd.spawn().context("starting usher")?);
-    wait_port(port)?;
+    if let Err(e) = wait_port(port) {
+        let log =
+            std::fs::read_to_string(dir.join(format!("usher-{port}.log"))).unwrap_or_default();
+        bail!("{e}; usher said:\n{log}");
+    }
     Ok(proc)
 }
 
@@ -493,16 +505,12 @@ fn main() -> anyhow::Result<()> {
         table.push_str(&scale::run(&rt, dir.path(), n)?);
     }
     if want("history") {
-        let sizes = if args.quick {
-            history::Sizes {
-                events: 200_000,
-                users: 1_000,
-            }
-        } else {
-            history::Sizes {
-                events: 10_000_000,
-                users: 100_000,
-            }
+        let pick = |v: Option<u64>, full: u64, quick: u64| {
+            v.unwrap_or(if args.quick { quick } else { full })
+        };
+        let sizes = history::Sizes {
+            events: pick(args.history_events, 10_000_000, 200_000),
+            users: pick(args.history_users, 100_000, 1_000),
         };
         table.push_str("\n### History in SQLite (issue 6)\n\n");
         table.push_str(&rt.block_on(history::run(dir.path(), &sizes))?);

@@ -21,7 +21,8 @@ const AGENTS: [&str; 4] = [
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.6 Mobile/15E148 Safari/604.1",
 ];
 
-/// Seeds `n` live sessions of 1,000 users and an admin API token; returns the token.
+/// Seeds `n` (at most 2^20) live sessions of 1,000 users and an admin API token;
+/// returns the token.
 async fn seed(db: &Path, n: u64) -> anyhow::Result<String> {
     let url = StoreUrl::parse(&format!("sqlite://{}", db.display()))?;
     drop(usher_store::open(&url).await?);
@@ -53,14 +54,16 @@ async fn seed(db: &Path, n: u64) -> anyhow::Result<String> {
         "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < $1 - 1)
          INSERT INTO sessions (id, token_hash, user_name, kind, ip, first_ip, user_agent, client, host,
              requests, created_at, last_access_at)
-         SELECT printf('b%011d', i), randomblob(32), 'user' || (i % 1000), 'web',
+         SELECT 'aaaaaaaa' || substr($7, (i >> 15) % 32 + 1, 1) || substr($7, (i >> 10) % 32 + 1, 1)
+                           || substr($7, (i >> 5) % 32 + 1, 1) || substr($7, i % 32 + 1, 1),
+                randomblob(32), 'user' || (i % 1000), 'web',
                 '10.' || (i / 65536 % 256) || '.' || (i / 256 % 256) || '.' || (i % 256),
                 '10.' || (i / 65536 % 256) || '.' || (i / 256 % 256) || '.' || (i % 256),
                 CASE i % 4 WHEN 0 THEN $2 WHEN 1 THEN $3 WHEN 2 THEN $4 ELSE $5 END,
                 CASE i % 4 WHEN 0 THEN 'Firefox 131 on Linux' WHEN 1 THEN 'Chrome 130 on Windows'
                            WHEN 2 THEN 'Safari 17.6 on Mac OS X' ELSE 'Safari 17.6 on iPhone' END,
                 'app.example.com', (i * 7919) % 100000, $6 - 3600000, $6 - (i % 600) * 1000
-         FROM n",
+         FROM n WHERE i < $1",
     )
     .bind(i64::try_from(n)?)
     .bind(AGENTS[0])
@@ -68,6 +71,7 @@ async fn seed(db: &Path, n: u64) -> anyhow::Result<String> {
     .bind(AGENTS[2])
     .bind(AGENTS[3])
     .bind(now)
+    .bind("abcdefghijklmnopqrstuvwxyz234567")
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -135,6 +139,8 @@ fn api_ms(addr: SocketAddr, token: &str, query: &str) -> anyhow::Result<f64> {
 pub fn run(rt: &tokio::runtime::Runtime, dir: &Path, n: u64) -> anyhow::Result<String> {
     let empty_dir = dir.join("empty");
     std::fs::create_dir_all(&empty_dir)?;
+    // The same users and token, no session: the difference is the sessions alone.
+    rt.block_on(seed(&empty_dir.join("usher.db"), 0))?;
     let (empty, _, _) = start_timed(&empty_dir, &empty_dir.join("usher.db"))?;
     std::thread::park_timeout(Duration::from_secs(1));
     let empty_rss = rss_kib(empty.0.id())?;

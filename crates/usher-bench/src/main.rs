@@ -411,20 +411,20 @@ fn main() -> anyhow::Result<()> {
     let mut notes = String::new();
     if want("auth-endpoint") {
         let mut row = Row {
-            scenario: "usher /usher/auth/request, 10k sessions",
+            scenario: "usher /usher/auth/request",
             baseline: "bare hyper server (200, no work)",
             base: Vec::new(),
             usher: Vec::new(),
             target: "≥ 0.85",
         };
         let mut own = Row {
-            scenario: "usher /usher/auth/request, 10k sessions",
+            scenario: "usher /usher/auth/request",
             baseline: "usher /usher/healthz (same process, no session work)",
             base: Vec::new(),
             usher: Vec::new(),
             target: "(Usher's own share)",
         };
-        let flushes = "usher_flush_seconds_count";
+        let flushes = "usher_flush_duration_seconds_count";
         let (mut requests, mut txs, mut secs) = (0.0, 0.0, 0.0);
         for _ in 0..rounds {
             row.base
@@ -458,7 +458,7 @@ fn main() -> anyhow::Result<()> {
     }
     if want("reverse-proxy") {
         let mut row = Row {
-            scenario: "usher reverse proxy → upstream, 10k sessions",
+            scenario: "usher reverse proxy → upstream",
             baseline: "nginx proxy_pass → the same upstream",
             base: Vec::new(),
             usher: Vec::new(),

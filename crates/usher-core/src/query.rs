@@ -325,53 +325,147 @@ impl SessionQuery {
         true
     }
 
-    fn compare<S: Listable + ?Sized>(&self, a: &S, b: &S) -> Ordering {
-        let primary = match self.sort {
-            SortKey::Id => a.id().cmp(&b.id()),
-            SortKey::User => a.user().cmp(&b.user()),
-            SortKey::Type => a.kind().as_str().cmp(b.kind().as_str()),
-            SortKey::Ip => a.ip().cmp(&b.ip()),
-            SortKey::Client => a.client().cmp(&b.client()),
-            SortKey::Requests => a.requests().cmp(&b.requests()),
-            SortKey::LastAccess => a.last_access_at().cmp(&b.last_access_at()),
-            SortKey::Created => a.created_at().cmp(&b.created_at()),
+    /// The value a session is sorted by, read once: counts change while a list is
+    /// being made, and a sort whose keys move under it is not a total order (Rust's
+    /// sorts may panic on that; a heap may misorder).
+    fn sort_value<S: Listable + ?Sized>(&self, s: &S) -> SortValue {
+        match self.sort {
+            SortKey::Id => SortValue::None,
+            SortKey::User => SortValue::Text(s.user().map(|u| u.as_str().to_owned())),
+            SortKey::Type => SortValue::Text(Some(s.kind().as_str().to_owned())),
+            SortKey::Ip => SortValue::Ip(s.ip()),
+            SortKey::Client => SortValue::Text(Some(s.client().into_owned())),
+            SortKey::Requests => SortValue::Number(s.requests()),
+            SortKey::LastAccess => SortValue::Time(s.last_access_at()),
+            SortKey::Created => SortValue::Time(s.created_at()),
+        }
+    }
+
+    /// A collector for one page: offer it every session (by reference) and it keeps,
+    /// and clones, only those that can still be on the page.
+    pub fn page<S: Listable + Clone>(&self, now: Timestamp) -> PageCollector<'_, S> {
+        let offset = usize::try_from(self.offset).unwrap_or(usize::MAX);
+        let keep = match self.limit {
+            Limit::Count(n) => Some(offset.saturating_add(n as usize)),
+            Limit::All => None,
         };
-        // The id breaks ties, so pages never overlap or skip.
-        let ordered = primary.then_with(|| a.id().cmp(&b.id()));
-        match self.order {
-            Order::Asc => ordered,
-            Order::Desc => ordered.reverse(),
+        PageCollector {
+            query: self,
+            now,
+            keep,
+            total: 0,
+            heap: std::collections::BinaryHeap::new(),
         }
     }
 
     /// Filters, sorts and cuts out the requested page; also returns how many matched.
-    pub fn run<S: Listable>(
+    pub fn run<S: Listable + Clone>(
         &self,
         rows: impl IntoIterator<Item = S>,
         now: Timestamp,
     ) -> (u64, Vec<S>) {
-        let mut hits: Vec<S> = rows.into_iter().filter(|s| self.matches(s, now)).collect();
-        let total = hits.len() as u64;
-        let offset = usize::try_from(self.offset)
-            .unwrap_or(usize::MAX)
-            .min(hits.len());
-        let limit = match self.limit {
-            Limit::Count(n) => n as usize,
-            Limit::All => hits.len(),
-        };
-        let end = offset.saturating_add(limit).min(hits.len());
-        if end > offset {
-            // Only the page needs to be in order: select it, then sort it.
-            if end < hits.len() {
-                hits.select_nth_unstable_by(end - 1, |a, b| self.compare(a, b));
-                hits.truncate(end);
-            }
-            hits.sort_by(|a, b| self.compare(a, b));
-            hits.drain(..offset);
-        } else {
-            hits.clear();
+        let mut page = self.page(now);
+        for s in rows {
+            page.offer(&s);
         }
-        (total, hits)
+        page.finish()
+    }
+}
+
+/// A sort key, snapshotted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum SortValue {
+    None,
+    Number(u64),
+    Time(Timestamp),
+    Ip(IpAddr),
+    Text(Option<String>),
+}
+
+struct Ranked<S> {
+    key: (SortValue, SessionId),
+    desc: bool,
+    session: S,
+}
+
+impl<S> Ranked<S> {
+    /// Page order: the first on the page is the least.
+    fn order(&self, other: &Self) -> Ordering {
+        let o = self.key.cmp(&other.key);
+        if self.desc { o.reverse() } else { o }
+    }
+}
+
+impl<S> PartialEq for Ranked<S> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl<S> Eq for Ranked<S> {}
+impl<S> PartialOrd for Ranked<S> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<S> Ord for Ranked<S> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.order(other)
+    }
+}
+
+/// See [`SessionQuery::page`]. A max-heap of the best `offset + limit` seen so far: its
+/// top is the one to drop when a better one comes.
+pub struct PageCollector<'q, S> {
+    query: &'q SessionQuery,
+    now: Timestamp,
+    /// `None`: every match (`limit=all`).
+    keep: Option<usize>,
+    total: u64,
+    heap: std::collections::BinaryHeap<Ranked<S>>,
+}
+
+impl<S: Listable + Clone> PageCollector<'_, S> {
+    pub fn offer(&mut self, s: &S) {
+        if !self.query.matches(s, self.now) {
+            return;
+        }
+        self.total += 1;
+        if self.keep == Some(0) {
+            return;
+        }
+        let key = (self.query.sort_value(s), s.id());
+        let desc = self.query.order == Order::Desc;
+        if let Some(keep) = self.keep
+            && self.heap.len() >= keep
+        {
+            let better = self.heap.peek().is_some_and(|worst| {
+                let o = key.cmp(&worst.key);
+                (if desc { o.reverse() } else { o }) == Ordering::Less
+            });
+            if !better {
+                return;
+            }
+            self.heap.pop();
+        }
+        // Cloned only when it makes the page so far.
+        self.heap.push(Ranked {
+            key,
+            desc,
+            session: s.clone(),
+        });
+    }
+
+    /// How many matched, and the page in order.
+    pub fn finish(self) -> (u64, Vec<S>) {
+        let offset = usize::try_from(self.query.offset).unwrap_or(usize::MAX);
+        let page = self
+            .heap
+            .into_sorted_vec()
+            .into_iter()
+            .skip(offset)
+            .map(|r| r.session)
+            .collect();
+        (self.total, page)
     }
 }
 
@@ -486,6 +580,7 @@ mod tests {
         assert!(SessionQuery::parse([("limit", "all")], true).is_ok());
     }
 
+    #[derive(Clone)]
     struct Row(SessionId, Option<Username>, IpAddr, u64);
 
     impl Listable for Row {
@@ -544,5 +639,37 @@ mod tests {
         let q = parse("q=firefox&offset=100").unwrap();
         let (total, page) = q.run(rows.iter().map(|r| Row(r.0, r.1.clone(), r.2, r.3)), now);
         assert_eq!((total, page.len()), (20, 0));
+    }
+
+    #[test]
+    fn every_page_is_the_slice_of_the_full_sort() {
+        let rows: Vec<Row> = (0..500u64)
+            .map(|i| {
+                let ip = IpAddr::from([10, 0, (i / 256) as u8, i as u8]);
+                Row(SessionId::generate().unwrap(), None, ip, (i * 7919) % 97)
+            })
+            .collect();
+        let now = Timestamp::UNIX_EPOCH;
+        for (order, flip) in [("desc", true), ("asc", false)] {
+            let mut all = rows.clone();
+            all.sort_by(|a, b| {
+                let o = (a.3, a.0).cmp(&(b.3, b.0));
+                if flip { o.reverse() } else { o }
+            });
+            for (offset, limit) in [(0, 25), (25, 25), (480, 50), (0, 500), (600, 10)] {
+                let q = parse(&format!(
+                    "sort=requests&order={order}&offset={offset}&limit={limit}"
+                ))
+                .unwrap();
+                let (total, page) = q.run(rows.iter().cloned(), now);
+                assert_eq!(total, 500);
+                let want: Vec<SessionId> =
+                    all.iter().skip(offset).take(limit).map(|r| r.0).collect();
+                let got: Vec<SessionId> = page.iter().map(|r| r.0).collect();
+                assert_eq!(got, want, "{order} {offset}+{limit}");
+            }
+        }
+        let q = SessionQuery::parse([("sort", "requests"), ("limit", "all")], true).unwrap();
+        assert_eq!(q.run(rows.iter().cloned(), now).1.len(), 500);
     }
 }

@@ -7,6 +7,7 @@
 //! durable in the store before the caller is answered; other nodes and the CLI learn of
 //! ends through the store's change feed.
 
+use crate::intern::Interner;
 use crate::{EngineError, Metrics};
 use dashmap::DashMap;
 use jiff::SignedDuration;
@@ -15,7 +16,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use usher_core::user_agent;
 use usher_core::{
@@ -24,8 +25,8 @@ use usher_core::{
 };
 use usher_store::{ChangeKind, EndSessions, LazySession, SessionSelector, Store, Touch};
 
-/// Touches queued past this many sessions trigger a flush before the interval is up.
-const FLUSH_BATCH: usize = 500;
+/// Live sessions read per query at start.
+const LOAD_PAGE: u32 = 10_000;
 /// How often the change feed is read: well inside the 1 s promise of SPEC §2.
 const FEED_INTERVAL: Duration = Duration::from_millis(200);
 /// How often idle and absolute timeouts are swept.
@@ -58,10 +59,11 @@ pub struct RequestInfo<'a> {
 #[derive(Debug)]
 struct ClientState {
     ip: IpAddr,
-    user_agent: String,
-    host: String,
+    /// Shared with every session of the same client ([`crate::intern`]).
+    user_agent: Arc<str>,
+    host: Arc<str>,
     /// "Firefox 131 on Linux", worked out when first asked for, not per request.
-    summary: Option<String>,
+    summary: Option<Arc<str>>,
 }
 
 const LIVE: u8 = 0;
@@ -104,7 +106,7 @@ pub struct LiveSession {
 }
 
 impl LiveSession {
-    fn from_record(r: &SessionRecord) -> Self {
+    fn from_record(r: &SessionRecord, strings: &Interner) -> Self {
         Self {
             id: r.id,
             token_hash: r.token_hash,
@@ -120,9 +122,9 @@ impl LiveSession {
             stored: AtomicBool::new(true),
             client: Mutex::new(ClientState {
                 ip: r.ip,
-                user_agent: r.user_agent.clone(),
-                host: r.host.clone(),
-                summary: Some(r.client.clone()),
+                user_agent: strings.get(&r.user_agent),
+                host: strings.get(&r.host),
+                summary: Some(strings.get(&r.client)),
             }),
         }
     }
@@ -150,7 +152,7 @@ impl LiveSession {
     }
 
     /// Records one request: the caller has already decided the session is valid.
-    fn touch(&self, now: Timestamp, req: &RequestInfo<'_>) -> bool {
+    fn touch(&self, now: Timestamp, req: &RequestInfo<'_>, strings: &Interner) -> bool {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.last_access_us
             .fetch_max(now.as_microsecond(), Ordering::Relaxed);
@@ -161,12 +163,12 @@ impl LiveSession {
                 c.ip = req.ip;
             }
             let ua = user_agent::truncate(req.user_agent);
-            if c.user_agent != ua {
-                ua.clone_into(&mut c.user_agent);
+            if *c.user_agent != *ua {
+                c.user_agent = strings.get(ua);
                 c.summary = None;
             }
-            if c.host != req.host {
-                req.host.clone_into(&mut c.host);
+            if *c.host != *req.host {
+                c.host = strings.get(req.host);
             }
         }
         !self.dirty.swap(true, Ordering::AcqRel)
@@ -182,7 +184,7 @@ impl LiveSession {
         let delta = total.saturating_sub(claimed_before);
         let client = self.client_summary();
         let (ip, user_agent, host) = match self.client.lock() {
-            Ok(c) => (c.ip, c.user_agent.clone(), c.host.clone()),
+            Ok(c) => (c.ip, c.user_agent.to_string(), c.host.to_string()),
             Err(_) => {
                 self.unclaim(delta);
                 return None;
@@ -205,9 +207,9 @@ impl LiveSession {
             return String::new();
         };
         if c.summary.is_none() {
-            c.summary = Some(user_agent::summarize(&c.user_agent));
+            c.summary = Some(Arc::from(user_agent::summarize(&c.user_agent)));
         }
-        c.summary.clone().unwrap_or_default()
+        c.summary.as_deref().unwrap_or_default().to_owned()
     }
 
     /// A snapshot for lists and the API.
@@ -215,7 +217,7 @@ impl LiveSession {
         let policy = policy.of(self.user.is_none());
         let client = self.client_summary();
         let (ip, user_agent, host) = match self.client.lock() {
-            Ok(c) => (c.ip, c.user_agent.clone(), c.host.clone()),
+            Ok(c) => (c.ip, c.user_agent.to_string(), c.host.to_string()),
             Err(_) => (self.first_ip, String::new(), String::new()),
         };
         let last = self.last_access_at();
@@ -239,7 +241,7 @@ impl LiveSession {
     fn lazy_record(&self) -> LazySession {
         let client = self.client_summary();
         let (ip, user_agent, host) = match self.client.lock() {
-            Ok(c) => (c.ip, c.user_agent.clone(), c.host.clone()),
+            Ok(c) => (c.ip, c.user_agent.to_string(), c.host.to_string()),
             Err(_) => (self.first_ip, String::new(), String::new()),
         };
         LazySession {
@@ -304,13 +306,13 @@ struct Inner {
     dirty_tx: mpsc::UnboundedSender<Arc<LiveSession>>,
     dirty_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Arc<LiveSession>>>,
     dirty_count: AtomicU64,
-    flush_soon: Notify,
     feed_cursor: AtomicI64,
     metrics: Arc<Metrics>,
     cookieless: crate::clients::CookielessClients,
     timeline: crate::timeline::Timeline,
     /// Live anonymous sessions in the index (for `max_anonymous`).
     anonymous: AtomicI64,
+    strings: Interner,
     /// Held by the one request evicting anonymous sessions past the cap.
     evicting: tokio::sync::Mutex<()>,
 }
@@ -357,17 +359,30 @@ impl Engine {
                 dirty_tx,
                 dirty_rx: tokio::sync::Mutex::new(dirty_rx),
                 dirty_count: AtomicU64::new(0),
-                flush_soon: Notify::new(),
                 feed_cursor: AtomicI64::new(head),
                 metrics: Arc::new(Metrics::new()),
                 cookieless: Default::default(),
                 timeline: Default::default(),
                 anonymous: AtomicI64::new(0),
+                strings: Interner::default(),
                 evicting: tokio::sync::Mutex::new(()),
             }),
         };
-        for record in engine.inner.store.sessions_live().await? {
-            engine.admit(&record).await?;
+        // In pages: a million rows held at once would stay in the allocator long after.
+        let mut after = None;
+        loop {
+            let page = engine
+                .inner
+                .store
+                .sessions_live_page(after.as_ref(), LOAD_PAGE)
+                .await?;
+            for record in &page {
+                engine.admit(record).await?;
+            }
+            match page.last() {
+                Some(last) if page.len() == LOAD_PAGE as usize => after = Some(last.id),
+                _ => break,
+            }
         }
         Ok(engine)
     }
@@ -474,13 +489,13 @@ impl Engine {
     /// from memory, where counts are fresher than the store's.
     pub fn list(&self, query: &SessionQuery) -> (u64, Vec<SessionInfo>) {
         let now = self.inner.clock.now();
-        let live = self
-            .inner
-            .by_token
-            .iter()
-            .map(|e| e.value().clone())
-            .filter(|s| s.is_live());
-        let (total, page) = query.run(live, now);
+        let mut page = query.page(now);
+        for e in self.inner.by_token.iter() {
+            if e.value().is_live() {
+                page.offer(e.value());
+            }
+        }
+        let (total, page) = page.finish();
         let policy = self.inner.config.policy;
         (total, page.iter().map(|s| s.info(&policy)).collect())
     }
@@ -515,7 +530,10 @@ impl Engine {
                 _ => return Ok(None),
             }
         }
-        let entry = self.index(Arc::new(LiveSession::from_record(record)));
+        let entry = self.index(Arc::new(LiveSession::from_record(
+            record,
+            &self.inner.strings,
+        )));
         // Insert first, then look for a tombstone (`forget` does the reverse): whichever
         // way a read of the store and an end interleave, an ended session stays out.
         if self.inner.tombstones.contains_key(&record.id) {
@@ -588,17 +606,18 @@ impl Engine {
     /// Counts one request on a session [`Engine::find`] returned.
     pub fn record(&self, auth: &Authenticated, req: &RequestInfo<'_>) {
         let session = &auth.session;
-        if session.touch(self.inner.clock.now(), req) {
+        if session.touch(self.inner.clock.now(), req, &self.inner.strings) {
             self.queue(session);
         }
     }
 
+    /// Queues a session for the next flush. Only the interval triggers a flush, never
+    /// the queue's length: one transaction per interval whatever the request rate (a
+    /// session is queued at most once per flush, so the queue is bounded by the
+    /// number of sessions).
     fn queue(&self, session: &Arc<LiveSession>) {
         if self.inner.dirty_tx.send(session.clone()).is_ok() {
-            let queued = self.inner.dirty_count.fetch_add(1, Ordering::Relaxed) + 1;
-            if queued as usize >= FLUSH_BATCH {
-                self.inner.flush_soon.notify_one();
-            }
+            self.inner.dirty_count.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -668,7 +687,7 @@ impl Engine {
             end_reason: None,
             ended_by: None,
         };
-        let live = LiveSession::from_record(&record);
+        let live = LiveSession::from_record(&record, &self.inner.strings);
         live.stored.store(false, Ordering::Release);
         if let Ok(mut c) = live.client.lock() {
             c.summary = None;
@@ -780,7 +799,10 @@ impl Engine {
             end_reason: None,
             ended_by: None,
         };
-        let live = self.index(Arc::new(LiveSession::from_record(&record)));
+        let live = self.index(Arc::new(LiveSession::from_record(
+            &record,
+            &self.inner.strings,
+        )));
         Ok((token, live))
     }
 
@@ -1089,7 +1111,6 @@ impl Engine {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(interval) => {}
-                    _ = engine.inner.flush_soon.notified() => {}
                     _ = rx.changed() => break,
                 }
                 if let Err(e) = engine.flush().await {
@@ -1112,6 +1133,7 @@ impl Engine {
                 }
                 if ticks.is_multiple_of(60) {
                     engine.sample_timeline();
+                    engine.inner.strings.prune();
                 }
                 // History retention: at start, then hourly; batched, so requests never
                 // wait on it.

@@ -402,6 +402,13 @@ impl Store for GatedStore {
     async fn sessions_live(&self) -> usher_store::Result<Vec<usher_core::SessionRecord>> {
         self.inner.sessions_live().await
     }
+    async fn sessions_live_page(
+        &self,
+        after: Option<&usher_core::SessionId>,
+        limit: u32,
+    ) -> usher_store::Result<Vec<usher_core::SessionRecord>> {
+        self.inner.sessions_live_page(after, limit).await
+    }
     async fn sessions_of_user(
         &self,
         n: &Username,

@@ -97,7 +97,7 @@ macro_rules! conformance_tests {
             history_filters_and_cursor, a_limit_evicts_the_least_recently_used,
             a_deny_limit_refuses_and_races_never_exceed_it, history_is_purged_after_retention,
             where_was_a_user_at_an_instant, lazy_anonymous_sessions_are_written_behind,
-            inactive_users_report_last_login_ip_and_activity
+            inactive_users_report_last_login_ip_and_activity, live_sessions_read_in_pages
         );
     };
     (@ $make:expr; $($name:ident),* $(,)?) => {
@@ -1047,4 +1047,33 @@ pub async fn inactive_users_report_last_login_ip_and_activity(store: Arc<dyn Sto
             .iter()
             .all(|u| u.groups.is_empty())
     );
+}
+
+pub async fn live_sessions_read_in_pages(store: Arc<dyn Store>) {
+    let mut made = Vec::new();
+    for i in 0..7 {
+        made.push(login(&store, None, t(i)).await.id);
+    }
+    store
+        .sessions_end(&end(
+            SessionSelector::Ids(vec![made[3]]),
+            EndReason::Killed,
+            t(9),
+        ))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.sessions_live_page(after.as_ref(), 2).await.unwrap();
+        assert!(page.len() <= 2);
+        seen.extend(page.iter().map(|s| s.id));
+        match page.last() {
+            Some(last) => after = Some(last.id),
+            None => break,
+        }
+    }
+    let mut want: Vec<SessionId> = made.iter().copied().filter(|id| *id != made[3]).collect();
+    want.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    assert_eq!(seen, want, "every live session once, in id order");
 }

@@ -151,6 +151,13 @@ pub trait Store: Send + Sync + 'static {
     async fn session_by_token(&self, hash: &TokenHash) -> Result<Option<SessionRecord>>;
     /// Every session that has not ended.
     async fn sessions_live(&self) -> Result<Vec<SessionRecord>>;
+    /// Live sessions in id order, after `after`, at most `limit`: for reading a million
+    /// of them at start without holding all their rows at once.
+    async fn sessions_live_page(
+        &self,
+        after: Option<&SessionId>,
+        limit: u32,
+    ) -> Result<Vec<SessionRecord>>;
     async fn sessions_of_user(&self, name: &Username) -> Result<Vec<SessionRecord>>;
     /// Ends the selected live sessions, records one event each and a change-feed entry;
     /// durable when it returns. Returns the sessions that this call ended.

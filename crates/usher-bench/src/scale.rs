@@ -88,16 +88,17 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS")
 }
 
+/// `GET /usher/readyz` over a plain socket (a curl process per poll would take CPU
+/// from the server being timed).
 fn ready(addr: SocketAddr) -> bool {
-    Command::new("curl")
-        .args([
-            "-sf",
-            "-o",
-            "/dev/null",
-            &format!("http://{addr}/usher/readyz"),
-        ])
-        .status()
-        .is_ok_and(|s| s.success())
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = b"GET /usher/readyz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n";
+    let mut head = [0u8; 12];
+    s.write_all(req).is_ok() && s.read_exact(&mut head).is_ok() && head.ends_with(b"200")
 }
 
 /// Starts Usher on `db` and returns it with the time until `/usher/readyz` said 200.
@@ -110,7 +111,7 @@ fn start_timed(dir: &Path, db: &Path) -> anyhow::Result<(Proc, SocketAddr, Durat
         if started.elapsed() > Duration::from_secs(120) {
             bail!("usher not ready after 2 minutes");
         }
-        std::thread::park_timeout(Duration::from_millis(5));
+        std::thread::park_timeout(Duration::from_millis(10));
     }
     Ok((proc, addr, started.elapsed()))
 }

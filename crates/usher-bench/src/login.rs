@@ -101,7 +101,7 @@ pub fn run(rt: &tokio::runtime::Runtime, dir: &Path, seconds: u64) -> anyhow::Re
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "argon2id m = 19,456 KiB, t = 2, p = 1 (OWASP's minimum), hashed on the blocking pool, at most as many at once as there are cores; 4 clients signing in flat out for {seconds} s.\n\n\
+        "argon2id m = 19,456 KiB, t = 2, p = 1 (OWASP's minimum), hashed on the blocking pool, at most half the cores at once; 4 clients signing in flat out for {seconds} s.\n\n\
          | measure | result |\n|---|---|\n\
          | sign-ins per second (form + POST, each one argon2id verification) | {logins:.1} |\n\
          | `/usher/healthz` alone: req/s, p99 | {:.0}, {:.2} ms |\n\

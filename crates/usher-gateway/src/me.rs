@@ -34,6 +34,24 @@ struct MePage<'a> {
     csrf: &'a str,
     /// id, client, ip, since, last used, is this one
     sessions: Vec<(String, String, String, String, String, bool)>,
+    /// Ended in the last week: id, client, ip, when, why (e.g. replaced by a newer
+    /// sign-in when a limit on sessions evicted it).
+    ended: Vec<(String, String, String, String, String)>,
+}
+
+/// Why a session ended, as its owner reads it.
+fn why(reason: Option<EndReason>, by: Option<&str>) -> String {
+    match reason {
+        Some(EndReason::Evicted) => {
+            "replaced by a newer sign-in (the limit on sessions per user)".to_owned()
+        }
+        Some(EndReason::Logout) => "signed out".to_owned(),
+        Some(EndReason::IdleTimeout) => "unused for too long".to_owned(),
+        Some(EndReason::AbsoluteTimeout) => "reached its maximum age".to_owned(),
+        Some(EndReason::Killed) => format!("ended by {}", by.unwrap_or("an administrator")),
+        Some(EndReason::UserDisabled) => "account disabled".to_owned(),
+        None => String::new(),
+    }
 }
 
 async fn page(
@@ -66,6 +84,24 @@ async fn page(
             )
         })
         .collect();
+    let week_ago = now - jiff::SignedDuration::from_hours(7 * 24);
+    let ended = match state.engine.store().sessions_of_user(&user.name).await {
+        Ok(records) => records
+            .into_iter()
+            .filter_map(|r| {
+                let at = r.ended_at.filter(|t| *t > week_ago)?;
+                Some((
+                    r.id.to_string(),
+                    r.client,
+                    r.ip.to_string(),
+                    ago(at, now),
+                    why(r.end_reason, r.ended_by.as_deref()),
+                ))
+            })
+            .take(20)
+            .collect(),
+        Err(e) => return HttpError::from(usher_engine::EngineError::from(e)).into_response(),
+    };
     let csrf = state.csrf.token("me", token.hash().as_bytes());
     render(
         StatusCode::OK,
@@ -74,6 +110,7 @@ async fn page(
             user: user.name.as_str(),
             csrf: &csrf,
             sessions,
+            ended,
         },
     )
 }

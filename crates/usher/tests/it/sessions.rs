@@ -290,11 +290,25 @@ async fn one_session_per_user_evicts_the_oldest() {
         .sessions_of_user(&Username::parse("alice").unwrap())
         .await
         .unwrap();
-    assert!(
-        ended
-            .iter()
-            .any(|s| s.end_reason == Some(EndReason::Evicted))
-    );
+    let evicted = ended
+        .iter()
+        .find(|s| s.end_reason == Some(EndReason::Evicted))
+        .expect("one was evicted");
+    // alice's own page says which session was replaced, and why.
+    let me = client()
+        .get(app.url("/usher/me"))
+        .header("cookie", &third)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let row = me
+        .split("<tr>")
+        .find(|r| r.contains(evicted.id.as_str()))
+        .expect("the evicted session is listed");
+    assert!(row.contains("replaced by a newer sign-in"), "{row}");
     // The admins group is limited to one.
     let a = app.login("root", "root-password").await;
     let b = app.login("root", "root-password").await;

@@ -25,6 +25,16 @@ pub struct Metrics {
     pub cookieless_clients: Gauge,
     pub access_log_dropped: Counter,
     pub client_ip_header_malformed: Counter,
+    /// The `requests` counters by outcome, looked up once (not per request).
+    pub outcomes: Outcomes,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcomes {
+    pub allowed: Counter,
+    pub public: Counter,
+    pub denied: Counter,
+    pub error: Counter,
 }
 
 impl Default for Metrics {
@@ -105,7 +115,15 @@ impl Metrics {
             "Requests from a trusted proxy whose client IP header could not be read (the peer address was used)",
             client_ip_header_malformed.clone(),
         );
+        let outcome = |o: &'static str| requests.get_or_create(&[("outcome", o)]).clone();
+        let outcomes = Outcomes {
+            allowed: outcome("allowed"),
+            public: outcome("public"),
+            denied: outcome("denied"),
+            error: outcome("error"),
+        };
         Self {
+            outcomes,
             client_ip_header_malformed,
             registry,
             sessions_active,

@@ -75,10 +75,7 @@ pub async fn decide(
     let verdict = match check(state, ctx, headers, public, track).await {
         Ok(v) => v,
         Err(e) => {
-            metrics
-                .requests
-                .get_or_create(&[("outcome", "error")])
-                .inc();
+            metrics.outcomes.error.inc();
             return Err(e);
         }
     };
@@ -86,9 +83,9 @@ pub async fn decide(
         .check_seconds
         .observe(started.elapsed().as_secs_f64());
     let outcome = match &verdict {
-        Verdict::Pass { identity, .. } if identity.user.is_some() => "allowed",
-        Verdict::Pass { .. } => "public",
-        Verdict::SignIn => "denied",
+        Verdict::Pass { identity, .. } if identity.user.is_some() => &metrics.outcomes.allowed,
+        Verdict::Pass { .. } => &metrics.outcomes.public,
+        Verdict::SignIn => &metrics.outcomes.denied,
     };
     // No cookie and no credential at all: a ping or a script, not a person (yet).
     // Counted apart, so it never becomes a session.
@@ -101,10 +98,7 @@ pub async fn decide(
             .cookieless()
             .record(ctx.ip(), &ctx.user_agent, state.engine.clock().now());
     }
-    metrics
-        .requests
-        .get_or_create(&[("outcome", outcome)])
-        .inc();
+    outcome.inc();
     Ok(verdict)
 }
 

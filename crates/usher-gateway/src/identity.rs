@@ -2,7 +2,7 @@
 //! the reverse proxy's requests and on forward-auth answers alike.
 
 use crate::gate::Identity;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// Identity headers, lowercase. Every one is always set — empty when unknown — so a
 /// proxy that copies them overwrites whatever the client sent (Caddy GHSA-7r4p-vjf4-gxv4).
@@ -12,6 +12,15 @@ pub const NAMES: [&str; 5] = [
     "remote-name",
     "remote-email",
     "x-usher-session",
+];
+
+/// The same names, made once (the request path builds none).
+const HEADERS: [HeaderName; 5] = [
+    HeaderName::from_static("remote-user"),
+    HeaderName::from_static("remote-groups"),
+    HeaderName::from_static("remote-name"),
+    HeaderName::from_static("remote-email"),
+    HeaderName::from_static("x-usher-session"),
 ];
 
 /// Sets the identity headers for `auth` (all empty for `None`).
@@ -30,7 +39,7 @@ pub fn set(headers: &mut HeaderMap, auth: Option<&Identity>) {
         auth.and_then(|a| a.session.as_ref())
             .map(|s| value(s.id.as_str())),
     ];
-    for (name, v) in NAMES.into_iter().zip(values) {
+    for (name, v) in HEADERS.into_iter().zip(values) {
         headers.insert(name, v.unwrap_or_else(|| HeaderValue::from_static("")));
     }
 }

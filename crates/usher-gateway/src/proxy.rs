@@ -23,12 +23,20 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 /// request came from. Frameworks trust `X-Forwarded-Prefix`, `Forwarded`,
 /// `X-Original-URL` and friends, so all of them go.
 fn is_reserved(name: &HeaderName) -> bool {
-    let n = name.as_str().replace('_', "-");
-    crate::identity::NAMES.contains(&n.as_str())
-        || n == "x-real-ip"
-        || n.starts_with("x-forwarded-")
-        || n.starts_with("x-original-")
-        || n == "forwarded"
+    // Compared in place (`_` read as `-`): this runs for every header of every request.
+    let n = name.as_str().as_bytes();
+    let starts = |p: &str| {
+        n.len() >= p.len()
+            && n.iter()
+                .zip(p.bytes())
+                .all(|(a, b)| (if *a == b'_' { b'-' } else { *a }) == b)
+    };
+    let is = |p: &str| n.len() == p.len() && starts(p);
+    crate::identity::NAMES.iter().any(|t| is(t))
+        || is("x-real-ip")
+        || starts("x-forwarded-")
+        || starts("x-original-")
+        || is("forwarded")
 }
 
 const HOP_BY_HOP: [&str; 8] = [
@@ -235,5 +243,39 @@ fn strip_usher_cookies(headers: &mut HeaderMap, cookie_name: &str) {
         && let Ok(v) = HeaderValue::from_bytes(&kept)
     {
         headers.insert(header::COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_names_are_matched_as_a_cgi_gateway_reads_them() {
+        for reserved in [
+            "remote-user",
+            "remote_user",
+            "REMOTE_GROUPS",
+            "x-usher-session",
+            "x_real_ip",
+            "x-forwarded-prefix",
+            "x_forwarded_for",
+            "x-original-url",
+            "forwarded",
+        ] {
+            let n = HeaderName::from_bytes(reserved.as_bytes()).unwrap();
+            assert!(is_reserved(&n), "{reserved}");
+        }
+        for kept in [
+            "remote",
+            "remote-user-x",
+            "x-forwarded",
+            "forwardedx",
+            "cookie",
+            "x-real-ips",
+        ] {
+            let n = HeaderName::from_bytes(kept.as_bytes()).unwrap();
+            assert!(!is_reserved(&n), "{kept}");
+        }
     }
 }

@@ -25,6 +25,8 @@ use usher_core::{
 };
 use usher_store::{ChangeKind, EndSessions, LazySession, SessionSelector, Store, Touch};
 
+/// Ends logged one line each up to this many at once; past it, one line with the count.
+const LOG_EACH_UP_TO: usize = 20;
 /// Live sessions read per query at start.
 const LOAD_PAGE: u32 = 10_000;
 /// How often the change feed is read: well inside the 1 s promise of SPEC §2.
@@ -467,8 +469,19 @@ impl Engine {
             .sessions_ended
             .get_or_create(&[("reason", reason.as_str())])
             .inc_by(ids.len() as u64);
-        for id in ids {
-            tracing::info!(session = %id, reason = reason.as_str(), actor, "session ended");
+        // One line per session, unless a batch (an anonymous flood being evicted, a
+        // sweep of timeouts) would flood the log: then one line says how many.
+        if ids.len() <= LOG_EACH_UP_TO {
+            for id in ids {
+                tracing::info!(session = %id, reason = reason.as_str(), actor, "session ended");
+            }
+        } else {
+            tracing::info!(
+                count = ids.len(),
+                reason = reason.as_str(),
+                actor,
+                "sessions ended"
+            );
         }
     }
 

@@ -128,6 +128,17 @@ pub struct SessionInfo {
 }
 
 impl SessionInfo {
+    /// The view of a stored session under `policy`: it expires when the policy says
+    /// (anonymous ones on their own idle timeout), or expired when it ended.
+    pub fn of_stored(r: &SessionRecord, policy: &crate::SessionPolicy) -> Self {
+        let expires = r.ended_at.unwrap_or_else(|| {
+            policy
+                .of(r.user.is_none())
+                .expires_at(r.created_at, r.last_access_at)
+        });
+        Self::from_record(r, expires)
+    }
+
     /// The view of a stored session; `expires_at` is the caller's to work out (it
     /// depends on the policy, or is the end for an ended session).
     pub fn from_record(r: &SessionRecord, expires_at: Timestamp) -> Self {

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use std::sync::Arc;
 use usher_core::{
     ApiToken, Clock, EndReason, Event, InactiveUser, SessionId, SessionInfo, SessionPolicy,
-    SessionQuery, SessionRecord, SystemClock, Timestamp, Token, Username,
+    SessionQuery, SystemClock, Timestamp, Token, Username,
 };
 use usher_store::{EndSessions, EventQuery, SessionSelector, Store};
 
@@ -54,15 +54,6 @@ struct HistoryPage {
 #[derive(Deserialize)]
 struct InactivePage {
     items: Vec<InactiveUser>,
-}
-
-fn info_of(r: &SessionRecord, policy: &SessionPolicy) -> SessionInfo {
-    SessionInfo::from_record(
-        r,
-        policy
-            .of(r.user.is_none())
-            .expires_at(r.created_at, r.last_access_at),
-    )
 }
 
 impl Backend {
@@ -137,7 +128,12 @@ impl Backend {
                         })?;
                 let live = store.sessions_live().await?;
                 let (total, page) = q.run(live, SystemClock.now());
-                Ok((total, page.iter().map(|r| info_of(r, policy)).collect()))
+                Ok((
+                    total,
+                    page.iter()
+                        .map(|r| SessionInfo::of_stored(r, policy))
+                        .collect(),
+                ))
             }
             Self::Remote { .. } => {
                 if !pairs.iter().any(|(k, v)| k == "limit" && v == "all") {
@@ -286,16 +282,7 @@ impl Backend {
                 .sessions_at(user, at)
                 .await?
                 .iter()
-                .map(|r| {
-                    SessionInfo::from_record(
-                        r,
-                        r.ended_at.unwrap_or_else(|| {
-                            policy
-                                .of(r.user.is_none())
-                                .expires_at(r.created_at, r.last_access_at)
-                        }),
-                    )
-                })
+                .map(|r| SessionInfo::of_stored(r, policy))
                 .collect()),
             Self::Remote { .. } => {
                 let mut q = vec![("at".to_owned(), at.to_string())];

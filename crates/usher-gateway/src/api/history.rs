@@ -125,18 +125,7 @@ pub async fn list(
         };
         let sessions: Vec<usher_core::SessionInfo> = records
             .iter()
-            .map(|r| {
-                usher_core::SessionInfo::from_record(
-                    r,
-                    r.ended_at.unwrap_or_else(|| {
-                        state
-                            .engine
-                            .policy()
-                            .of(r.user.is_none())
-                            .expires_at(r.created_at, r.last_access_at)
-                    }),
-                )
-            })
+            .map(|r| usher_core::SessionInfo::of_stored(r, &state.engine.policy()))
             .collect();
         return Ok(Json(
             serde_json::json!({ "items": [], "next_cursor": null, "at": at, "sessions": sessions }),

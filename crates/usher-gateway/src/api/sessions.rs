@@ -147,12 +147,7 @@ pub async fn get_one(
         .session_get(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no session {id}")))?;
-    let expires = r.ended_at.unwrap_or_else(|| {
-        policy
-            .of(r.user.is_none())
-            .expires_at(r.created_at, r.last_access_at)
-    });
-    let info = SessionInfo::from_record(&r, expires);
+    let info = SessionInfo::of_stored(&r, &policy);
     Ok(Json(
         serde_json::to_value(Ended {
             info,

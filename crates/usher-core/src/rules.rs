@@ -9,6 +9,7 @@
 
 use globset::{Glob, GlobBuilder, GlobMatcher, GlobSet, GlobSetBuilder};
 use ipnet::IpNet;
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -108,7 +109,7 @@ impl AccessRules {
     /// anonymous visitors?
     pub fn is_public(&self, raw_path: &str) -> bool {
         match (&self.public, normalize(raw_path)) {
-            (Some(set), Some(p)) => set.is_match(p.as_str()),
+            (Some(set), Some(p)) => set.is_match(p.as_ref()),
             _ => false,
         }
     }
@@ -154,11 +155,15 @@ fn parse_network(s: &str) -> Result<IpNet, RuleError> {
 }
 
 /// The one form of a request path that rules see; `None` when the path carries
-/// something the application might read differently (see the module comment).
-pub fn normalize(raw: &str) -> Option<String> {
+/// something the application might read differently (see the module comment). A
+/// path that is already in that form (the common case) is returned as it is.
+pub fn normalize(raw: &str) -> Option<Cow<'_, str>> {
     let path = raw.split('?').next().unwrap_or("");
     if !path.starts_with('/') || path.contains(['\\', ';', '#', '\0']) {
         return None;
+    }
+    if !path.contains('%') && !path.contains("//") && !path.contains("/.") {
+        return Some(Cow::Borrowed(path));
     }
     // Decode unreserved escapes only; any other escape stays as written, except the
     // ones that change how the path splits, which make it unmatchable.
@@ -211,7 +216,7 @@ pub fn normalize(raw: &str) -> Option<String> {
     if trailing_slash || result.is_empty() {
         result.push('/');
     }
-    Some(result)
+    Some(Cow::Owned(result))
 }
 
 #[cfg(test)]

@@ -71,8 +71,7 @@ pub async fn decide(
         .settings
         .rules
         .is_ignored(path, &ctx.user_agent, ctx.ip());
-    let public = path.is_some_and(|p| state.settings.rules.is_public(p));
-    let verdict = match check(state, ctx, headers, public, track).await {
+    let verdict = match check(state, ctx, headers, path, track).await {
         Ok(v) => v,
         Err(e) => {
             metrics.outcomes.error.inc();
@@ -106,17 +105,19 @@ async fn check(
     state: &AppState,
     ctx: &ClientContext,
     headers: &HeaderMap,
-    public: bool,
+    path: Option<&str>,
     track: bool,
 ) -> Result<Verdict, HttpError> {
     let engine = &state.engine;
+    // Asked only when no signed-in session settles it (at most once per request).
+    let public = || path.is_some_and(|p| state.settings.rules.is_public(p));
     let req = ctx.request_info();
     // The cookie names a signed-in session (a bare token) or an anonymous one.
     let mut returned: Option<Token> = None;
     if let Some((token, issued)) = state.cookie_token(ctx, headers) {
         if let Some(auth) = engine.find(&token).await? {
             // An anonymous session opens public paths only.
-            if auth.user.is_none() && !public {
+            if auth.user.is_none() && !public() {
                 return Ok(Verdict::SignIn);
             }
             if track {
@@ -136,7 +137,7 @@ async fn check(
     {
         return Ok(Verdict::pass(identity));
     }
-    if !public {
+    if !public() {
         return Ok(Verdict::SignIn);
     }
     if !state.settings.anonymous_sessions || !track {

@@ -4,7 +4,7 @@
 //! sessions of the other scenarios. It reports resident memory at each step and checks
 //! that every signed-in session still works after the flood.
 
-use crate::{Proc, free_port, metric, wait_port, workspace_root, wrk};
+use crate::{Proc, free_port, metric, rss_kib, wait_port, workspace_root, wrk};
 use anyhow::{Context, bail};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -16,16 +16,6 @@ pub struct Flood {
     pub cookieless: u64,
     pub anonymous: u64,
     pub max_anonymous: u64,
-}
-
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")
 }
 
 /// What a flood client does with each answer.

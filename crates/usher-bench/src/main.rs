@@ -238,6 +238,16 @@ fn start_baseline() -> anyhow::Result<(Proc, SocketAddr)> {
     Ok((proc, SocketAddr::from(([127, 0, 0, 1], port))))
 }
 
+/// Resident memory of a process, in KiB.
+pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")
+}
+
 /// A counter or gauge from Usher's `/usher/metrics`.
 pub(crate) fn metric(usher: SocketAddr, line_prefix: &str) -> anyhow::Result<f64> {
     let out = Command::new("curl")

@@ -3,8 +3,8 @@
 //! its resident memory against an empty server's, and the API's first page of those
 //! sessions sorted by requests and filtered by an IP range.
 
-use crate::{Proc, free_port, start_usher_with};
-use anyhow::{Context, bail};
+use crate::{Proc, free_port, rss_kib, start_usher_with};
+use anyhow::bail;
 use sqlx::Connection;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -77,15 +77,6 @@ async fn seed(db: &Path, n: u64) -> anyhow::Result<String> {
     tx.commit().await?;
     c.close().await?;
     Ok(format!("ush_{}", token.encode()))
-}
-
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")
 }
 
 /// `GET /usher/readyz` over a plain socket (a curl process per poll would take CPU

@@ -1199,7 +1199,7 @@ impl Tasks {
 }
 
 /// The user as the request path needs it: no password hash kept in memory.
-fn public_user(mut u: User) -> User {
+pub fn public_user(mut u: User) -> User {
     u.password_hash = None;
     u
 }

@@ -171,10 +171,10 @@ impl ApiClients {
         };
         if !track {
             // Served as this user, with no session made for it.
-            let mut user = user;
-            user.password_hash = None;
             return Ok(Some(Identity {
-                user: Some(std::sync::Arc::new(user)),
+                user: Some(std::sync::Arc::new(usher_engine::sessions::public_user(
+                    user,
+                ))),
                 session: None,
                 credential: true,
             }));

@@ -4,18 +4,10 @@
 use crate::gate::Identity;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-/// Identity headers, lowercase. Every one is always set — empty when unknown — so a
-/// proxy that copies them overwrites whatever the client sent (Caddy GHSA-7r4p-vjf4-gxv4).
-pub const NAMES: [&str; 5] = [
-    "remote-user",
-    "remote-groups",
-    "remote-name",
-    "remote-email",
-    "x-usher-session",
-];
-
-/// The same names, made once (the request path builds none).
-const HEADERS: [HeaderName; 5] = [
+/// Identity headers. Every one is always set — empty when unknown — so a proxy that
+/// copies them overwrites whatever the client sent (Caddy GHSA-7r4p-vjf4-gxv4). Made
+/// once: the request path builds none.
+pub const HEADERS: [HeaderName; 5] = [
     HeaderName::from_static("remote-user"),
     HeaderName::from_static("remote-groups"),
     HeaderName::from_static("remote-name"),

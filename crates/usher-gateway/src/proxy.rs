@@ -32,7 +32,7 @@ fn is_reserved(name: &HeaderName) -> bool {
                 .all(|(a, b)| (if *a == b'_' { b'-' } else { *a }) == b)
     };
     let is = |p: &str| n.len() == p.len() && starts(p);
-    crate::identity::NAMES.iter().any(|t| is(t))
+    crate::identity::HEADERS.iter().any(|h| is(h.as_str()))
         || is("x-real-ip")
         || starts("x-forwarded-")
         || starts("x-original-")

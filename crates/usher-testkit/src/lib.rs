@@ -269,6 +269,17 @@ pub async fn status(url: &str, cookie: &str) -> u16 {
         .as_u16()
 }
 
+/// The Prometheus text of the Usher at `base` (`http://host:port`).
+pub async fn metrics(base: &str) -> String {
+    let r = client()
+        .get(format!("{base}/usher/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
 /// A client that neither follows redirects nor keeps cookies: tests see every hop.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -148,3 +148,14 @@ fn websocket(mut req: Request<Incoming>) -> Response<Body> {
         .body(BodyExt::boxed(Full::new(Bytes::new())))
         .unwrap()
 }
+
+/// The values the echo upstream saw for header `name` (any case), in order.
+pub fn header_values(echo: &serde_json::Value, name: &str) -> Vec<String> {
+    echo["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
+        .map(|h| h[1].as_str().unwrap().to_owned())
+        .collect()
+}

@@ -6,6 +6,7 @@ use jiff::SignedDuration;
 use std::time::Duration;
 use usher_core::query::Limit;
 use usher_core::{AccessRules, Clock, EndReason, IgnoreRule, SessionInfo, SessionQuery};
+use usher_testkit::upstream::header_values;
 use usher_testkit::{Options, TestApp, Upstream, client, session_cookie};
 
 const NAME: &str = "usher_session";
@@ -22,16 +23,6 @@ fn anonymous_sessions(app: &TestApp) -> Vec<SessionInfo> {
         ..SessionQuery::default()
     };
     app.state.engine.list(&q).1
-}
-
-fn echo_header(echo: &serde_json::Value, name: &str) -> Vec<String> {
-    echo["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
-        .map(|h| h[1].as_str().unwrap().to_owned())
-        .collect()
 }
 
 async fn get(app: &TestApp, path: &str, cookie: Option<&str>) -> reqwest::Response {
@@ -69,8 +60,8 @@ async fn a_visitor_becomes_an_anonymous_session_only_when_the_cookie_comes_back(
     let cookie = session_cookie(&first, NAME).expect("an anonymous cookie");
     assert_eq!(cookie.len(), NAME.len() + 1 + 64, "{cookie}");
     let echo: serde_json::Value = first.json().await.unwrap();
-    assert_eq!(echo_header(&echo, "x-usher-session"), vec![String::new()]);
-    assert_eq!(echo_header(&echo, "remote-user"), vec![String::new()]);
+    assert_eq!(header_values(&echo, "x-usher-session"), vec![String::new()]);
+    assert_eq!(header_values(&echo, "remote-user"), vec![String::new()]);
     assert!(anonymous_sessions(&app).is_empty());
 
     // A monitoring ping that never keeps cookies: counted apart, never a session.
@@ -104,10 +95,10 @@ async fn a_visitor_becomes_an_anonymous_session_only_when_the_cookie_comes_back(
     let sessions = anonymous_sessions(&app);
     assert_eq!(sessions.len(), 1);
     let id = sessions[0].id.to_string();
-    assert_eq!(echo_header(&echo, "x-usher-session"), vec![id.clone()]);
-    assert_eq!(echo_header(&echo, "remote-user"), vec![String::new()]);
+    assert_eq!(header_values(&echo, "x-usher-session"), vec![id.clone()]);
+    assert_eq!(header_values(&echo, "remote-user"), vec![String::new()]);
     assert!(
-        !echo_header(&echo, "cookie").concat().contains(NAME),
+        !header_values(&echo, "cookie").concat().contains(NAME),
         "the app never sees Usher's cookie"
     );
     assert_eq!(get(&app, "/favicon.ico", Some(&cookie)).await.status(), 200);
@@ -171,7 +162,10 @@ async fn a_visitor_becomes_an_anonymous_session_only_when_the_cookie_comes_back(
     );
     let r = get(&app, "/public/page", Some(&signed_in)).await;
     let echo: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(echo_header(&echo, "remote-user"), vec!["alice".to_owned()]);
+    assert_eq!(
+        header_values(&echo, "remote-user"),
+        vec!["alice".to_owned()]
+    );
 }
 
 #[tokio::test]
@@ -264,14 +258,7 @@ async fn an_anonymous_flood_evicts_only_anonymous_sessions_and_stays_capped() {
         live.len() + 1
     );
     app.flush().await;
-    let metrics = client()
-        .get(app.url("/usher/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = usher_testkit::metrics(&app.url("")).await;
     let evicted = metrics
         .lines()
         .find(|l| l.starts_with("usher_sessions_ended_total{reason=\"evicted\"}"))
@@ -457,14 +444,7 @@ async fn a_malformed_client_ip_header_falls_back_and_is_logged_once() {
             "{body}"
         );
     }
-    let metrics = client()
-        .get(server.url("/usher/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = usher_testkit::metrics(&server.url("")).await;
     assert!(
         metrics.contains("usher_client_ip_header_malformed_total 5"),
         "{metrics}"

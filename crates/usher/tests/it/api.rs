@@ -574,14 +574,7 @@ async fn cookieless_clients_are_counted_apart_from_sessions() {
         app.store.sessions_live().await.unwrap().is_empty(),
         "pings never make sessions"
     );
-    let metrics = client()
-        .get(app.url("/usher/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = usher_testkit::metrics(&app.url("")).await;
     assert!(metrics.contains("usher_cookieless_clients 1"), "{metrics}");
 }
 

@@ -4,17 +4,8 @@
 use std::time::{Duration, Instant};
 use usher_core::Username;
 use usher_testkit::proxies::{self, FrontProxy};
+use usher_testkit::upstream::header_values;
 use usher_testkit::{TestApp, Upstream, hidden_field, session_cookie, set_cookie_named};
-
-fn header_values(echo: &serde_json::Value, name: &str) -> Vec<String> {
-    echo["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
-        .map(|h| h[1].as_str().unwrap().to_owned())
-        .collect()
-}
 
 /// The whole story through one proxy: refused, sent to log in, let in with Usher's
 /// identity (never the client's), logged out, and refused again once disabled.

@@ -3,6 +3,7 @@
 use futures_util::{SinkExt, StreamExt};
 use usher_core::client_ip::TrustedProxies;
 use usher_core::{Group, Username};
+use usher_testkit::upstream::header_values;
 use usher_testkit::{Options, TestApp, Upstream, client};
 
 async fn behind_usher(trusted: bool) -> (TestApp, Upstream) {
@@ -31,16 +32,6 @@ async fn behind_usher(trusted: bool) -> (TestApp, Upstream) {
         .await
         .unwrap();
     (app, upstream)
-}
-
-fn header_values(echo: &serde_json::Value, name: &str) -> Vec<String> {
-    echo["headers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| h[0].as_str().unwrap().eq_ignore_ascii_case(name))
-        .map(|h| h[1].as_str().unwrap().to_owned())
-        .collect()
 }
 
 #[tokio::test]

@@ -522,8 +522,8 @@ async fn the_inactive_report_disables_the_selected_users_after_confirming() {
     app.add_user("carol", "carol-password", false).await;
     app.add_user("dave", "dave-password", false).await;
     let bob = app.login("bob", "bob-password-1").await;
-    // Everyone signed in "today", so since tomorrow all but... a date in the future
-    // makes everyone inactive; a date in the past, only those who never signed in.
+    // root and bob signed in today: a date in the past lists only those who never
+    // signed in (carol, dave); a date in the future lists everyone.
     let (s, html) = page(
         &app,
         &admin,

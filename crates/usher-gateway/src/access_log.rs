@@ -175,11 +175,6 @@ pub async fn middleware(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let Some(log) = &state.access_log else {
-        return next.run(req).await;
-    };
-    let started = Instant::now();
-    let at = state.engine.clock().now();
     let Some(peer) = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -187,65 +182,114 @@ pub async fn middleware(
     else {
         return next.run(req).await;
     };
-    let ctx = ClientContext::new(&state, peer, req.headers(), req.uri());
-    let method = req.method().clone();
-    let uri = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
-    let version = req.version();
-    let referer = req
-        .headers()
-        .get(header::REFERER)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .unwrap_or_default();
-    let ip = ctx.ip();
-    let ua = ctx.user_agent.clone();
+    let Some((pending, ctx)) = Pending::begin(&state, peer, &req) else {
+        return next.run(req).await;
+    };
     req.extensions_mut().insert(ctx);
     let resp = next.run(req).await;
-    let info = resp.extensions().get::<AccessInfo>();
-    let status = resp.status().as_u16();
-    let bytes = resp
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    let millis = started.elapsed().as_secs_f64() * 1000.0;
-    let user = info.and_then(|i| i.user.as_ref()).map(Username::as_str);
-    let session = info.map(|i| i.session.as_str());
-    let line = if log.json {
-        serde_json::json!({
-            "time": at.to_string(),
-            "client_ip": ip.to_string(),
-            "user": user,
-            "method": method.as_str(),
-            "uri": uri,
-            "protocol": format!("{version:?}"),
-            "status": status,
-            "bytes": bytes.parse::<u64>().ok(),
-            "referer": referer,
-            "user_agent": ua,
-            "session": session,
-            "duration_ms": (millis * 1000.0).round() / 1000.0,
-        })
-        .to_string()
-    } else {
-        let mut l = String::with_capacity(256);
-        let time = at.strftime("%d/%b/%Y:%H:%M:%S %z");
-        let _ = write!(l, "{ip} - {} [{time}] \"", user.unwrap_or("-"));
-        escape(&mut l, method.as_str());
-        l.push(' ');
-        escape(&mut l, &uri);
-        let _ = write!(l, " {version:?}\" {status} {bytes} \"");
-        escape(&mut l, &referer);
-        l.push_str("\" \"");
-        escape(&mut l, &ua);
-        let _ = write!(l, "\" {} {millis:.3}ms", session.unwrap_or("-"));
-        l
-    };
-    log.send(line);
+    pending.finish(&state, &resp);
     resp
+}
+
+/// One request's line, begun when the request arrives and written when its answer is
+/// known; the server's fast path for forward auth logs through it too.
+pub(crate) struct Pending {
+    started: Instant,
+    at: usher_core::Timestamp,
+    ip: std::net::IpAddr,
+    method: http::Method,
+    uri: String,
+    version: http::Version,
+    referer: String,
+    user_agent: String,
+}
+
+impl Pending {
+    /// `None` when the access log is off; else the line begun and the request's client.
+    pub(crate) fn begin<B>(
+        state: &AppState,
+        peer: SocketAddr,
+        req: &http::Request<B>,
+    ) -> Option<(Self, ClientContext)> {
+        state.access_log.as_ref()?;
+        let ctx = ClientContext::new(state, peer, req.headers(), req.uri());
+        let pending = Self {
+            started: Instant::now(),
+            at: state.engine.clock().now(),
+            ip: ctx.ip(),
+            method: req.method().clone(),
+            uri: req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default(),
+            version: req.version(),
+            referer: req
+                .headers()
+                .get(header::REFERER)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default(),
+            user_agent: ctx.user_agent.clone(),
+        };
+        Some((pending, ctx))
+    }
+
+    pub(crate) fn finish(self, state: &AppState, resp: &Response) {
+        let Some(log) = &state.access_log else {
+            return;
+        };
+        let Self {
+            started,
+            at,
+            ip,
+            method,
+            uri,
+            version,
+            referer,
+            user_agent: ua,
+        } = self;
+        let info = resp.extensions().get::<AccessInfo>();
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        let millis = started.elapsed().as_secs_f64() * 1000.0;
+        let user = info.and_then(|i| i.user.as_ref()).map(Username::as_str);
+        let session = info.map(|i| i.session.as_str());
+        let line = if log.json {
+            serde_json::json!({
+                "time": at.to_string(),
+                "client_ip": ip.to_string(),
+                "user": user,
+                "method": method.as_str(),
+                "uri": uri,
+                "protocol": format!("{version:?}"),
+                "status": status,
+                "bytes": bytes.parse::<u64>().ok(),
+                "referer": referer,
+                "user_agent": ua,
+                "session": session,
+                "duration_ms": (millis * 1000.0).round() / 1000.0,
+            })
+            .to_string()
+        } else {
+            let mut l = String::with_capacity(256);
+            let time = at.strftime("%d/%b/%Y:%H:%M:%S %z");
+            let _ = write!(l, "{ip} - {} [{time}] \"", user.unwrap_or("-"));
+            escape(&mut l, method.as_str());
+            l.push(' ');
+            escape(&mut l, &uri);
+            let _ = write!(l, " {version:?}\" {status} {bytes} \"");
+            escape(&mut l, &referer);
+            l.push_str("\" \"");
+            escape(&mut l, &ua);
+            let _ = write!(l, "\" {} {millis:.3}ms", session.unwrap_or("-"));
+            l
+        };
+        log.send(line);
+    }
 }
 
 #[cfg(test)]

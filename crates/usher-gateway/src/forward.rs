@@ -141,11 +141,52 @@ fn with_empty_identity(mut r: Response) -> Response {
     r
 }
 
+/// The two forward-auth endpoints, which the server answers ahead of the router
+/// ([`crate::server`]): they are on the path of every request of the guarded app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// `/auth/request`, nginx's `auth_request`.
+    Nginx,
+    /// `/auth/forward`, Traefik's ForwardAuth and Caddy's forward_auth.
+    Forward,
+}
+
+impl Endpoint {
+    /// The endpoint a request path names under Usher's `prefix`, if any.
+    pub(crate) fn of(prefix: &str, path: &str) -> Option<Self> {
+        match path.strip_prefix(prefix)? {
+            "/auth/request" => Some(Self::Nginx),
+            "/auth/forward" => Some(Self::Forward),
+            _ => None,
+        }
+    }
+
+    pub(crate) async fn answer(
+        self,
+        state: &AppState,
+        ctx: ClientContext,
+        headers: &HeaderMap,
+    ) -> Response {
+        match self {
+            Self::Nginx => nginx_answer(state, ctx, headers).await,
+            Self::Forward => forward_answer(state, ctx, headers).await,
+        }
+    }
+}
+
 async fn nginx(State(state): State<Arc<AppState>>, ctx: ClientContext, req: Request) -> Response {
-    let original = from_nginx(&ctx, req.headers());
+    nginx_answer(&state, ctx, req.headers()).await
+}
+
+async fn forward(State(state): State<Arc<AppState>>, ctx: ClientContext, req: Request) -> Response {
+    forward_answer(&state, ctx, req.headers()).await
+}
+
+async fn nginx_answer(state: &AppState, ctx: ClientContext, headers: &HeaderMap) -> Response {
+    let original = from_nginx(&ctx, headers);
     let ctx = original_context(ctx, &original);
     let path = original.url.as_ref().map(url::Url::path);
-    match gate::decide(&state, &ctx, req.headers(), path).await {
+    match gate::decide(state, &ctx, headers, path).await {
         Ok(Verdict::Pass {
             identity,
             set_cookie,
@@ -154,11 +195,11 @@ async fn nginx(State(state): State<Arc<AppState>>, ctx: ClientContext, req: Requ
         // it only accepts 2xx, 401 and 403 from an auth subrequest.
         Ok(Verdict::SignIn) => {
             let rd = original.url.as_ref().map(url::Url::as_str);
-            let mut r = gate::unauthorized_json(&state);
+            let mut r = gate::unauthorized_json(state);
             r.headers_mut().insert(
                 header::LOCATION,
                 gate::location(&gate::login_location(
-                    &state,
+                    state,
                     origin(&ctx),
                     rd,
                     original.method.as_deref(),
@@ -174,18 +215,18 @@ async fn nginx(State(state): State<Arc<AppState>>, ctx: ClientContext, req: Requ
     }
 }
 
-async fn forward(State(state): State<Arc<AppState>>, ctx: ClientContext, req: Request) -> Response {
-    let original = from_forwarded(&ctx, req.headers());
+async fn forward_answer(state: &AppState, ctx: ClientContext, headers: &HeaderMap) -> Response {
+    let original = from_forwarded(&ctx, headers);
     let ctx = original_context(ctx, &original);
     let path = original.url.as_ref().map(url::Url::path);
-    match gate::decide(&state, &ctx, req.headers(), path).await {
+    match gate::decide(state, &ctx, headers, path).await {
         Ok(Verdict::Pass {
             identity,
             set_cookie,
         }) => allowed(&identity, set_cookie),
         Ok(Verdict::SignIn) => {
-            if !gate::is_browser(req.headers()) {
-                return with_empty_identity(gate::unauthorized_json(&state));
+            if !gate::is_browser(headers) {
+                return with_empty_identity(gate::unauthorized_json(state));
             }
             let method = original.method.as_deref().unwrap_or("GET");
             // A browser that was not navigating (a form POST) must come back with GET.
@@ -198,12 +239,7 @@ async fn forward(State(state): State<Arc<AppState>>, ctx: ClientContext, req: Re
             let mut r = status.into_response();
             r.headers_mut().insert(
                 header::LOCATION,
-                gate::location(&gate::login_location(
-                    &state,
-                    origin(&ctx),
-                    rd,
-                    Some(method),
-                )),
+                gate::location(&gate::login_location(state, origin(&ctx), rd, Some(method))),
             );
             r.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -57,6 +57,10 @@ struct Args {
     /// history: users generated (default 100,000; 1,000 with --quick).
     #[arg(long)]
     history_users: Option<u64>,
+    /// Keep the working directory (stores, logs, nginx.conf) and print its path, to
+    /// profile against the same data afterwards.
+    #[arg(long)]
+    keep: bool,
 }
 
 /// A child process killed when dropped.
@@ -359,7 +363,11 @@ fn main() -> anyhow::Result<()> {
     if !status.success() {
         bail!("cargo build --release -p usher -p usher-bench failed");
     }
-    let dir = tempfile::tempdir()?;
+    let mut dir = tempfile::tempdir()?;
+    if args.keep {
+        dir.disable_cleanup(true);
+        eprintln!("keeping {}", dir.path().display());
+    }
     let db = dir.path().join("usher.db");
     let rt = tokio::runtime::Runtime::new()?;
     let started = Instant::now();

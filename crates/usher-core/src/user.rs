@@ -3,6 +3,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
+use std::sync::Arc;
 
 /// The group whose members may use the admin console and the API.
 pub const ADMINS: &str = "admins";
@@ -19,8 +20,11 @@ fn shorten(s: &str) -> String {
     s.chars().take(80).collect()
 }
 
+/// A user's name. Shared, not copied: every live session of a user holds the same one
+/// (a clone is a reference count), which a million sessions of a thousand users feel.
+/// `Arc<String>`, not `Arc<str>`: a thin pointer, 8 bytes in every live session.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Username(String);
+pub struct Username(Arc<String>);
 
 impl Username {
     pub fn parse(s: &str) -> Result<Self, NameError> {
@@ -29,7 +33,7 @@ impl Username {
             && s.chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '+' | '-'));
         if ok {
-            Ok(Self(s.to_owned()))
+            Ok(Self(Arc::new(s.to_owned())))
         } else {
             Err(NameError::User(shorten(s)))
         }

@@ -6,13 +6,38 @@
 //! not shared. Strings no session holds any more are dropped by [`Interner::prune`].
 
 use dashmap::DashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use usher_core::user_agent;
 
 const MAX_STRINGS: usize = 100_000;
+const MAX_CLIENTS: usize = 100_000;
+
+/// What a client says of itself: the same for every session of one browser on one host.
+#[derive(Debug)]
+pub struct ClientText {
+    pub user_agent: Arc<str>,
+    pub host: Arc<str>,
+    summary: OnceLock<Box<str>>,
+}
+
+impl ClientText {
+    /// "Firefox 131 on Linux", worked out once per client when first asked for.
+    pub fn summary(&self) -> &str {
+        self.summary
+            .get_or_init(|| user_agent::summarize(&self.user_agent).into())
+    }
+}
+
+/// Interned strings have one address each, so a (User-Agent, host) pair is keyed by
+/// the two addresses: no string is hashed twice or copied to look a client up. An
+/// entry's [`ClientText`] holds both strings, so neither address is reused while the
+/// entry lives.
+type ClientKey = (usize, usize);
 
 #[derive(Default)]
 pub struct Interner {
     strings: DashMap<Arc<str>, ()>,
+    clients: DashMap<ClientKey, Arc<ClientText>>,
 }
 
 impl Interner {
@@ -28,8 +53,37 @@ impl Interner {
         shared
     }
 
-    /// Forgets strings only the interner still holds.
+    /// The shared text of a client; `summary` is the one the store already worked out
+    /// (empty when unknown).
+    pub fn client(&self, user_agent: &str, host: &str, summary: &str) -> Arc<ClientText> {
+        let user_agent = self.get(user_agent);
+        let host = self.get(host);
+        let key = (
+            Arc::as_ptr(&user_agent).cast::<u8>() as usize,
+            Arc::as_ptr(&host).cast::<u8>() as usize,
+        );
+        if let Some(c) = self.clients.get(&key) {
+            return c.clone();
+        }
+        let summary = match summary {
+            "" => OnceLock::new(),
+            s => OnceLock::from(Box::from(s)),
+        };
+        let text = Arc::new(ClientText {
+            user_agent,
+            host,
+            summary,
+        });
+        if self.clients.len() < MAX_CLIENTS {
+            self.clients.entry(key).or_insert(text).clone()
+        } else {
+            text
+        }
+    }
+
+    /// Forgets clients and strings only the interner still holds.
     pub fn prune(&self) {
+        self.clients.retain(|_, c| Arc::strong_count(c) > 1);
         self.strings.retain(|s, _| Arc::strong_count(s) > 1);
     }
 
@@ -57,5 +111,31 @@ mod tests {
         i.prune();
         assert_eq!(i.len(), 1, "curl is held by nobody");
         assert!(Arc::ptr_eq(&i.get("Firefox"), &a));
+    }
+
+    #[test]
+    fn one_client_text_per_browser_and_host() {
+        let i = Interner::default();
+        let a = i.client(
+            "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Firefox/131.0",
+            "app",
+            "",
+        );
+        let b = i.client(
+            "Mozilla/5.0 (X11; Linux x86_64; rv:131.0) Firefox/131.0",
+            "app",
+            "",
+        );
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(a.summary().contains("Firefox"), "{}", a.summary());
+        let other_host = i.client(&a.user_agent, "other", "");
+        assert!(!Arc::ptr_eq(&a, &other_host));
+        assert_eq!(&*other_host.user_agent, &*a.user_agent);
+        drop((b, other_host));
+        i.prune();
+        assert_eq!(i.clients.len(), 1, "only the client still held is kept");
+        drop(a);
+        i.prune();
+        assert!(i.clients.is_empty() && i.is_empty(), "then nothing is");
     }
 }

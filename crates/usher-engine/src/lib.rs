@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod clients;
 mod error;
+mod index;
 pub mod intern;
 pub mod metrics;
 pub mod password;

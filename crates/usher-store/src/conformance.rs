@@ -1054,6 +1054,21 @@ pub async fn live_sessions_read_in_pages(store: Arc<dyn Store>) {
     for i in 0..7 {
         made.push(login(&store, None, t(i)).await.id);
     }
+    // A hostile client and a user: the page must give back exactly what was stored.
+    store.user_create(&user("ann"), "cli").await.unwrap();
+    let mut odd = login(&store, Some("ann"), t(8)).await;
+    made.push(odd.id);
+    odd.id = SessionId::generate().unwrap();
+    odd.token_hash = Token::generate().unwrap().hash();
+    odd.client.user_agent = "Mozilla/5.0 \"quoted\" back\\slash \u{1b}[31m é 𝄞 </script>".into();
+    odd.client.ip = "2001:db8::7".parse().unwrap();
+    odd.client.host = "h\u{e9}te:8443".into();
+    store.session_create(&odd, "Odd \"client\"").await.unwrap();
+    store
+        .write_behind(&[], &[touch(odd.id, 41, t(8))])
+        .await
+        .unwrap();
+    made.push(odd.id);
     store
         .sessions_end(&end(
             SessionSelector::Ids(vec![made[3]]),
@@ -1067,6 +1082,10 @@ pub async fn live_sessions_read_in_pages(store: Arc<dyn Store>) {
     loop {
         let page = store.sessions_live_page(after.as_ref(), 2).await.unwrap();
         assert!(page.len() <= 2);
+        for s in &page {
+            let stored = store.session_get(&s.id).await.unwrap();
+            assert_eq!(Some(s), stored.as_ref(), "a page gives sessions as stored");
+        }
         seen.extend(page.iter().map(|s| s.id));
         match page.last() {
             Some(last) => after = Some(last.id),

@@ -6,11 +6,14 @@
 //! insert time but become visible at commit: without the lock, a reader could see
 //! entry 11 commit before 10 and move its cursor past 10 for good.
 
+use crate::rows::{SESSION_COLUMNS, SessionRow};
 use crate::{Result, StoreError};
+use sqlx::AssertSqlSafe;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
+use usher_core::{SessionId, SessionRecord};
 
 /// Arbitrary key of the advisory lock that orders change-feed appends.
 const CHANGE_FEED_LOCK: i64 = 0x5553_4845_5201;
@@ -38,6 +41,21 @@ impl PgStore {
 
     fn reader(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Live sessions after `after` by id (the engine loads them all at start).
+    async fn live_page(&self, after: Option<&SessionId>, limit: u32) -> Result<Vec<SessionRecord>> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE ended_at IS NULL AND id > $1 ORDER BY id LIMIT $2"
+        );
+        sqlx::query_as::<_, SessionRow>(AssertSqlSafe(sql))
+            .bind(after.map_or("", SessionId::as_str))
+            .bind(i64::from(limit))
+            .fetch_all(self.reader())
+            .await?
+            .into_iter()
+            .map(SessionRow::into_record)
+            .collect()
     }
 
     async fn before_change(tx: &mut Transaction<'static, Postgres>) -> Result<()> {

@@ -2,6 +2,7 @@
 //! sqlx's generic `FromRow`), and their one conversion into domain types.
 
 use crate::{Change, ChangeKind, Result, StoreError};
+use std::borrow::Cow;
 use std::net::IpAddr;
 use usher_core::{
     EndReason, Event, EventKind, Group, SessionId, SessionKind, SessionRecord, Timestamp,
@@ -83,6 +84,84 @@ impl SessionRow {
             ended_by: self.ended_by,
         })
     }
+}
+
+/// One live session of a page as SQLite's JSON array gives it (see `SqliteStore::live_page`):
+/// strings borrowed from the page unless escaped.
+#[derive(serde::Deserialize)]
+struct LiveJson<'a>(
+    #[serde(borrow)] Cow<'a, str>,
+    /// The token hash in hex.
+    #[serde(borrow)]
+    Cow<'a, str>,
+    #[serde(borrow)] Option<Cow<'a, str>>,
+    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] Cow<'a, str>,
+    #[serde(borrow)] Cow<'a, str>,
+    i64,
+    i64,
+    i64,
+);
+
+/// Decodes a page of live sessions aggregated as JSON.
+pub(crate) fn live_page(json: &str) -> Result<Vec<SessionRecord>> {
+    let rows: Vec<LiveJson<'_>> = serde_json::from_str(json)
+        .map_err(|e| StoreError::Corrupt(format!("a page of live sessions: {e}")))?;
+    rows.into_iter()
+        .map(
+            |LiveJson(
+                id,
+                hash,
+                user,
+                kind,
+                ip_now,
+                first,
+                ua,
+                client,
+                host,
+                requests,
+                created,
+                last,
+            )| {
+                Ok(SessionRecord {
+                    token_hash: unhex(&hash)
+                        .ok_or_else(|| StoreError::Corrupt(format!("token hash of {id}")))?,
+                    id: session_id(&id)?,
+                    user: user.as_deref().map(username).transpose()?,
+                    kind: SessionKind::parse(&kind)
+                        .ok_or_else(|| StoreError::Corrupt(format!("session kind {kind:?}")))?,
+                    ip: ip(&ip_now)?,
+                    first_ip: ip(&first)?,
+                    user_agent: ua.into_owned(),
+                    client: client.into_owned(),
+                    host: host.into_owned(),
+                    requests: u64::try_from(requests).unwrap_or(0),
+                    created_at: ts(created)?,
+                    last_access_at: ts(last)?,
+                    ended_at: None,
+                    end_reason: None,
+                    ended_by: None,
+                })
+            },
+        )
+        .collect()
+}
+
+/// A token hash from SQLite's `hex()`.
+fn unhex(s: &str) -> Option<TokenHash> {
+    let digit = |b: u8| char::from(b).to_digit(16);
+    let bytes: Option<Vec<u8>> = s
+        .as_bytes()
+        .chunks(2)
+        .map(|p| match p {
+            [h, l] => Some(u8::try_from(digit(*h)? * 16 + digit(*l)?).ok()?),
+            _ => None,
+        })
+        .collect();
+    TokenHash::from_slice(&bytes?)
 }
 
 /// What ending a session needs to know about it for its event.

@@ -12,6 +12,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 use std::path::Path;
 use std::time::Duration;
+use usher_core::{SessionId, SessionRecord};
 
 pub(crate) struct SqliteStore {
     writer: SqlitePool,
@@ -54,6 +55,23 @@ impl SqliteStore {
 
     fn reader(&self) -> &SqlitePool {
         &self.reader
+    }
+
+    /// Live sessions after `after` by id, the whole page as ONE row that SQLite builds
+    /// as a JSON array. sqlx hands every row over from its worker thread; for the
+    /// million sessions loaded at start that handing over was most of the restart
+    /// (issue 9), one row per page is not.
+    async fn live_page(&self, after: Option<&SessionId>, limit: u32) -> Result<Vec<SessionRecord>> {
+        let page: Option<String> = sqlx::query_scalar(
+            "SELECT json_group_array(json_array(id, hex(token_hash), user_name, kind, ip, first_ip,
+                 user_agent, client, host, requests, created_at, last_access_at) ORDER BY id)
+             FROM (SELECT * FROM sessions WHERE ended_at IS NULL AND id > $1 ORDER BY id LIMIT $2)",
+        )
+        .bind(after.map_or("", SessionId::as_str))
+        .bind(i64::from(limit))
+        .fetch_one(self.reader())
+        .await?;
+        page.map_or_else(|| Ok(Vec::new()), |p| crate::rows::live_page(&p))
     }
 
     /// SQLite serialises writers already: change-feed order is commit order.

@@ -12,6 +12,8 @@ pub enum EngineError {
     Hash(String),
     #[error("the operating system's random generator failed: {0}")]
     Random(String),
+    #[error("loading the live sessions stopped: {0}")]
+    Load(String),
 }
 
 impl From<usher_core::ids::IdError> for EngineError {

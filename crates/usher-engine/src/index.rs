@@ -67,10 +67,15 @@ impl Borrow<SessionId> for ById {
     }
 }
 
+/// foldhash, not SipHash: the keys are Usher's own random values (token hashes of
+/// tokens it generated, ids it generated), never chosen by a client, so there is no
+/// flooding to resist — and hashing was the largest cost of loading a million.
+pub(crate) type Fast = foldhash::fast::RandomState;
+
 #[derive(Default)]
 pub(crate) struct Index {
-    by_token: DashMap<ByToken, ()>,
-    by_id: DashMap<ById, ()>,
+    by_token: DashMap<ByToken, (), Fast>,
+    by_id: DashMap<ById, (), Fast>,
 }
 
 impl Index {

@@ -324,7 +324,7 @@ struct Inner {
     index: crate::index::Index,
     users: DashMap<Username, Arc<User>>,
     /// Sessions ended lately, so a store read that raced the end cannot re-admit one.
-    tombstones: DashMap<SessionId, Timestamp>,
+    tombstones: DashMap<SessionId, Timestamp, crate::index::Fast>,
     dirty_tx: mpsc::UnboundedSender<Arc<LiveSession>>,
     dirty_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Arc<LiveSession>>>,
     dirty_count: AtomicU64,
@@ -376,7 +376,7 @@ impl Engine {
                 config,
                 index: Default::default(),
                 users: DashMap::new(),
-                tombstones: DashMap::new(),
+                tombstones: DashMap::default(),
                 dirty_tx,
                 dirty_rx: tokio::sync::Mutex::new(dirty_rx),
                 dirty_count: AtomicU64::new(0),
@@ -390,19 +390,22 @@ impl Engine {
             }),
         };
         // In pages: a million rows held at once would stay in the allocator long after.
-        let mut after = None;
-        loop {
-            let page = engine
-                .inner
-                .store
-                .sessions_live_page(after.as_ref(), LOAD_PAGE)
-                .await?;
+        // The store reads the next page while this one is admitted (two cores, two
+        // halves of the work).
+        let read = |after: Option<SessionId>| {
+            let store = engine.inner.store.clone();
+            tokio::spawn(async move { store.sessions_live_page(after.as_ref(), LOAD_PAGE).await })
+        };
+        let mut next = Some(read(None));
+        while let Some(reading) = next.take() {
+            let page = reading
+                .await
+                .map_err(|e| EngineError::Load(e.to_string()))??;
+            if let Some(last) = page.last().filter(|_| page.len() == LOAD_PAGE as usize) {
+                next = Some(read(Some(last.id)));
+            }
             for record in &page {
                 engine.admit(record).await?;
-            }
-            match page.last() {
-                Some(last) if page.len() == LOAD_PAGE as usize => after = Some(last.id),
-                _ => break,
             }
         }
         Ok(engine)

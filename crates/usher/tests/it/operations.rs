@@ -167,6 +167,50 @@ async fn the_access_log_names_the_session_and_cannot_be_forged() {
     );
 }
 
+/// The forward-auth endpoints are answered ahead of the router (issue 9); they are
+/// logged all the same, with the user and session they answered for.
+#[tokio::test]
+async fn forward_auth_answers_are_logged_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let mut options = Options::default();
+    options.gateway.access_log = AccessLogTarget::File(path.clone());
+    let app = TestApp::spawn_with(options).await;
+    app.add_user("alice", "alice-password", false).await;
+    let cookie = app.login("alice", "alice-password").await;
+    let sid = app.store.sessions_live().await.unwrap()[0].id;
+    for (endpoint, status) in [("/usher/auth/request", 200), ("/usher/auth/forward", 200)] {
+        let r = client()
+            .get(app.url(endpoint))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{endpoint}");
+    }
+    let r = client()
+        .get(app.url("/usher/auth/request"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // GET form + POST login + three forward-auth answers
+    let text = read_until(&path, 5).await;
+    for endpoint in ["/usher/auth/request", "/usher/auth/forward"] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("\"GET {endpoint} HTTP/1.1\" 200 ")))
+            .unwrap_or_else(|| panic!("no line for {endpoint}: {text}"));
+        assert!(line.starts_with("127.0.0.1 - alice ["), "{line}");
+        assert!(line.contains(&format!(" {sid} ")), "{line}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.contains("\"GET /usher/auth/request HTTP/1.1\" 401 ") && l.contains(" - ")),
+        "{text}"
+    );
+}
+
 #[tokio::test]
 async fn the_access_log_can_be_json() {
     let dir = tempfile::tempdir().unwrap();

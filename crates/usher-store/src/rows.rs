@@ -2,7 +2,6 @@
 //! sqlx's generic `FromRow`), and their one conversion into domain types.
 
 use crate::{Change, ChangeKind, Result, StoreError};
-use std::borrow::Cow;
 use std::net::IpAddr;
 use usher_core::{
     EndReason, Event, EventKind, Group, SessionId, SessionKind, SessionRecord, Timestamp,
@@ -58,110 +57,71 @@ pub(crate) struct SessionRow {
 
 impl SessionRow {
     pub(crate) fn into_record(self) -> Result<SessionRecord> {
-        Ok(SessionRecord {
-            token_hash: TokenHash::from_slice(&self.token_hash)
-                .ok_or_else(|| StoreError::Corrupt(format!("token hash of {}", self.id)))?,
-            id: session_id(&self.id)?,
-            user: self.user_name.as_deref().map(username).transpose()?,
-            kind: SessionKind::parse(&self.kind)
-                .ok_or_else(|| StoreError::Corrupt(format!("session kind {:?}", self.kind)))?,
-            ip: ip(&self.ip)?,
-            first_ip: ip(&self.first_ip)?,
-            user_agent: self.user_agent,
-            client: self.client,
-            host: self.host,
-            requests: u64::try_from(self.requests).unwrap_or(0),
-            created_at: ts(self.created_at)?,
-            last_access_at: ts(self.last_access_at)?,
-            ended_at: self.ended_at.map(ts).transpose()?,
-            end_reason: self
-                .end_reason
-                .map(|r| {
-                    EndReason::parse(&r)
-                        .ok_or_else(|| StoreError::Corrupt(format!("end reason {r:?}")))
-                })
-                .transpose()?,
-            ended_by: self.ended_by,
-        })
+        let mut record = LiveRow {
+            id: &self.id,
+            token_hash: &self.token_hash,
+            user_name: self.user_name.as_deref(),
+            kind: &self.kind,
+            ip: &self.ip,
+            first_ip: &self.first_ip,
+            user_agent: &self.user_agent,
+            client: &self.client,
+            host: &self.host,
+            requests: self.requests,
+            created_at: self.created_at,
+            last_access_at: self.last_access_at,
+        }
+        .into_record()?;
+        record.ended_at = self.ended_at.map(ts).transpose()?;
+        record.end_reason = self
+            .end_reason
+            .map(|r| {
+                EndReason::parse(&r).ok_or_else(|| StoreError::Corrupt(format!("end reason {r:?}")))
+            })
+            .transpose()?;
+        record.ended_by = self.ended_by;
+        Ok(record)
     }
 }
 
-/// One live session of a page as SQLite's JSON array gives it (see `SqliteStore::live_page`):
-/// strings borrowed from the page unless escaped.
-#[derive(serde::Deserialize)]
-struct LiveJson<'a>(
-    #[serde(borrow)] Cow<'a, str>,
-    /// The token hash in hex.
-    #[serde(borrow)]
-    Cow<'a, str>,
-    #[serde(borrow)] Option<Cow<'a, str>>,
-    #[serde(borrow)] Cow<'a, str>,
-    #[serde(borrow)] Cow<'a, str>,
-    #[serde(borrow)] Cow<'a, str>,
-    #[serde(borrow)] Cow<'a, str>,
-    #[serde(borrow)] Cow<'a, str>,
-    #[serde(borrow)] Cow<'a, str>,
-    i64,
-    i64,
-    i64,
-);
-
-/// Decodes a page of live sessions aggregated as JSON.
-pub(crate) fn live_page(json: &str) -> Result<Vec<SessionRecord>> {
-    let rows: Vec<LiveJson<'_>> = serde_json::from_str(json)
-        .map_err(|e| StoreError::Corrupt(format!("a page of live sessions: {e}")))?;
-    rows.into_iter()
-        .map(
-            |LiveJson(
-                id,
-                hash,
-                user,
-                kind,
-                ip_now,
-                first,
-                ua,
-                client,
-                host,
-                requests,
-                created,
-                last,
-            )| {
-                Ok(SessionRecord {
-                    token_hash: unhex(&hash)
-                        .ok_or_else(|| StoreError::Corrupt(format!("token hash of {id}")))?,
-                    id: session_id(&id)?,
-                    user: user.as_deref().map(username).transpose()?,
-                    kind: SessionKind::parse(&kind)
-                        .ok_or_else(|| StoreError::Corrupt(format!("session kind {kind:?}")))?,
-                    ip: ip(&ip_now)?,
-                    first_ip: ip(&first)?,
-                    user_agent: ua.into_owned(),
-                    client: client.into_owned(),
-                    host: host.into_owned(),
-                    requests: u64::try_from(requests).unwrap_or(0),
-                    created_at: ts(created)?,
-                    last_access_at: ts(last)?,
-                    ended_at: None,
-                    end_reason: None,
-                    ended_by: None,
-                })
-            },
-        )
-        .collect()
+/// A live session's columns as a bulk reader borrows them from the database.
+pub(crate) struct LiveRow<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) token_hash: &'a [u8],
+    pub(crate) user_name: Option<&'a str>,
+    pub(crate) kind: &'a str,
+    pub(crate) ip: &'a str,
+    pub(crate) first_ip: &'a str,
+    pub(crate) user_agent: &'a str,
+    pub(crate) client: &'a str,
+    pub(crate) host: &'a str,
+    pub(crate) requests: i64,
+    pub(crate) created_at: i64,
+    pub(crate) last_access_at: i64,
 }
 
-/// A token hash from SQLite's `hex()`.
-fn unhex(s: &str) -> Option<TokenHash> {
-    let digit = |b: u8| char::from(b).to_digit(16);
-    let bytes: Option<Vec<u8>> = s
-        .as_bytes()
-        .chunks(2)
-        .map(|p| match p {
-            [h, l] => Some(u8::try_from(digit(*h)? * 16 + digit(*l)?).ok()?),
-            _ => None,
+impl LiveRow<'_> {
+    pub(crate) fn into_record(self) -> Result<SessionRecord> {
+        Ok(SessionRecord {
+            token_hash: TokenHash::from_slice(self.token_hash)
+                .ok_or_else(|| StoreError::Corrupt(format!("token hash of {}", self.id)))?,
+            id: session_id(self.id)?,
+            user: self.user_name.map(username).transpose()?,
+            kind: SessionKind::parse(self.kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("session kind {:?}", self.kind)))?,
+            ip: ip(self.ip)?,
+            first_ip: ip(self.first_ip)?,
+            user_agent: self.user_agent.to_owned(),
+            client: self.client.to_owned(),
+            host: self.host.to_owned(),
+            requests: u64::try_from(self.requests).unwrap_or(0),
+            created_at: ts(self.created_at)?,
+            last_access_at: ts(self.last_access_at)?,
+            ended_at: None,
+            end_reason: None,
+            ended_by: None,
         })
-        .collect();
-    TokenHash::from_slice(&bytes?)
+    }
 }
 
 /// What ending a session needs to know about it for its event.

@@ -10,13 +10,14 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Sqlite, Transaction};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use usher_core::{SessionId, SessionRecord};
 
 pub(crate) struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    path: PathBuf,
 }
 
 impl SqliteStore {
@@ -46,7 +47,11 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { writer, reader })
+        Ok(Self {
+            writer,
+            reader,
+            path: path.to_owned(),
+        })
     }
 
     async fn write(&self) -> Result<Transaction<'static, Sqlite>> {
@@ -57,21 +62,20 @@ impl SqliteStore {
         &self.reader
     }
 
-    /// Live sessions after `after` by id, the whole page as ONE row that SQLite builds
-    /// as a JSON array. sqlx hands every row over from its worker thread; for the
-    /// million sessions loaded at start that handing over was most of the restart
-    /// (issue 9), one row per page is not.
-    async fn live_page(&self, after: Option<&SessionId>, limit: u32) -> Result<Vec<SessionRecord>> {
-        let page: Option<String> = sqlx::query_scalar(
-            "SELECT json_group_array(json_array(id, hex(token_hash), user_name, kind, ip, first_ip,
-                 user_agent, client, host, requests, created_at, last_access_at) ORDER BY id)
-             FROM (SELECT * FROM sessions WHERE ended_at IS NULL AND id > $1 ORDER BY id LIMIT $2)",
-        )
-        .bind(after.map_or("", SessionId::as_str))
-        .bind(i64::from(limit))
-        .fetch_one(self.reader())
-        .await?;
-        page.map_or_else(|| Ok(Vec::new()), |p| crate::rows::live_page(&p))
+    /// Live sessions after `after` by id (the engine loads them all at start), read
+    /// with rusqlite on a blocking thread: sqlx hands every row over from its worker
+    /// thread, and for a million sessions that handing over was most of the restart
+    /// (issue 9). Here the rows are decoded where SQLite steps through them.
+    async fn live_page(
+        &self,
+        after: Option<&SessionId>,
+        limit: u32,
+    ) -> Result<Vec<SessionRecord>> {
+        let path = self.path.clone();
+        let after = after.map_or_else(String::new, |a| a.as_str().to_owned());
+        tokio::task::spawn_blocking(move || read_live_page(&path, &after, limit))
+            .await
+            .map_err(|e| StoreError::Other(format!("reading live sessions: {e}")))?
     }
 
     /// SQLite serialises writers already: change-feed order is commit order.
@@ -81,3 +85,55 @@ impl SqliteStore {
 }
 
 crate::sql::impl_sql_store!(sqlite_store, super::SqliteStore, sqlx::Sqlite);
+
+fn bulk_error(e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Other(e.to_string()),
+    }
+}
+
+/// One page of live sessions by id, on its own read-only connection (WAL: it never
+/// waits for the writer).
+fn read_live_page(path: &Path, after: &str, limit: u32) -> Result<Vec<SessionRecord>> {
+    use rusqlite::OpenFlags;
+    let c = rusqlite::Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(bulk_error)?;
+    c.busy_timeout(Duration::from_secs(5)).map_err(bulk_error)?;
+    let mut stmt = c
+        .prepare(
+            "SELECT id, token_hash, user_name, kind, ip, first_ip, user_agent, client, host,
+                    requests, created_at, last_access_at
+             FROM sessions WHERE ended_at IS NULL AND id > ?1 ORDER BY id LIMIT ?2",
+        )
+        .map_err(bulk_error)?;
+    let mut rows = stmt.query((after, limit)).map_err(bulk_error)?;
+    let mut page = Vec::with_capacity(limit.min(10_000) as usize);
+    while let Some(r) = rows.next().map_err(bulk_error)? {
+        let text = |i: usize| r.get_ref(i).and_then(|v| Ok(v.as_str()?));
+        let live = crate::rows::LiveRow {
+            id: text(0).map_err(bulk_error)?,
+            token_hash: r.get_ref(1).and_then(|v| Ok(v.as_blob()?)).map_err(bulk_error)?,
+            user_name: r
+                .get_ref(2)
+                .and_then(|v| Ok(v.as_str_or_null()?))
+                .map_err(bulk_error)?,
+            kind: text(3).map_err(bulk_error)?,
+            ip: text(4).map_err(bulk_error)?,
+            first_ip: text(5).map_err(bulk_error)?,
+            user_agent: text(6).map_err(bulk_error)?,
+            client: text(7).map_err(bulk_error)?,
+            host: text(8).map_err(bulk_error)?,
+            requests: r.get(9).map_err(bulk_error)?,
+            created_at: r.get(10).map_err(bulk_error)?,
+            last_access_at: r.get(11).map_err(bulk_error)?,
+        };
+        page.push(live.into_record()?);
+    }
+    Ok(page)
+}

@@ -66,11 +66,7 @@ impl SqliteStore {
     /// with rusqlite on a blocking thread: sqlx hands every row over from its worker
     /// thread, and for a million sessions that handing over was most of the restart
     /// (issue 9). Here the rows are decoded where SQLite steps through them.
-    async fn live_page(
-        &self,
-        after: Option<&SessionId>,
-        limit: u32,
-    ) -> Result<Vec<SessionRecord>> {
+    async fn live_page(&self, after: Option<&SessionId>, limit: u32) -> Result<Vec<SessionRecord>> {
         let path = self.path.clone();
         let after = after.map_or_else(String::new, |a| a.as_str().to_owned());
         tokio::task::spawn_blocking(move || read_live_page(&path, &after, limit))
@@ -118,7 +114,10 @@ fn read_live_page(path: &Path, after: &str, limit: u32) -> Result<Vec<SessionRec
         let text = |i: usize| r.get_ref(i).and_then(|v| Ok(v.as_str()?));
         let live = crate::rows::LiveRow {
             id: text(0).map_err(bulk_error)?,
-            token_hash: r.get_ref(1).and_then(|v| Ok(v.as_blob()?)).map_err(bulk_error)?,
+            token_hash: r
+                .get_ref(1)
+                .and_then(|v| Ok(v.as_blob()?))
+                .map_err(bulk_error)?,
             user_name: r
                 .get_ref(2)
                 .and_then(|v| Ok(v.as_str_or_null()?))

@@ -3,16 +3,15 @@
 //! itself, so an entry is one pointer (issue 9: memory per session).
 
 use crate::sessions::LiveSession;
-use dashmap::DashMap;
 use std::borrow::Borrow;
-use std::hash::{Hash, Hasher};
-use std::ops::Deref;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use usher_core::{SessionId, TokenHash};
 
 /// A session keyed by its token hash.
 #[derive(Debug, Clone)]
-pub(crate) struct ByToken(Arc<LiveSession>);
+struct ByToken(Arc<LiveSession>);
 
 /// A session keyed by its public id.
 #[derive(Debug, Clone)]
@@ -36,20 +35,6 @@ impl Borrow<TokenHash> for ByToken {
         &self.0.token_hash
     }
 }
-impl ByToken {
-    /// The session (as a map entry's value would be).
-    pub(crate) fn value(&self) -> &Arc<LiveSession> {
-        &self.0
-    }
-}
-
-impl Deref for ByToken {
-    type Target = Arc<LiveSession>;
-    fn deref(&self) -> &Arc<LiveSession> {
-        &self.0
-    }
-}
-
 impl Hash for ById {
     fn hash<H: Hasher>(&self, h: &mut H) {
         self.0.id.hash(h);
@@ -72,62 +57,118 @@ impl Borrow<SessionId> for ById {
 /// flooding to resist — and hashing was the largest cost of loading a million.
 pub(crate) type Fast = foldhash::fast::RandomState;
 
-#[derive(Default)]
+/// Shards: requests on different sessions rarely wait for the same lock.
+const SHARDS: usize = 64;
+/// Sessions a scan reads ahead (see [`Index::for_each`]).
+const SCAN_BATCH: usize = 32;
+
+type Shard<T> = RwLock<HashSet<T, Fast>>;
+
+/// Sharded sets under plain `RwLock`s rather than a `DashMap`: a scan then reads every
+/// entry of a shard under one lock, where DashMap's iterator clones a reference count
+/// per entry — an atomic read-modify-write that stalls the very memory reads a scan
+/// of a million sessions is made of.
 pub(crate) struct Index {
-    by_token: DashMap<ByToken, (), Fast>,
-    by_id: DashMap<ById, (), Fast>,
+    by_token: Box<[Shard<ByToken>]>,
+    by_id: Box<[Shard<ById>]>,
+    hasher: Fast,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        fn shards<T>() -> Box<[Shard<T>]> {
+            (0..SHARDS).map(|_| RwLock::default()).collect()
+        }
+        Self {
+            by_token: shards(),
+            by_id: shards(),
+            hasher: Fast::default(),
+        }
+    }
+}
+
+/// A lock whose holder panicked still guards a whole set: no operation here leaves one
+/// half-changed, so the set is used as it is.
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Index {
+    fn shard<'a, T, K: Hash + ?Sized>(&self, shards: &'a [Shard<T>], key: &K) -> &'a Shard<T> {
+        // The high bits: the sets inside use the low ones.
+        let h = self.hasher.hash_one(key);
+        &shards[(h >> 58) as usize % SHARDS]
+    }
+
     pub(crate) fn get(&self, hash: &TokenHash) -> Option<Arc<LiveSession>> {
-        self.by_token.get(hash).map(|e| e.key().0.clone())
+        read(self.shard(&self.by_token, hash))
+            .get(hash)
+            .map(|e| e.0.clone())
     }
 
     pub(crate) fn by_id(&self, id: &SessionId) -> Option<Arc<LiveSession>> {
-        self.by_id.get(id).map(|e| e.key().0.clone())
+        read(self.shard(&self.by_id, id))
+            .get(id)
+            .map(|e| e.0.clone())
     }
 
     pub(crate) fn contains_id(&self, id: &SessionId) -> bool {
-        self.by_id.contains_key(id)
+        read(self.shard(&self.by_id, id)).contains(id)
     }
 
     /// Puts `live` in, unless a session with its token is there: returns the session
     /// now indexed and whether it is `live`.
     pub(crate) fn insert(&self, live: Arc<LiveSession>) -> (Arc<LiveSession>, bool) {
-        use dashmap::mapref::entry::Entry;
-        match self.by_token.entry(ByToken(live.clone())) {
-            Entry::Occupied(e) => return (e.key().0.clone(), false),
-            Entry::Vacant(e) => {
-                e.insert(());
+        {
+            let mut tokens = write(self.shard(&self.by_token, &live.token_hash));
+            if let Some(there) = tokens.get(&live.token_hash) {
+                return (there.0.clone(), false);
             }
+            tokens.insert(ByToken(live.clone()));
         }
-        self.by_id.insert(ById(live.clone()), ());
+        write(self.shard(&self.by_id, &live.id)).insert(ById(live.clone()));
         (live, true)
     }
 
     /// Takes the session `id` out; `None` if it was not in.
     pub(crate) fn remove(&self, id: &SessionId) -> Option<Arc<LiveSession>> {
-        let (ById(s), ()) = self.by_id.remove(id)?;
-        self.by_token.remove(&s.token_hash);
+        let ById(s) = write(self.shard(&self.by_id, id)).take(id)?;
+        write(self.shard(&self.by_token, &s.token_hash)).remove(&s.token_hash);
         Some(s)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.by_token.len()
+        self.by_token.iter().map(|s| read(s).len()).sum()
     }
 
-    /// Every indexed session (each entry derefs to its `Arc<LiveSession>`).
-    pub(crate) fn iter(&self) -> impl Iterator<Item = impl Deref<Target = ByToken> + '_> + '_ {
-        self.by_token.iter().map(Keyed)
-    }
-}
-
-/// An iteration entry, seen as its key.
-pub(crate) struct Keyed<'a>(dashmap::mapref::multiple::RefMulti<'a, ByToken, ()>);
-
-impl Deref for Keyed<'_> {
-    type Target = ByToken;
-    fn deref(&self) -> &ByToken {
-        self.0.key()
+    /// Calls `f` on every indexed session, one shard locked for reading at a time (so
+    /// `f` must not insert or remove). Sessions lie scattered in memory: each batch is
+    /// first read through with plain loads, which the processor overlaps, and only then
+    /// handed to `f`, whose locks would otherwise wait out every cache miss one by one.
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&Arc<LiveSession>)) {
+        for shard in self.by_token.iter() {
+            let set = read(shard);
+            let mut batch: Vec<&Arc<LiveSession>> = Vec::with_capacity(SCAN_BATCH);
+            let mut entries = set.iter();
+            loop {
+                batch.clear();
+                batch.extend(entries.by_ref().take(SCAN_BATCH).map(|e| &e.0));
+                if batch.is_empty() {
+                    break;
+                }
+                let mut warm = 0u64;
+                for s in &batch {
+                    warm ^= s.warm();
+                }
+                std::hint::black_box(warm);
+                for s in &batch {
+                    f(s);
+                }
+            }
+        }
     }
 }

@@ -156,6 +156,16 @@ impl LiveSession {
             .unwrap_or_else(|_| self.created_at())
     }
 
+    /// Reads a word from each part of the session a scan looks at, with plain loads,
+    /// so that a scan can bring a batch of sessions into the cache at once.
+    pub(crate) fn warm(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+            ^ u64::from(self.state.load(Ordering::Relaxed))
+            ^ self.last_access_us.load(Ordering::Relaxed).cast_unsigned()
+            ^ u64::from(self.id.as_str().as_bytes()[0])
+            ^ self.created_us.cast_unsigned()
+    }
+
     pub fn is_live(&self) -> bool {
         self.state.load(Ordering::Acquire) == LIVE
     }
@@ -430,12 +440,10 @@ impl Engine {
 
     /// Adds this minute's point to the timeline.
     pub fn sample_timeline(&self) {
-        let live = self
-            .inner
+        let mut live = 0u64;
+        self.inner
             .index
-            .iter()
-            .filter(|e| e.value().is_live())
-            .count() as u64;
+            .for_each(|s| live += u64::from(s.is_live()));
         let allowed = self
             .inner
             .metrics
@@ -455,10 +463,9 @@ impl Engine {
     /// Sets the live-session gauges from the index (called on scrape).
     pub fn update_gauges(&self) {
         let (mut web_user, mut web_anon, mut api_user, mut api_anon) = (0i64, 0i64, 0i64, 0i64);
-        for e in self.inner.index.iter() {
-            let s = e.value();
+        self.inner.index.for_each(|s| {
             if !s.is_live() {
-                continue;
+                return;
             }
             match (s.kind, s.user.is_some()) {
                 (SessionKind::Web, true) => web_user += 1,
@@ -466,7 +473,7 @@ impl Engine {
                 (SessionKind::Api, true) => api_user += 1,
                 (SessionKind::Api, false) => api_anon += 1,
             }
-        }
+        });
         self.inner
             .metrics
             .cookieless_clients
@@ -525,11 +532,11 @@ impl Engine {
     pub fn list(&self, query: &SessionQuery) -> (u64, Vec<SessionInfo>) {
         let now = self.inner.clock.now();
         let mut page = query.page(now);
-        for e in self.inner.index.iter() {
-            if e.value().is_live() {
-                page.offer(e.value());
+        self.inner.index.for_each(|s| {
+            if s.is_live() {
+                page.offer(s);
             }
-        }
+        });
         let (total, page) = page.finish();
         let policy = self.inner.config.policy;
         (total, page.iter().map(|s| s.info(&policy)).collect())
@@ -746,13 +753,12 @@ impl Engine {
         // One evicts; the others wait for it and then find the count back under the
         // cap (so the cap holds under any number of visitors at once).
         let _guard = self.inner.evicting.lock().await;
-        let mut candidates: Vec<(i64, SessionId)> = self
-            .inner
-            .index
-            .iter()
-            .filter(|e| e.is_anonymous() && e.is_live())
-            .map(|e| (e.last_access_us.load(Ordering::Relaxed), e.id))
-            .collect();
+        let mut candidates: Vec<(i64, SessionId)> = Vec::new();
+        self.inner.index.for_each(|s| {
+            if s.is_anonymous() && s.is_live() {
+                candidates.push((s.last_access_us.load(Ordering::Relaxed), s.id));
+            }
+        });
         let count = candidates.len() as u64;
         if count <= max {
             return Ok(());
@@ -856,13 +862,15 @@ impl Engine {
     ) -> Result<Vec<SessionId>, EngineError> {
         let local: Vec<Arc<LiveSession>> = match &selector {
             SessionSelector::Ids(ids) => ids.iter().filter_map(|id| self.by_id(id)).collect(),
-            SessionSelector::User(name) => self
-                .inner
-                .index
-                .iter()
-                .filter(|e| e.user.as_ref() == Some(name))
-                .map(|e| e.value().clone())
-                .collect(),
+            SessionSelector::User(name) => {
+                let mut of_user = Vec::new();
+                self.inner.index.for_each(|s| {
+                    if s.user.as_ref() == Some(name) {
+                        of_user.push(s.clone());
+                    }
+                });
+                of_user
+            }
         };
         let mut touches = Vec::new();
         let mut claims = Vec::new();
@@ -1019,8 +1027,7 @@ impl Engine {
         let policy = self.inner.config.policy;
         let mut due: Vec<(EndReason, SessionId)> = Vec::new();
         let mut gone: Vec<SessionId> = Vec::new();
-        for e in self.inner.index.iter() {
-            let s = e.value();
+        self.inner.index.for_each(|s| {
             let reason = code_reason(s.state.load(Ordering::Acquire)).or_else(|| {
                 policy
                     .of(s.user.is_none())
@@ -1034,7 +1041,7 @@ impl Engine {
                 Some(_) => gone.push(s.id),
                 None => {}
             }
-        }
+        });
         self.forget(&gone);
         // A store read older than this cannot still be in flight.
         let horizon = now - TOMBSTONE_TTL;

@@ -208,17 +208,39 @@ impl Server {
     }
 }
 
-/// One request. The forward-auth endpoints, asked once for every request of the app
-/// behind nginx, Traefik or Caddy, are answered here without the router (its matching,
-/// nesting and boxed layers cost about a quarter of this path — issue 9); everything
-/// else goes through the router.
+/// Requests the server answers without the router.
+enum Direct {
+    /// `/auth/request` or `/auth/forward`: asked once for every request of the app
+    /// behind nginx, Traefik or Caddy.
+    ForwardAuth(Endpoint),
+    /// Anything outside the prefix: the app's own requests, through the gate.
+    Gate,
+}
+
+impl Direct {
+    fn of(prefix: &str, path: &str) -> Option<Self> {
+        let under_prefix = path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if under_prefix {
+            Endpoint::of(prefix, path).map(Self::ForwardAuth)
+        } else {
+            Some(Self::Gate)
+        }
+    }
+}
+
+/// One request. The requests of the guarded app — through the gate, or asked about by
+/// a proxy's forward auth — are answered here without the router (its matching,
+/// nesting and boxed layers cost about a quarter of a request this cheap — issue 9);
+/// Usher's own pages and API go through the router.
 async fn serve_one(
     state: Arc<AppState>,
     app: axum::Router,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response, Infallible> {
-    if let Some(endpoint) = Endpoint::of(&state.settings.prefix, req.uri().path()) {
+    if let Some(direct) = Direct::of(&state.settings.prefix, req.uri().path()) {
         let (pending, ctx) = match crate::access_log::Pending::begin(&state, peer, &req) {
             Some((p, ctx)) => (Some(p), ctx),
             None => (
@@ -226,7 +248,10 @@ async fn serve_one(
                 ClientContext::new(&state, peer, req.headers(), req.uri()),
             ),
         };
-        let resp = endpoint.answer(&state, ctx, req.headers()).await;
+        let resp = match direct {
+            Direct::ForwardAuth(endpoint) => endpoint.answer(&state, ctx, req.headers()).await,
+            Direct::Gate => crate::gate::serve(&state, ctx, req.map(axum::body::Body::new)).await,
+        };
         if let Some(p) = pending {
             p.finish(&state, &resp);
         }

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub cookieless_clients: Gauge,
     pub access_log_dropped: Counter,
     pub client_ip_header_malformed: Counter,
+    /// Tokens not in memory, looked up in the store (a new node's, or junk).
+    pub token_store_lookups: Counter,
     /// The `requests` counters by outcome, looked up once (not per request).
     pub outcomes: Outcomes,
 }
@@ -115,6 +117,12 @@ impl Metrics {
             "Requests from a trusted proxy whose client IP header could not be read (the peer address was used)",
             client_ip_header_malformed.clone(),
         );
+        let token_store_lookups = Counter::default();
+        registry.register(
+            "token_store_lookups",
+            "Session tokens not in memory that were looked up in the store (unknown tokens are then remembered for a while and not looked up again)",
+            token_store_lookups.clone(),
+        );
         let outcome = |o: &'static str| requests.get_or_create(&[("outcome", o)]).clone();
         let outcomes = Outcomes {
             allowed: outcome("allowed"),
@@ -125,6 +133,7 @@ impl Metrics {
         Self {
             outcomes,
             client_ip_header_malformed,
+            token_store_lookups,
             registry,
             sessions_active,
             requests,

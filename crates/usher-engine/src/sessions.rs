@@ -35,6 +35,13 @@ const FEED_INTERVAL: Duration = Duration::from_millis(200);
 const REAP_INTERVAL: Duration = Duration::from_secs(1);
 /// How long an ended session's id is remembered against stale store reads.
 const TOMBSTONE_TTL: SignedDuration = SignedDuration::from_mins(10);
+/// How long a token the store did not know is answered "unknown" without asking again.
+/// Safe at any length: a token is 256 random bits made at login, so no one asks for
+/// one before it exists; the bound is only for memory.
+const UNKNOWN_TTL: SignedDuration = SignedDuration::from_mins(1);
+/// Most unknown tokens remembered (a client rotating junk cookies fills it; past it,
+/// the oldest half is forgotten).
+const UNKNOWN_MAX: usize = 100_000;
 /// Change-feed entries older than this are pruned; every node has read them long ago.
 const FEED_RETENTION: SignedDuration = SignedDuration::from_hours(1);
 
@@ -335,6 +342,9 @@ struct Inner {
     users: DashMap<Username, Arc<User>>,
     /// Sessions ended lately, so a store read that raced the end cannot re-admit one.
     tombstones: DashMap<SessionId, Timestamp, crate::index::Fast>,
+    /// Tokens the store did not know (or knew as ended), so a client repeating a junk
+    /// or stale cookie costs a memory lookup, not a store read, per request.
+    unknown: DashMap<TokenHash, Timestamp, crate::index::Fast>,
     dirty_tx: mpsc::UnboundedSender<Arc<LiveSession>>,
     dirty_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Arc<LiveSession>>>,
     dirty_count: AtomicU64,
@@ -387,6 +397,7 @@ impl Engine {
                 index: Default::default(),
                 users: DashMap::new(),
                 tombstones: DashMap::default(),
+                unknown: DashMap::default(),
                 dirty_tx,
                 dirty_rx: tokio::sync::Mutex::new(dirty_rx),
                 dirty_count: AtomicU64::new(0),
@@ -617,15 +628,43 @@ impl Engine {
         let found = self.inner.index.get(&hash);
         let session = match found {
             Some(s) => s,
-            None => match self.inner.store.session_by_token(&hash).await? {
-                Some(record) => match self.admit(&record).await? {
+            None => {
+                let now = self.inner.clock.now();
+                if self
+                    .inner
+                    .unknown
+                    .get(&hash)
+                    .is_some_and(|at| now.duration_since(*at) < UNKNOWN_TTL)
+                {
+                    return Ok(None);
+                }
+                self.inner.metrics.token_store_lookups.inc();
+                let admitted = match self.inner.store.session_by_token(&hash).await? {
+                    Some(record) => self.admit(&record).await?,
+                    None => None,
+                };
+                match admitted {
                     Some(s) => s,
-                    None => return Ok(None),
-                },
-                None => return Ok(None),
-            },
+                    None => {
+                        self.remember_unknown(hash, now);
+                        return Ok(None);
+                    }
+                }
+            }
         };
         Ok(self.check(session))
+    }
+
+    fn remember_unknown(&self, hash: TokenHash, now: Timestamp) {
+        let unknown = &self.inner.unknown;
+        if unknown.len() >= UNKNOWN_MAX {
+            let mut ages: Vec<Timestamp> = unknown.iter().map(|e| *e.value()).collect();
+            let half = ages.len() / 2;
+            let (_, cut, _) = ages.select_nth_unstable(half);
+            let cut = *cut;
+            unknown.retain(|_, at| *at > cut);
+        }
+        unknown.insert(hash, now);
     }
 
     /// Counts a request on the live session `id` (for clients tracked by something
@@ -1046,6 +1085,8 @@ impl Engine {
         // A store read older than this cannot still be in flight.
         let horizon = now - TOMBSTONE_TTL;
         self.inner.tombstones.retain(|_, at| *at > horizon);
+        let horizon = now - UNKNOWN_TTL;
+        self.inner.unknown.retain(|_, at| *at > horizon);
         let mut ended = 0;
         for reason in [EndReason::AbsoluteTimeout, EndReason::IdleTimeout] {
             let ids: Vec<SessionId> = due

@@ -361,3 +361,75 @@ async fn deny_refuses_the_new_login_and_says_what_to_do() {
         1
     );
 }
+
+async fn store_lookups(app: &TestApp) -> u64 {
+    let text = usher_testkit::metrics(&app.url("")).await;
+    text.lines()
+        .find(|l| l.starts_with("usher_token_store_lookups_total "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("usher_token_store_lookups_total")
+}
+
+/// A token not in memory is asked of the store once: a session made elsewhere (another
+/// node) is then served from memory, and a junk cookie repeated at any rate costs no
+/// further store reads (issue 9).
+#[tokio::test]
+async fn unknown_tokens_are_looked_up_in_the_store_once() {
+    let app = TestApp::spawn().await;
+    app.add_user("alice", "alice-password", false).await;
+    let at = |cookie: String| {
+        let url = app.url("/report");
+        async move {
+            client()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let before = store_lookups(&app).await;
+
+    let junk = format!(
+        "usher_session={}",
+        usher_core::Token::generate().unwrap().encode()
+    );
+    for _ in 0..5 {
+        assert_ne!(at(junk.clone()).await, 200);
+    }
+    assert_eq!(
+        store_lookups(&app).await,
+        before + 1,
+        "junk: one store read"
+    );
+
+    // Made in the store behind the server's back, as another node would.
+    let token = usher_core::Token::generate().unwrap();
+    let made = usher_core::NewSession {
+        id: usher_core::SessionId::generate().unwrap(),
+        token_hash: token.hash(),
+        user: Some(Username::parse("alice").unwrap()),
+        kind: usher_core::SessionKind::Web,
+        created_at: usher_core::Clock::now(&usher_core::SystemClock),
+        client: usher_core::ClientSnapshot {
+            ip: "127.0.0.1".parse().unwrap(),
+            user_agent: FIREFOX.into(),
+            host: "localhost".into(),
+        },
+        limit: None,
+    };
+    app.store.session_create(&made, "Firefox").await.unwrap();
+    let cookie = format!("usher_session={}", token.encode());
+    // Found through the store, or already through the change feed (which one depends
+    // on timing); either way, from then on from memory.
+    assert_eq!(at(cookie.clone()).await, 200);
+    let found = store_lookups(&app).await;
+    assert!(found <= before + 2, "at most one read for it");
+    for _ in 0..5 {
+        assert_eq!(at(cookie.clone()).await, 200);
+    }
+    assert_eq!(store_lookups(&app).await, found, "then memory only");
+    assert!(app.state.engine.session(&made.id).is_some());
+}

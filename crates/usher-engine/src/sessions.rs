@@ -36,8 +36,10 @@ const REAP_INTERVAL: Duration = Duration::from_secs(1);
 /// How long an ended session's id is remembered against stale store reads.
 const TOMBSTONE_TTL: SignedDuration = SignedDuration::from_mins(10);
 /// How long a token the store did not know is answered "unknown" without asking again.
-/// Safe at any length: a token is 256 random bits made at login, so no one asks for
-/// one before it exists; the bound is only for memory.
+/// A signed-in token is 256 random bits made at login, so no one asks for one before
+/// it exists. An anonymous cookie does exist before its session: it is adopted through
+/// the store (`adopt_anonymous` never consults this), and other nodes learn of it from
+/// the change feed — only a request in the ~200 ms before that is not tied to it.
 const UNKNOWN_TTL: SignedDuration = SignedDuration::from_mins(1);
 /// Most unknown tokens remembered (a client rotating junk cookies fills it; past it,
 /// the oldest half is forgotten).
@@ -115,8 +117,8 @@ pub struct LiveSession {
     pub first_ip: IpAddr,
     /// Every request ever counted, stored or not.
     requests: AtomicU64,
-    /// The part of `requests` no writer has claimed yet (far fewer than 2^32 arrive
-    /// between two flushes).
+    /// The part of `requests` no writer has claimed yet (saturating at 2^32 - 1: only a
+    /// store down for hours under heavy load could get there).
     unflushed: AtomicU32,
     last_access_us: AtomicI64,
     /// `LIVE`, or the code of the reason it is ending for.
@@ -192,7 +194,7 @@ impl LiveSession {
     /// Records one request: the caller has already decided the session is valid.
     fn touch(&self, now: Timestamp, req: &RequestInfo<'_>, strings: &Interner) -> bool {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.unflushed.fetch_add(1, Ordering::AcqRel);
+        self.add_unflushed(1);
         self.last_access_us
             .fetch_max(now.as_microsecond(), Ordering::Relaxed);
         if let Ok(mut c) = self.client.lock() {
@@ -302,8 +304,17 @@ impl LiveSession {
     }
 
     fn unclaim(&self, requests: u64) {
-        let requests = u32::try_from(requests).unwrap_or(u32::MAX);
-        self.unflushed.fetch_add(requests, Ordering::AcqRel);
+        self.add_unflushed(u32::try_from(requests).unwrap_or(u32::MAX));
+    }
+
+    /// Saturates rather than wraps: claims handed back through a long store outage
+    /// pile up, and past 2^32 the count written later is short, never wrong the other way.
+    fn add_unflushed(&self, n: u32) {
+        let _ = self
+            .unflushed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_add(n))
+            });
     }
 }
 
@@ -659,10 +670,13 @@ impl Engine {
         let unknown = &self.inner.unknown;
         if unknown.len() >= UNKNOWN_MAX {
             let mut ages: Vec<Timestamp> = unknown.iter().map(|e| *e.value()).collect();
-            let half = ages.len() / 2;
-            let (_, cut, _) = ages.select_nth_unstable(half);
-            let cut = *cut;
-            unknown.retain(|_, at| *at > cut);
+            // The reaper may have emptied it meanwhile.
+            if !ages.is_empty() {
+                let half = ages.len() / 2;
+                let (_, cut, _) = ages.select_nth_unstable(half);
+                let cut = *cut;
+                unknown.retain(|_, at| *at > cut);
+            }
         }
         unknown.insert(hash, now);
     }

@@ -241,6 +241,7 @@ async fn serve_one(
     req: Request<Incoming>,
 ) -> Result<Response, Infallible> {
     if let Some(direct) = Direct::of(&state.settings.prefix, req.uri().path()) {
+        let head = req.method() == http::Method::HEAD;
         let (pending, ctx) = match crate::access_log::Pending::begin(&state, peer, &req) {
             Some((p, ctx)) => (Some(p), ctx),
             None => (
@@ -255,9 +256,25 @@ async fn serve_one(
         if let Some(p) = pending {
             p.finish(&state, &resp);
         }
-        return Ok(resp);
+        // As the router would: hyper drops a HEAD answer's body on HTTP/1, but on
+        // HTTP/2 a body is a protocol error for the client.
+        return Ok(if head { without_body(resp) } else { resp });
     }
     let mut req = req.map(axum::body::Body::new);
     req.extensions_mut().insert(ConnectInfo(peer));
     app.oneshot(req).await
+}
+
+/// A HEAD answer: the headers of the GET answer, its length kept, no body.
+fn without_body(resp: Response) -> Response {
+    use axum::body::HttpBody as _;
+    let (mut parts, body) = resp.into_parts();
+    if !parts.headers.contains_key(http::header::CONTENT_LENGTH)
+        && let Some(n) = body.size_hint().exact()
+    {
+        parts
+            .headers
+            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(n));
+    }
+    Response::from_parts(parts, axum::body::Body::empty())
 }

@@ -237,3 +237,35 @@ async fn a_dead_upstream_is_a_clear_502() {
     assert_eq!(r.status(), 502);
     assert!(r.text().await.unwrap().contains("not answering"));
 }
+
+/// HEAD over cleartext HTTP/2 (what Caddy or Traefik may speak to Usher): answers made
+/// without the router — the gate's, forward auth's — carry their length and no body.
+/// hyper drops a HEAD body on HTTP/1 itself, but on HTTP/2 a body is a protocol error.
+#[tokio::test]
+async fn head_over_cleartext_http2_carries_no_body() {
+    use http_body_util::BodyExt;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let app = TestApp::spawn().await;
+    let h2: Client<_, String> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    for path in [
+        "/report",
+        "/usher/auth/request",
+        "/usher/auth/forward",
+        "/usher/login",
+    ] {
+        let req = http::Request::head(app.url(path))
+            .body(String::new())
+            .unwrap();
+        let resp = h2
+            .request(req)
+            .await
+            .unwrap_or_else(|e| panic!("HEAD {path} over h2c: {e:?}"));
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.is_empty(), "HEAD {path}: {status} with a body");
+    }
+}

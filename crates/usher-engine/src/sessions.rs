@@ -41,8 +41,7 @@ const TOMBSTONE_TTL: SignedDuration = SignedDuration::from_mins(10);
 /// the store (`adopt_anonymous` never consults this), and other nodes learn of it from
 /// the change feed — only a request in the ~200 ms before that is not tied to it.
 const UNKNOWN_TTL: SignedDuration = SignedDuration::from_mins(1);
-/// Most unknown tokens remembered (a client rotating junk cookies fills it; past it,
-/// the oldest half is forgotten).
+/// Most unknown tokens remembered at once.
 const UNKNOWN_MAX: usize = 100_000;
 /// Change-feed entries older than this are pruned; every node has read them long ago.
 const FEED_RETENTION: SignedDuration = SignedDuration::from_hours(1);
@@ -666,19 +665,13 @@ impl Engine {
         Ok(self.check(session))
     }
 
+    /// Full, it takes no more until the reaper drops what is older than the TTL: a
+    /// flood of distinct junk tokens then reads the store as it did without the cache,
+    /// and no request ever pays for trimming it.
     fn remember_unknown(&self, hash: TokenHash, now: Timestamp) {
-        let unknown = &self.inner.unknown;
-        if unknown.len() >= UNKNOWN_MAX {
-            let mut ages: Vec<Timestamp> = unknown.iter().map(|e| *e.value()).collect();
-            // The reaper may have emptied it meanwhile.
-            if !ages.is_empty() {
-                let half = ages.len() / 2;
-                let (_, cut, _) = ages.select_nth_unstable(half);
-                let cut = *cut;
-                unknown.retain(|_, at| *at > cut);
-            }
+        if self.inner.unknown.len() < UNKNOWN_MAX {
+            self.inner.unknown.insert(hash, now);
         }
-        unknown.insert(hash, now);
     }
 
     /// Counts a request on the live session `id` (for clients tracked by something

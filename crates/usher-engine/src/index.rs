@@ -9,48 +9,34 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use usher_core::{SessionId, TokenHash};
 
-/// A session keyed by its token hash.
-#[derive(Debug, Clone)]
-struct ByToken(Arc<LiveSession>);
+/// A session seen as one of its keys. Hash and Eq are the key's own (what `Borrow`
+/// requires), so a lookup by a bare key finds the entry.
+macro_rules! keyed_by {
+    ($name:ident, $field:ident: $key:ty, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone)]
+        struct $name(Arc<LiveSession>);
+        impl Hash for $name {
+            fn hash<H: Hasher>(&self, h: &mut H) {
+                self.0.$field.hash(h);
+            }
+        }
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                self.0.$field == other.0.$field
+            }
+        }
+        impl Eq for $name {}
+        impl Borrow<$key> for $name {
+            fn borrow(&self) -> &$key {
+                &self.0.$field
+            }
+        }
+    };
+}
 
-/// A session keyed by its public id.
-#[derive(Debug, Clone)]
-struct ById(Arc<LiveSession>);
-
-// Hash and Eq agree with the key's own (what `Borrow` requires): a lookup by a bare
-// `TokenHash` or `SessionId` finds the entry.
-impl Hash for ByToken {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.0.token_hash.hash(h);
-    }
-}
-impl PartialEq for ByToken {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.token_hash == other.0.token_hash
-    }
-}
-impl Eq for ByToken {}
-impl Borrow<TokenHash> for ByToken {
-    fn borrow(&self) -> &TokenHash {
-        &self.0.token_hash
-    }
-}
-impl Hash for ById {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.0.id.hash(h);
-    }
-}
-impl PartialEq for ById {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.id == other.0.id
-    }
-}
-impl Eq for ById {}
-impl Borrow<SessionId> for ById {
-    fn borrow(&self) -> &SessionId {
-        &self.0.id
-    }
-}
+keyed_by!(ByToken, token_hash: TokenHash, "A session keyed by its token hash.");
+keyed_by!(ById, id: SessionId, "A session keyed by its public id.");
 
 /// foldhash, not SipHash: the keys are Usher's own random values (token hashes of
 /// tokens it generated, ids it generated), never chosen by a client, so there is no

@@ -111,28 +111,26 @@ fn read_live_page(path: &Path, after: &str, limit: u32) -> Result<Vec<SessionRec
     let mut rows = stmt.query((after, limit)).map_err(bulk_error)?;
     let mut page = Vec::with_capacity(limit.min(10_000) as usize);
     while let Some(r) = rows.next().map_err(bulk_error)? {
-        let text = |i: usize| r.get_ref(i).and_then(|v| Ok(v.as_str()?));
-        let live = crate::rows::LiveRow {
-            id: text(0).map_err(bulk_error)?,
-            token_hash: r
-                .get_ref(1)
-                .and_then(|v| Ok(v.as_blob()?))
-                .map_err(bulk_error)?,
-            user_name: r
-                .get_ref(2)
-                .and_then(|v| Ok(v.as_str_or_null()?))
-                .map_err(bulk_error)?,
-            kind: text(3).map_err(bulk_error)?,
-            ip: text(4).map_err(bulk_error)?,
-            first_ip: text(5).map_err(bulk_error)?,
-            user_agent: text(6).map_err(bulk_error)?,
-            client: text(7).map_err(bulk_error)?,
-            host: text(8).map_err(bulk_error)?,
-            requests: r.get(9).map_err(bulk_error)?,
-            created_at: r.get(10).map_err(bulk_error)?,
-            last_access_at: r.get(11).map_err(bulk_error)?,
-        };
-        page.push(live.into_record()?);
+        page.push(live_row(r).map_err(bulk_error)?.into_record()?);
     }
     Ok(page)
+}
+
+/// A row of `read_live_page`'s query, its text borrowed from SQLite.
+fn live_row<'a>(r: &'a rusqlite::Row<'_>) -> rusqlite::Result<crate::rows::LiveRow<'a>> {
+    let text = |i: usize| -> rusqlite::Result<&'a str> { Ok(r.get_ref(i)?.as_str()?) };
+    Ok(crate::rows::LiveRow {
+        id: text(0)?,
+        token_hash: r.get_ref(1)?.as_blob()?,
+        user_name: r.get_ref(2)?.as_str_or_null()?,
+        kind: text(3)?,
+        ip: text(4)?,
+        first_ip: text(5)?,
+        user_agent: text(6)?,
+        client: text(7)?,
+        host: text(8)?,
+        requests: r.get(9)?,
+        created_at: r.get(10)?,
+        last_access_at: r.get(11)?,
+    })
 }

@@ -280,6 +280,15 @@ pub async fn metrics(base: &str) -> String {
     r.text().await.unwrap()
 }
 
+/// One series of the Usher at `base`: its value, `None` when it is not exported.
+/// `series` is the name with its labels, as printed (`usher_x_total{reason="y"}`).
+pub async fn metric(base: &str, series: &str) -> Option<f64> {
+    metrics(base)
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// A client that neither follows redirects nor keeps cookies: tests see every hop.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -117,8 +117,9 @@ async fn read_until(path: &std::path::Path, lines: usize) -> String {
     );
 }
 
-#[tokio::test]
-async fn the_access_log_names_the_session_and_cannot_be_forged() {
+/// A server logging access to a file, and alice signed in to it: the log's directory
+/// (kept alive), its path, the server, alice's cookie.
+async fn logging_with_alice() -> (tempfile::TempDir, std::path::PathBuf, TestApp, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("access.log");
     let mut options = Options::default();
@@ -126,6 +127,12 @@ async fn the_access_log_names_the_session_and_cannot_be_forged() {
     let app = TestApp::spawn_with(options).await;
     app.add_user("alice", "alice-password", false).await;
     let cookie = app.login("alice", "alice-password").await;
+    (dir, path, app, cookie)
+}
+
+#[tokio::test]
+async fn the_access_log_names_the_session_and_cannot_be_forged() {
+    let (_dir, path, app, cookie) = logging_with_alice().await;
     let token = cookie.split_once('=').unwrap().1.to_owned();
     let evil = "Mozilla/5.0 \"quoted\"\r\n127.0.0.1 - admin [x] \"GET /forged\" 200\u{1b}[31m";
     let r = client()
@@ -171,29 +178,14 @@ async fn the_access_log_names_the_session_and_cannot_be_forged() {
 /// logged all the same, with the user and session they answered for.
 #[tokio::test]
 async fn forward_auth_answers_are_logged_too() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("access.log");
-    let mut options = Options::default();
-    options.gateway.access_log = AccessLogTarget::File(path.clone());
-    let app = TestApp::spawn_with(options).await;
-    app.add_user("alice", "alice-password", false).await;
-    let cookie = app.login("alice", "alice-password").await;
+    let (_dir, path, app, cookie) = logging_with_alice().await;
     let sid = app.store.sessions_live().await.unwrap()[0].id;
-    for (endpoint, status) in [("/usher/auth/request", 200), ("/usher/auth/forward", 200)] {
-        let r = client()
-            .get(app.url(endpoint))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), status, "{endpoint}");
+    for endpoint in ["/usher/auth/request", "/usher/auth/forward"] {
+        let status = usher_testkit::status(&app.url(endpoint), &cookie).await;
+        assert_eq!(status, 200, "{endpoint}");
     }
-    let r = client()
-        .get(app.url("/usher/auth/request"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
+    let anonymous = client().get(app.url("/usher/auth/request")).send().await;
+    assert_eq!(anonymous.unwrap().status(), 401);
     // GET form + POST login + three forward-auth answers
     let text = read_until(&path, 5).await;
     for endpoint in ["/usher/auth/request", "/usher/auth/forward"] {

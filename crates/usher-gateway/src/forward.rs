@@ -152,9 +152,9 @@ pub(crate) enum Endpoint {
 }
 
 impl Endpoint {
-    /// The endpoint a request path names under Usher's `prefix`, if any.
-    pub(crate) fn of(prefix: &str, path: &str) -> Option<Self> {
-        match path.strip_prefix(prefix)? {
+    /// The endpoint `rest`, a path with Usher's prefix taken off, names, if any.
+    pub(crate) fn named(rest: &str) -> Option<Self> {
+        match rest {
             "/auth/request" => Some(Self::Nginx),
             "/auth/forward" => Some(Self::Forward),
             _ => None,

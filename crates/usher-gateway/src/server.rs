@@ -218,14 +218,13 @@ enum Direct {
 }
 
 impl Direct {
+    /// `None`: one of Usher's own paths, for the router.
     fn of(prefix: &str, path: &str) -> Option<Self> {
-        let under_prefix = path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-        if under_prefix {
-            Endpoint::of(prefix, path).map(Self::ForwardAuth)
-        } else {
-            Some(Self::Gate)
+        match path.strip_prefix(prefix) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+                Endpoint::named(rest).map(Self::ForwardAuth)
+            }
+            _ => Some(Self::Gate),
         }
     }
 }

@@ -22,7 +22,9 @@ const AGENTS: [&str; 4] = [
 ];
 
 /// Seeds `n` (at most 2^20) live sessions of 1,000 users and an admin API token;
-/// returns the token.
+/// returns the token. Ids are random, as Usher's are (8 random base32 characters, then
+/// 4 from the row number so that they never collide): in row order they are not in id
+/// order, as in a real store.
 async fn seed(db: &Path, n: u64) -> anyhow::Result<String> {
     let url = StoreUrl::parse(&format!("sqlite://{}", db.display()))?;
     drop(usher_store::open(&url).await?);
@@ -54,8 +56,10 @@ async fn seed(db: &Path, n: u64) -> anyhow::Result<String> {
         "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < $1 - 1)
          INSERT INTO sessions (id, token_hash, user_name, kind, ip, first_ip, user_agent, client, host,
              requests, created_at, last_access_at)
-         SELECT 'aaaaaaaa' || substr($7, (i >> 15) % 32 + 1, 1) || substr($7, (i >> 10) % 32 + 1, 1)
-                           || substr($7, (i >> 5) % 32 + 1, 1) || substr($7, i % 32 + 1, 1),
+         SELECT replace(replace(replace(replace(lower(hex(randomblob(4))),
+                    '0', 'w'), '1', 'x'), '8', 'y'), '9', 'z')
+                || substr($7, (i >> 15) % 32 + 1, 1) || substr($7, (i >> 10) % 32 + 1, 1)
+                || substr($7, (i >> 5) % 32 + 1, 1) || substr($7, i % 32 + 1, 1),
                 randomblob(32), 'user' || (i % 1000), 'web',
                 '10.' || (i / 65536 % 256) || '.' || (i / 256 % 256) || '.' || (i % 256),
                 '10.' || (i / 65536 % 256) || '.' || (i / 256 % 256) || '.' || (i % 256),

@@ -23,7 +23,9 @@ use usher_core::{
     ClientSnapshot, Clock, EndReason, Listable, NewSession, SessionId, SessionInfo, SessionKind,
     SessionPolicy, SessionQuery, SessionRecord, Timestamp, Token, TokenHash, User, Username,
 };
-use usher_store::{ChangeKind, EndSessions, LazySession, SessionSelector, Store, Touch};
+use usher_store::{
+    ChangeKind, EndSessions, LazySession, LiveCursor, SessionSelector, Store, Touch,
+};
 
 /// Ends logged one line each up to this many at once; past it, one line with the count.
 const LOG_EACH_UP_TO: usize = 20;
@@ -423,19 +425,17 @@ impl Engine {
         // In pages: a million rows held at once would stay in the allocator long after.
         // The store reads the next page while this one is admitted (two cores, two
         // halves of the work).
-        let read = |after: Option<SessionId>| {
+        let read = |from: LiveCursor| {
             let store = engine.inner.store.clone();
-            tokio::spawn(async move { store.sessions_live_page(after.as_ref(), LOAD_PAGE).await })
+            tokio::spawn(async move { store.sessions_live_page(&from, LOAD_PAGE).await })
         };
-        let mut next = Some(read(None));
+        let mut next = Some(read(LiveCursor::default()));
         while let Some(reading) = next.take() {
             let page = reading
                 .await
                 .map_err(|e| EngineError::Load(e.to_string()))??;
-            if let Some(last) = page.last().filter(|_| page.len() == LOAD_PAGE as usize) {
-                next = Some(read(Some(last.id)));
-            }
-            for record in &page {
+            next = page.next.map(read);
+            for record in &page.sessions {
                 engine.admit(record).await?;
             }
         }

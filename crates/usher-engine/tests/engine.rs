@@ -404,10 +404,10 @@ impl Store for GatedStore {
     }
     async fn sessions_live_page(
         &self,
-        after: Option<&usher_core::SessionId>,
+        from: &usher_store::LiveCursor,
         limit: u32,
-    ) -> usher_store::Result<Vec<usher_core::SessionRecord>> {
-        self.inner.sessions_live_page(after, limit).await
+    ) -> usher_store::Result<usher_store::LivePage> {
+        self.inner.sessions_live_page(from, limit).await
     }
     async fn sessions_of_user(
         &self,

@@ -97,6 +97,26 @@ pub struct EventPage {
     pub next_cursor: Option<i64>,
 }
 
+/// Where a reading of the live sessions has got to. Opaque: each backend pages its own
+/// fastest way (SQLite in table order, PostgreSQL by id). `default()` is the start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveCursor(pub(crate) LiveAfter);
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum LiveAfter {
+    #[default]
+    Start,
+    Row(i64),
+    Id(SessionId),
+}
+
+/// One page of live sessions; `next` is `None` at the end.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LivePage {
+    pub sessions: Vec<SessionRecord>,
+    pub next: Option<LiveCursor>,
+}
+
 /// Result of [`Store::user_update`]-style changes that end sessions.
 pub type EndedSessions = Vec<SessionId>;
 
@@ -151,13 +171,10 @@ pub trait Store: Send + Sync + 'static {
     async fn session_by_token(&self, hash: &TokenHash) -> Result<Option<SessionRecord>>;
     /// Every session that has not ended.
     async fn sessions_live(&self) -> Result<Vec<SessionRecord>>;
-    /// Live sessions in id order, after `after`, at most `limit`: for reading a million
-    /// of them at start without holding all their rows at once.
-    async fn sessions_live_page(
-        &self,
-        after: Option<&SessionId>,
-        limit: u32,
-    ) -> Result<Vec<SessionRecord>>;
+    /// At most `limit` live sessions from `from` on, each once across the pages of one
+    /// reading: for loading a million of them at start without holding all their rows
+    /// at once.
+    async fn sessions_live_page(&self, from: &LiveCursor, limit: u32) -> Result<LivePage>;
     async fn sessions_of_user(&self, name: &Username) -> Result<Vec<SessionRecord>>;
     /// Ends the selected live sessions, records one event each and a change-feed entry;
     /// durable when it returns. Returns the sessions that this call ended.

@@ -7,13 +7,12 @@
 //! entry 11 commit before 10 and move its cursor past 10 for good.
 
 use crate::rows::{SESSION_COLUMNS, SessionRow};
-use crate::{Result, StoreError};
+use crate::{LiveAfter, LiveCursor, LivePage, Result, StoreError};
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
-use usher_core::{SessionId, SessionRecord};
 
 /// Arbitrary key of the advisory lock that orders change-feed appends.
 const CHANGE_FEED_LOCK: i64 = 0x5553_4845_5201;
@@ -43,19 +42,29 @@ impl PgStore {
         &self.pool
     }
 
-    /// Live sessions after `after` by id (the engine loads them all at start).
-    async fn live_page(&self, after: Option<&SessionId>, limit: u32) -> Result<Vec<SessionRecord>> {
+    /// Live sessions by id (the engine loads them all at start), through the index of
+    /// live ones (migration 0004).
+    async fn live_page(&self, from: &LiveCursor, limit: u32) -> Result<LivePage> {
         let sql = format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE ended_at IS NULL AND id > $1 ORDER BY id LIMIT $2"
         );
-        sqlx::query_as::<_, SessionRow>(AssertSqlSafe(sql))
-            .bind(after.map_or("", SessionId::as_str))
+        let after = match &from.0 {
+            LiveAfter::Id(id) => id.as_str(),
+            LiveAfter::Start | LiveAfter::Row(_) => "",
+        };
+        let sessions = sqlx::query_as::<_, SessionRow>(AssertSqlSafe(sql))
+            .bind(after)
             .bind(i64::from(limit))
             .fetch_all(self.reader())
             .await?
             .into_iter()
             .map(SessionRow::into_record)
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        let next = sessions
+            .last()
+            .filter(|_| sessions.len() == limit as usize)
+            .map(|s| LiveCursor(LiveAfter::Id(s.id)));
+        Ok(LivePage { sessions, next })
     }
 
     async fn before_change(tx: &mut Transaction<'static, Postgres>) -> Result<()> {

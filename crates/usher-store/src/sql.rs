@@ -472,9 +472,9 @@ macro_rules! impl_sql_store {
                         .transpose()
                 }
 
-                async fn sessions_live_page(&self, after: Option<&SessionId>, limit: u32) -> Result<Vec<SessionRecord>> {
+                async fn sessions_live_page(&self, from: &crate::LiveCursor, limit: u32) -> Result<crate::LivePage> {
                     // Each backend reads these its fastest way: at start, a million of them.
-                    self.live_page(after, limit).await
+                    self.live_page(from, limit).await
                 }
 
                 async fn sessions_live(&self) -> Result<Vec<SessionRecord>> {

@@ -5,14 +5,13 @@
 //! SQLITE_BUSY); other processes (the CLI) queue on `busy_timeout`. Reads use their own
 //! pool and never wait for the writer, thanks to WAL.
 
-use crate::{Result, StoreError};
+use crate::{LiveAfter, LiveCursor, LivePage, Result, StoreError};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Sqlite, Transaction};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use usher_core::{SessionId, SessionRecord};
 
 pub(crate) struct SqliteStore {
     writer: SqlitePool,
@@ -62,14 +61,17 @@ impl SqliteStore {
         &self.reader
     }
 
-    /// Live sessions after `after` by id (the engine loads them all at start), read
+    /// Live sessions in table (rowid) order (the engine loads them all at start), read
     /// with rusqlite on a blocking thread: sqlx hands every row over from its worker
     /// thread, and for a million sessions that handing over was most of the restart
     /// (issue 9). Here the rows are decoded where SQLite steps through them.
-    async fn live_page(&self, after: Option<&SessionId>, limit: u32) -> Result<Vec<SessionRecord>> {
+    async fn live_page(&self, from: &LiveCursor, limit: u32) -> Result<LivePage> {
         let path = self.path.clone();
-        let after = after.map_or_else(String::new, |a| a.as_str().to_owned());
-        tokio::task::spawn_blocking(move || read_live_page(&path, &after, limit))
+        let after = match from.0 {
+            LiveAfter::Row(row) => row,
+            LiveAfter::Start | LiveAfter::Id(_) => 0,
+        };
+        tokio::task::spawn_blocking(move || read_live_page(&path, after, limit))
             .await
             .map_err(|e| StoreError::Other(format!("reading live sessions: {e}")))?
     }
@@ -91,9 +93,11 @@ fn bulk_error(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// One page of live sessions by id, on its own read-only connection (WAL: it never
-/// waits for the writer).
-fn read_live_page(path: &Path, after: &str, limit: u32) -> Result<Vec<SessionRecord>> {
+/// One page of live sessions after rowid `after`, on its own read-only connection (WAL:
+/// it never waits for the writer). By rowid, not by id: ids are random, so id order
+/// visits the table's pages at random — a restart with a million took 7.5 s instead of
+/// 2.3 (issue 9). `INDEXED BY`: the live sessions' own index, never the whole table.
+fn read_live_page(path: &Path, after: i64, limit: u32) -> Result<LivePage> {
     use rusqlite::OpenFlags;
     let c = rusqlite::Connection::open_with_flags(
         path,
@@ -104,16 +108,20 @@ fn read_live_page(path: &Path, after: &str, limit: u32) -> Result<Vec<SessionRec
     let mut stmt = c
         .prepare(
             "SELECT id, token_hash, user_name, kind, ip, first_ip, user_agent, client, host,
-                    requests, created_at, last_access_at
-             FROM sessions WHERE ended_at IS NULL AND id > ?1 ORDER BY id LIMIT ?2",
+                    requests, created_at, last_access_at, rowid
+             FROM sessions INDEXED BY sessions_live
+             WHERE ended_at IS NULL AND rowid > ?1 ORDER BY rowid LIMIT ?2",
         )
         .map_err(bulk_error)?;
     let mut rows = stmt.query((after, limit)).map_err(bulk_error)?;
-    let mut page = Vec::with_capacity(limit.min(10_000) as usize);
+    let mut sessions = Vec::with_capacity(limit.min(10_000) as usize);
+    let mut last = after;
     while let Some(r) = rows.next().map_err(bulk_error)? {
-        page.push(live_row(r).map_err(bulk_error)?.into_record()?);
+        sessions.push(live_row(r).map_err(bulk_error)?.into_record()?);
+        last = r.get(12).map_err(bulk_error)?;
     }
-    Ok(page)
+    let next = (sessions.len() == limit as usize).then_some(LiveCursor(LiveAfter::Row(last)));
+    Ok(LivePage { sessions, next })
 }
 
 /// A row of `read_live_page`'s query, its text borrowed from SQLite.

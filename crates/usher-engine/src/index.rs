@@ -127,6 +127,17 @@ impl Index {
         Some(s)
     }
 
+    /// Makes room for `n` sessions in all, so that loading them never grows a set:
+    /// growing rehashes every entry, which reads every session's key from its scattered
+    /// memory (issue 9: restart).
+    pub(crate) fn reserve(&self, n: usize) {
+        let each = n / SHARDS;
+        for (tokens, ids) in self.by_token.iter().zip(self.by_id.iter()) {
+            write(tokens).reserve(each);
+            write(ids).reserve(each);
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.by_token.iter().map(|s| read(s).len()).sum()
     }

@@ -430,6 +430,11 @@ impl Engine {
             tokio::spawn(async move { store.sessions_live_page(&from, LOAD_PAGE).await })
         };
         let mut next = Some(read(LiveCursor::default()));
+        let live = engine.inner.store.sessions_live_count().await?;
+        engine
+            .inner
+            .index
+            .reserve(usize::try_from(live).unwrap_or(0));
         while let Some(reading) = next.take() {
             let page = reading
                 .await

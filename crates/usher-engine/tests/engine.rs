@@ -402,6 +402,9 @@ impl Store for GatedStore {
     async fn sessions_live(&self) -> usher_store::Result<Vec<usher_core::SessionRecord>> {
         self.inner.sessions_live().await
     }
+    async fn sessions_live_count(&self) -> usher_store::Result<u64> {
+        self.inner.sessions_live_count().await
+    }
     async fn sessions_live_page(
         &self,
         from: &usher_store::LiveCursor,

@@ -1097,4 +1097,9 @@ pub async fn live_sessions_read_in_pages(store: Arc<dyn Store>) {
     want.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     seen.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     assert_eq!(seen, want, "every live session once");
+    assert_eq!(
+        store.sessions_live_count().await.unwrap(),
+        want.len() as u64,
+        "the count is what a reading gives"
+    );
 }

@@ -175,6 +175,9 @@ pub trait Store: Send + Sync + 'static {
     /// reading: for loading a million of them at start without holding all their rows
     /// at once.
     async fn sessions_live_page(&self, from: &LiveCursor, limit: u32) -> Result<LivePage>;
+    /// How many sessions have not ended: what a reading of all of them will give, so a
+    /// server can size its index once instead of growing it a million times.
+    async fn sessions_live_count(&self) -> Result<u64>;
     async fn sessions_of_user(&self, name: &Username) -> Result<Vec<SessionRecord>>;
     /// Ends the selected live sessions, records one event each and a change-feed entry;
     /// durable when it returns. Returns the sessions that this call ended.

@@ -481,6 +481,13 @@ macro_rules! impl_sql_store {
                     self.sessions_where("WHERE ended_at IS NULL", None).await
                 }
 
+                async fn sessions_live_count(&self) -> Result<u64> {
+                    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE ended_at IS NULL")
+                        .fetch_one(self.reader())
+                        .await?;
+                    Ok(u64::try_from(n).unwrap_or(0))
+                }
+
                 async fn sessions_of_user(&self, name: &Username) -> Result<Vec<SessionRecord>> {
                     self.sessions_where("WHERE user_name = $1 ORDER BY created_at DESC", Some(name.as_str()))
                         .await

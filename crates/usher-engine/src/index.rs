@@ -1,4 +1,4 @@
-//! The live-session index: every session found by its token hash and by its id, with
+//! The live-session index: every session found by its token and by its id, with
 //! no copy of either key beside the session — the keys are read off the session
 //! itself, so an entry is one pointer (issue 9: memory per session).
 
@@ -35,8 +35,24 @@ macro_rules! keyed_by {
     };
 }
 
-keyed_by!(ByToken, token_hash: TokenHash, "A session keyed by its token hash.");
+keyed_by!(ByToken, token_key: TokenKey, "A session keyed by its token's key.");
 keyed_by!(ById, id: SessionId, "A session keyed by its public id.");
+
+/// What finds a session by its token in memory: the first 128 bits of the token's
+/// SHA-256 hash, where the store keeps all 256. 16 bytes less in every session (issue 9:
+/// memory per session), and still out of reach: a token found by another's key would
+/// take a 128-bit preimage of SHA-256 — 2^128 tries, divided by the sessions live. A
+/// lazy session's full hash waits beside it until it is written ([`crate::sessions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct TokenKey([u8; 16]);
+
+impl TokenKey {
+    pub(crate) fn of(hash: &TokenHash) -> Self {
+        let mut key = [0; 16];
+        key.copy_from_slice(&hash.as_bytes()[..16]);
+        Self(key)
+    }
+}
 
 /// foldhash, not SipHash: the keys are Usher's own random values (token hashes of
 /// tokens it generated, ids it generated), never chosen by a client, so there is no
@@ -91,8 +107,9 @@ impl Index {
     }
 
     pub(crate) fn get(&self, hash: &TokenHash) -> Option<Arc<LiveSession>> {
-        read(self.shard(&self.by_token, hash))
-            .get(hash)
+        let key = TokenKey::of(hash);
+        read(self.shard(&self.by_token, &key))
+            .get(&key)
             .map(|e| e.0.clone())
     }
 
@@ -110,8 +127,8 @@ impl Index {
     /// now indexed and whether it is `live`.
     pub(crate) fn insert(&self, live: Arc<LiveSession>) -> (Arc<LiveSession>, bool) {
         {
-            let mut tokens = write(self.shard(&self.by_token, &live.token_hash));
-            if let Some(there) = tokens.get(&live.token_hash) {
+            let mut tokens = write(self.shard(&self.by_token, &live.token_key));
+            if let Some(there) = tokens.get(&live.token_key) {
                 return (there.0.clone(), false);
             }
             tokens.insert(ByToken(live.clone()));
@@ -123,7 +140,7 @@ impl Index {
     /// Takes the session `id` out; `None` if it was not in.
     pub(crate) fn remove(&self, id: &SessionId) -> Option<Arc<LiveSession>> {
         let ById(s) = write(self.shard(&self.by_id, id)).take(id)?;
-        write(self.shard(&self.by_token, &s.token_hash)).remove(&s.token_hash);
+        write(self.shard(&self.by_token, &s.token_key)).remove(&s.token_key);
         Some(s)
     }
 

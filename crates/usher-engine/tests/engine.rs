@@ -607,6 +607,12 @@ async fn lazy_anonymous_sessions_are_capped_written_behind_and_end_in_memory() {
     engine.flush().await.unwrap();
     let stored = f.store.sessions_live().await.unwrap();
     assert_eq!(stored.len(), 4);
+    // Written with the token's whole hash (memory keeps only a key of it): the store,
+    // and so a restarted server, finds each by its cookie.
+    for t in &tokens[3..] {
+        let found = f.store.session_by_token(&t.hash()).await.unwrap();
+        assert!(found.is_some_and(|s| s.user.is_none()));
+    }
     assert!(
         stored
             .iter()

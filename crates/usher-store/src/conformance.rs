@@ -89,7 +89,7 @@ macro_rules! conformance_tests {
     ($make:expr) => {
         $crate::conformance_tests!(@ $make;
             users_round_trip, user_names_are_unique, user_update_records_password_change,
-            sessions_create_and_find, touches_add_up_and_never_go_back,
+            sessions_create_and_find, touches_add_up_and_never_go_back, a_flush_of_many_sessions,
             touches_never_revive_ended_sessions, end_is_recorded_once_with_event_and_change,
             end_applies_pending_touches_first, end_all_of_a_users_sessions,
             disabling_a_user_ends_their_sessions, removing_a_user_ends_their_sessions,
@@ -326,6 +326,66 @@ pub async fn touches_add_up_and_never_go_back(store: Arc<dyn Store>) {
     assert_eq!(got.first_ip, s.client.ip);
     assert_eq!(got.user_agent, "UA 2");
     assert_eq!(got.host, "other.example");
+}
+
+/// One flush larger than a statement's batch, with the same session twice (dirtied
+/// again while the flush drained the queue), an ended session and a hostile client.
+pub async fn a_flush_of_many_sessions(store: Arc<dyn Store>) {
+    let mut sessions = Vec::new();
+    for i in 0..1_100 {
+        sessions.push(login(&store, None, t(i % 7)).await.id);
+    }
+    let ended = sessions[17];
+    store
+        .sessions_end(&end(
+            SessionSelector::Ids(vec![ended]),
+            EndReason::Killed,
+            t(8),
+        ))
+        .await
+        .unwrap();
+    let mut touches: Vec<Touch> = sessions
+        .iter()
+        .enumerate()
+        .map(|(i, id)| touch(*id, i as u64 + 1, t(10)))
+        .collect();
+    let twice = sessions[1_050];
+    let mut later = touch(twice, 5, t(12));
+    later.user_agent = "Mozilla/5.0 \"q\" back\\slash \u{1b}[0m é 𝄞 \n".into();
+    later.client = "Odd \"client\"".into();
+    later.ip = "2001:db8::9".parse().unwrap();
+    touches.push(later.clone());
+    touches.push(touch(twice, 2, t(11)));
+    let n = store.write_behind(&[], &touches).await.unwrap();
+    assert_eq!(
+        n, 1_099,
+        "every live session once, the ended one not at all"
+    );
+    for (i, id) in sessions.iter().enumerate() {
+        let got = store.session_get(id).await.unwrap().unwrap();
+        if *id == ended {
+            assert_eq!((got.requests, got.ended_at), (0, Some(t(8))));
+        } else if *id == twice {
+            assert_eq!(got.requests, 1_051 + 5 + 2, "both touches counted");
+            assert_eq!(got.last_access_at, t(12), "the latest access");
+            // The later touch's client: the last one claimed.
+            assert_eq!(got.user_agent, touch(twice, 0, t(0)).user_agent);
+        } else {
+            assert_eq!(got.requests, i as u64 + 1);
+            assert_eq!(got.last_access_at, t(10));
+            assert_eq!(got.host, "other.example");
+        }
+    }
+    // The hostile client lands as it was sent when it is the last touch.
+    store
+        .write_behind(&[], std::slice::from_ref(&later))
+        .await
+        .unwrap();
+    let got = store.session_get(&twice).await.unwrap().unwrap();
+    assert_eq!(
+        (got.user_agent, got.client, got.ip),
+        (later.user_agent, later.client, later.ip)
+    );
 }
 
 pub async fn touches_never_revive_ended_sessions(store: Arc<dyn Store>) {

@@ -1,7 +1,7 @@
 //! Rows as every SQL backend returns them (plain integers, text and bytes, decoded by
 //! sqlx's generic `FromRow`), and their one conversion into domain types.
 
-use crate::{Change, ChangeKind, Result, StoreError};
+use crate::{Change, ChangeKind, Result, StoreError, Touch};
 use std::net::IpAddr;
 use usher_core::{
     EndReason, Event, EventKind, Group, SessionId, SessionKind, SessionRecord, Timestamp,
@@ -14,6 +14,40 @@ pub(crate) const EVENT_COLUMNS: &str =
 pub(crate) const TOKEN_COLUMNS: &str = "id, name, owner, created_at, last_used_at, revoked_at";
 pub(crate) const USER_COLUMNS: &str =
     "name, display_name, email, disabled, password_hash, created_at, last_login_at";
+
+/// Touches applied per statement: one statement for a whole flush would be one
+/// unbounded parameter.
+pub(crate) const TOUCHES_PER_STATEMENT: usize = 1_000;
+
+/// A flush's touches, one per session: touches of the same session (dirtied again while
+/// a flush drained the queue) are merged — requests added, the latest access and the
+/// later client kept — because a batched UPDATE applies one source row per target row.
+pub(crate) fn merged(touches: &[Touch]) -> std::borrow::Cow<'_, [Touch]> {
+    let mut seen = std::collections::HashMap::with_capacity(touches.len());
+    if touches.iter().all(|t| seen.insert(t.id, ()).is_none()) {
+        return touches.into();
+    }
+    let mut at = std::collections::HashMap::with_capacity(touches.len());
+    let mut out: Vec<Touch> = Vec::with_capacity(touches.len());
+    for t in touches {
+        match at.get(&t.id) {
+            Some(&i) => {
+                let m: &mut Touch = &mut out[i];
+                m.requests = m.requests.saturating_add(t.requests);
+                m.last_access_at = m.last_access_at.max(t.last_access_at);
+                m.ip = t.ip;
+                m.user_agent.clone_from(&t.user_agent);
+                m.client.clone_from(&t.client);
+                m.host.clone_from(&t.host);
+            }
+            None => {
+                at.insert(t.id, out.len());
+                out.push(t.clone());
+            }
+        }
+    }
+    out.into()
+}
 
 pub(crate) fn ms(t: Timestamp) -> i64 {
     t.as_millisecond()

@@ -4,7 +4,8 @@
 //! The SQL is the common subset SQLite and PostgreSQL both speak: `$n` parameters,
 //! `ON CONFLICT DO NOTHING`, `CASE` instead of `MAX()`/`GREATEST()`, `CAST` instead of
 //! `::`. A backend provides `write()` (a write transaction), `reader()` (a pool), and
-//! `before_change()` (anything to do before appending to the change feed).
+//! `before_change()` (anything to do before appending to the change feed), and
+//! `touch_batch()` (many sessions' activity in one statement: the dialects differ).
 
 macro_rules! impl_sql_store {
     ($module:ident, $store:ty, $db:ty) => {
@@ -56,27 +57,12 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
+            /// `ended_at IS NULL` in each backend's batched UPDATE: a late touch never
+            /// revives an ended session; last access never moves backwards.
             async fn apply_touches(tx: &mut Tx, touches: &[Touch]) -> Result<u64> {
                 let mut updated = 0;
-                for t in touches {
-                    // `ended_at IS NULL`: a late touch never revives an ended session.
-                    // The CASE keeps last access from ever moving backwards.
-                    let r = sqlx::query(
-                        "UPDATE sessions SET requests = requests + $1,
-                             last_access_at = CASE WHEN last_access_at < $2 THEN $2 ELSE last_access_at END,
-                             ip = $3, user_agent = $4, client = $5, host = $6
-                         WHERE id = $7 AND ended_at IS NULL",
-                    )
-                    .bind(i64::try_from(t.requests).unwrap_or(i64::MAX))
-                    .bind(ms(t.last_access_at))
-                    .bind(t.ip.to_string())
-                    .bind(&t.user_agent)
-                    .bind(&t.client)
-                    .bind(&t.host)
-                    .bind(t.id.as_str())
-                    .execute(&mut **tx)
-                    .await?;
-                    updated += r.rows_affected();
+                for batch in crate::rows::merged(touches).chunks(crate::rows::TOUCHES_PER_STATEMENT) {
+                    updated += <$store>::touch_batch(tx, batch).await?;
                 }
                 Ok(updated)
             }

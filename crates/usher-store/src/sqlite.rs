@@ -5,7 +5,7 @@
 //! SQLITE_BUSY); other processes (the CLI) queue on `busy_timeout`. Reads use their own
 //! pool and never wait for the writer, thanks to WAL.
 
-use crate::{LiveAfter, LiveCursor, LivePage, Result, StoreError};
+use crate::{LiveAfter, LiveCursor, LivePage, Result, StoreError, Touch};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -74,6 +74,46 @@ impl SqliteStore {
         tokio::task::spawn_blocking(move || read_live_page(&path, after, limit))
             .await
             .map_err(|e| StoreError::Other(format!("reading live sessions: {e}")))?
+    }
+
+    /// Up to a thousand sessions' activity in one UPDATE, the batch as one JSON array
+    /// of rows: sqlx runs each SQLite statement on its worker thread, and a statement
+    /// per session made every flush thousands of round trips between threads, which on
+    /// two cores took time from the requests being counted (issue 9).
+    async fn touch_batch(tx: &mut Transaction<'static, Sqlite>, touches: &[Touch]) -> Result<u64> {
+        let rows: Vec<_> = touches
+            .iter()
+            .map(|t| {
+                (
+                    t.id.as_str(),
+                    i64::try_from(t.requests).unwrap_or(i64::MAX),
+                    crate::rows::ms(t.last_access_at),
+                    t.ip.to_string(),
+                    &t.user_agent,
+                    &t.client,
+                    &t.host,
+                )
+            })
+            .collect();
+        let json = serde_json::to_string(&rows).map_err(|e| StoreError::Other(e.to_string()))?;
+        // MATERIALIZED: the JSON is parsed once and each row then finds its session by
+        // id. Joined directly, SQLite 3.51 chose to walk the live sessions and read the
+        // whole array again for each of them — 4.4 s for 1,000 touches instead of 13 ms.
+        let r = sqlx::query(
+            "WITH t(t_id, t_requests, t_at, t_ip, t_ua, t_client, t_host) AS MATERIALIZED (
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4,
+                        value ->> 5, value ->> 6
+                 FROM json_each($1))
+             UPDATE sessions SET requests = requests + t_requests,
+                 last_access_at = max(last_access_at, t_at),
+                 ip = t_ip, user_agent = t_ua, client = t_client, host = t_host
+             FROM t
+             WHERE sessions.id = t_id AND sessions.ended_at IS NULL",
+        )
+        .bind(json)
+        .execute(&mut **tx)
+        .await?;
+        Ok(r.rows_affected())
     }
 
     /// SQLite serialises writers already: change-feed order is commit order.

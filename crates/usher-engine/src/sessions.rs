@@ -787,6 +787,9 @@ impl Engine {
         let live = LiveSession::from_record(&record, None, &self.inner.strings);
         live.stored.store(false, Ordering::Release);
         self.inner.lazy_tokens.insert(record.id, hash);
+        // The lookup that led here remembered the cookie as unknown; now it is a
+        // session, and a flood of new visitors would otherwise fill that cache.
+        self.inner.unknown.remove(&hash);
         let session = self.index(Arc::new(live));
         if session.id != record.id {
             // Another request adopted the same cookie first: its session stands.
@@ -1118,6 +1121,11 @@ impl Engine {
         self.inner.tombstones.retain(|_, at| *at > horizon);
         let horizon = now - UNKNOWN_TTL;
         self.inner.unknown.retain(|_, at| *at > horizon);
+        // A burst of new visitors can leave tens of thousands waiting for one slow
+        // flush; the map keeps its peak's room unless given back once drained.
+        if self.inner.lazy_tokens.is_empty() {
+            self.inner.lazy_tokens.shrink_to_fit();
+        }
         let mut ended = 0;
         for reason in [EndReason::AbsoluteTimeout, EndReason::IdleTimeout] {
             let ids: Vec<SessionId> = due

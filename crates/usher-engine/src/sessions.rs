@@ -128,8 +128,6 @@ pub struct LiveSession {
     /// `LIVE`, or the code of the reason it is ending for.
     state: AtomicU8,
     dirty: AtomicBool,
-    /// False for a lazy anonymous session until the flusher has written it.
-    stored: AtomicBool,
     client: Mutex<ClientState>,
 }
 
@@ -148,7 +146,6 @@ impl LiveSession {
             last_access_us: AtomicI64::new(r.last_access_at.as_microsecond()),
             state: AtomicU8::new(LIVE),
             dirty: AtomicBool::new(false),
-            stored: AtomicBool::new(true),
             client: Mutex::new(ClientState {
                 ip: mapped(r.ip),
                 text: strings.client(&r.user_agent, &r.host, &r.client),
@@ -361,8 +358,10 @@ struct Inner {
     /// Tokens the store did not know (or knew as ended), so a client repeating a junk
     /// or stale cookie costs a memory lookup, not a store read, per request.
     unknown: DashMap<TokenHash, Timestamp, crate::index::Fast>,
-    /// The full token hash of each lazy session not written yet: the index keeps only
-    /// a key ([`TokenKey`]), the store needs the whole hash.
+    /// The lazy sessions not written yet, with their full token hash: the index keeps
+    /// only a key ([`TokenKey`]), the store needs the whole hash. Being here is what
+    /// makes a session lazy: the flusher writes it, and an end before that is memory's
+    /// alone.
     lazy_tokens: DashMap<SessionId, TokenHash, crate::index::Fast>,
     dirty_tx: mpsc::UnboundedSender<Arc<LiveSession>>,
     dirty_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Arc<LiveSession>>>,
@@ -785,7 +784,6 @@ impl Engine {
             ended_by: None,
         };
         let live = LiveSession::from_record(&record, None, &self.inner.strings);
-        live.stored.store(false, Ordering::Release);
         self.inner.lazy_tokens.insert(record.id, hash);
         // The lookup that led here remembered the cookie as unknown; now it is a
         // session, and a flood of new visitors would otherwise fill that cache.
@@ -974,7 +972,7 @@ impl Engine {
                 Ordering::Acquire,
             );
             // A lazy session the flusher has not written yet ends in memory alone.
-            if !s.stored.load(Ordering::Acquire) && !ended.contains(&s.id) {
+            if self.inner.lazy_tokens.contains_key(&s.id) && !ended.contains(&s.id) {
                 ended.push(s.id);
             }
         }
@@ -1052,9 +1050,7 @@ impl Engine {
             if !s.is_live() {
                 continue;
             }
-            if !s.stored.load(Ordering::Acquire)
-                && let Some(hash) = self.inner.lazy_tokens.get(&s.id)
-            {
+            if let Some(hash) = self.inner.lazy_tokens.get(&s.id) {
                 created.push(s.lazy_record(*hash));
             }
             if let Some(touch) = s.take_touch() {
@@ -1071,9 +1067,6 @@ impl Engine {
         let started = std::time::Instant::now();
         match self.inner.store.write_behind(&created, &touches).await {
             Ok(_) => {
-                for (s, _) in &batch {
-                    s.stored.store(true, Ordering::Release);
-                }
                 for c in &created {
                     self.inner.lazy_tokens.remove(&c.session.id);
                 }

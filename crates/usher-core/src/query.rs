@@ -343,7 +343,7 @@ impl SessionQuery {
 
     /// A collector for one page: offer it every session (by reference) and it keeps,
     /// and clones, only those that can still be on the page.
-    pub fn page<S: Listable + Clone>(&self, now: Timestamp) -> PageCollector<'_, S> {
+    pub fn page<S>(&self, now: Timestamp) -> PageCollector<'_, S> {
         let offset = usize::try_from(self.offset).unwrap_or(usize::MAX);
         let keep = match self.limit {
             Limit::Count(n) => Some(offset.saturating_add(n as usize)),
@@ -424,8 +424,16 @@ pub struct PageCollector<'q, S> {
     heap: std::collections::BinaryHeap<Ranked<S>>,
 }
 
-impl<S: Listable + Clone> PageCollector<'_, S> {
-    pub fn offer(&mut self, s: &S) {
+impl<S> PageCollector<'_, S> {
+    pub fn offer(&mut self, s: &S)
+    where
+        S: Listable + Clone,
+    {
+        self.offer_as(s, || s.clone());
+    }
+
+    /// Offers `s` as seen through a view, and keeps `own()` if it makes the page.
+    pub fn offer_as<V: Listable + ?Sized>(&mut self, s: &V, own: impl FnOnce() -> S) {
         if !self.query.matches(s, self.now) {
             return;
         }
@@ -451,7 +459,7 @@ impl<S: Listable + Clone> PageCollector<'_, S> {
         self.heap.push(Ranked {
             key,
             desc,
-            session: s.clone(),
+            session: own(),
         });
     }
 

@@ -14,6 +14,8 @@ pub enum EngineError {
     Random(String),
     #[error("loading the live sessions stopped: {0}")]
     Load(String),
+    #[error(transparent)]
+    Full(#[from] crate::columns::Full),
 }
 
 impl From<usher_core::ids::IdError> for EngineError {

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod clients;
+mod columns;
 mod error;
 mod index;
 pub mod intern;

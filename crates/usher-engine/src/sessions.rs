@@ -7,6 +7,7 @@
 //! durable in the store before the caller is answered; other nodes and the CLI learn of
 //! ends through the store's change feed.
 
+use crate::columns::{self, Columns};
 use crate::index::TokenKey;
 use crate::intern::{ClientText, Interner};
 use crate::{EngineError, Metrics};
@@ -14,11 +15,12 @@ use dashmap::DashMap;
 use jiff::SignedDuration;
 use std::borrow::Cow;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use usher_core::query::{Limit, Order, SortKey};
 use usher_core::user_agent;
 use usher_core::{
     ClientSnapshot, Clock, EndReason, Listable, NewSession, SessionId, SessionInfo, SessionKind,
@@ -71,27 +73,30 @@ pub struct RequestInfo<'a> {
     pub host: &'a str,
 }
 
-#[derive(Debug)]
-struct ClientState {
-    /// The address as IPv6 (IPv4 mapped): 16 bytes where `IpAddr` takes 17, which
-    /// alignment would round to 8 more per session. Addresses are canonical already
-    /// (`client_ip`), so mapping back gives the same address.
-    ip: [u8; 16],
-    /// Shared with every session of the same client ([`crate::intern`]).
-    text: Arc<ClientText>,
-}
+/// The columns of every live session's changing facts.
+type Cols = Columns<LiveSession>;
 
-const LIVE: u8 = 0;
-
-fn mapped(ip: IpAddr) -> [u8; 16] {
-    match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
-        IpAddr::V6(v6) => v6.octets(),
+/// `query` in the columns' terms, if they hold all it asks about: the filters but
+/// user and text, the sorts by count and by last access (the console's own).
+fn by_columns(query: &SessionQuery, now: Timestamp) -> Option<(columns::Filter, columns::Key)> {
+    if query.user.is_some() || query.q.is_some() {
+        return None;
     }
-}
-
-fn unmapped(ip: [u8; 16]) -> IpAddr {
-    std::net::Ipv6Addr::from(ip).to_canonical()
+    let key = match query.sort {
+        SortKey::Requests => columns::Key::Requests,
+        SortKey::LastAccess => columns::Key::LastAccess,
+        _ => return None,
+    };
+    let filter = columns::Filter {
+        no_user: query.anonymous,
+        api: query.kind.map(|k| k == SessionKind::Api),
+        net: query.ip.as_ref().map(columns::Net::of),
+        // Further back than time goes: every session is within it.
+        since_us: query
+            .active_within
+            .map(|d| now.checked_sub(d).map_or(i64::MIN, |t| t.as_microsecond())),
+    };
+    Some((filter, key))
 }
 
 fn reason_code(r: EndReason) -> u8 {
@@ -109,7 +114,9 @@ fn code_reason(c: u8) -> Option<EndReason> {
     EndReason::ALL.into_iter().find(|r| reason_code(*r) == c)
 }
 
-/// One session in memory. Counters are atomics so requests never lock each other out.
+/// One session in memory: what never changes, and the unflushed part of its activity.
+/// Its count, last access, address and state live in the engine's columns
+/// ([`crate::columns`]) at `slot`, so the methods reading them take the columns.
 #[derive(Debug)]
 pub struct LiveSession {
     pub id: SessionId,
@@ -119,65 +126,45 @@ pub struct LiveSession {
     /// Microseconds since the epoch (a `Timestamp` takes twice the room).
     created_us: i64,
     pub first_ip: IpAddr,
-    /// Every request ever counted, stored or not.
-    requests: AtomicU64,
-    /// The part of `requests` no writer has claimed yet (saturating at 2^32 - 1: only a
-    /// store down for hours under heavy load could get there).
+    slot: u32,
+    /// The part of the request count no writer has claimed yet (saturating at
+    /// 2^32 - 1: only a store down for hours under heavy load could get there).
     unflushed: AtomicU32,
-    last_access_us: AtomicI64,
-    /// `LIVE`, or the code of the reason it is ending for.
-    state: AtomicU8,
     dirty: AtomicBool,
-    client: Mutex<ClientState>,
+    /// Shared with every session of the same client ([`crate::intern`]). Held while the
+    /// address changes, so two requests never write it at once.
+    client: Mutex<Arc<ClientText>>,
 }
 
 impl LiveSession {
-    /// `user` is `r.user`, as the one copy of the name every session of the user shares.
-    fn from_record(r: &SessionRecord, user: Option<Username>, strings: &Interner) -> Self {
-        Self {
-            id: r.id,
-            token_key: TokenKey::of(&r.token_hash),
-            user,
-            kind: r.kind,
-            created_us: r.created_at.as_microsecond(),
-            first_ip: r.first_ip,
-            requests: AtomicU64::new(r.requests),
-            unflushed: AtomicU32::new(0),
-            last_access_us: AtomicI64::new(r.last_access_at.as_microsecond()),
-            state: AtomicU8::new(LIVE),
-            dirty: AtomicBool::new(false),
-            client: Mutex::new(ClientState {
-                ip: mapped(r.ip),
-                text: strings.client(&r.user_agent, &r.host, &r.client),
-            }),
-        }
-    }
-
     pub fn created_at(&self) -> Timestamp {
         Timestamp::from_microsecond(self.created_us).unwrap_or(Timestamp::UNIX_EPOCH)
     }
 
-    pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
+    fn requests(&self, cols: &Cols) -> u64 {
+        cols.requests(self.slot)
     }
 
-    pub fn last_access_at(&self) -> Timestamp {
-        Timestamp::from_microsecond(self.last_access_us.load(Ordering::Relaxed))
+    fn last_access_at(&self, cols: &Cols) -> Timestamp {
+        Timestamp::from_microsecond(cols.last_access_us(self.slot))
             .unwrap_or_else(|_| self.created_at())
     }
 
     /// Reads a word from each part of the session a scan looks at, with plain loads,
     /// so that a scan can bring a batch of sessions into the cache at once.
     pub(crate) fn warm(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
-            ^ u64::from(self.state.load(Ordering::Relaxed))
-            ^ self.last_access_us.load(Ordering::Relaxed).cast_unsigned()
+        u64::from(self.slot)
             ^ u64::from(self.id.as_str().as_bytes()[0])
             ^ self.created_us.cast_unsigned()
     }
 
-    pub fn is_live(&self) -> bool {
-        self.state.load(Ordering::Acquire) == LIVE
+    fn is_live(&self, cols: &Cols) -> bool {
+        cols.state(self.slot) == columns::LIVE
+    }
+
+    /// Marks the session as ending for `reason`, unless it is ending already.
+    fn mark_ended(&self, cols: &Cols, reason: EndReason) {
+        cols.end(self.slot, reason_code(reason));
     }
 
     /// A visitor who has not signed in.
@@ -185,29 +172,23 @@ impl LiveSession {
         self.user.is_none() && self.kind == SessionKind::Web
     }
 
-    pub fn ip(&self) -> IpAddr {
-        self.client
-            .lock()
-            .map(|c| unmapped(c.ip))
-            .unwrap_or(self.first_ip)
-    }
-
     /// Records one request: the caller has already decided the session is valid.
-    fn touch(&self, now: Timestamp, req: &RequestInfo<'_>, strings: &Interner) -> bool {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+    fn touch(
+        &self,
+        cols: &Cols,
+        now: Timestamp,
+        req: &RequestInfo<'_>,
+        strings: &Interner,
+    ) -> bool {
+        cols.touch(self.slot, now.as_microsecond());
         self.add_unflushed(1);
-        self.last_access_us
-            .fetch_max(now.as_microsecond(), Ordering::Relaxed);
-        if let Ok(mut c) = self.client.lock() {
+        if let Ok(mut text) = self.client.lock() {
+            cols.set_ip(self.slot, columns::from_ip(req.ip));
             // Compare before copying: the same client sends the same strings, so the
             // common case allocates nothing.
-            let ip = mapped(req.ip);
-            if c.ip != ip {
-                c.ip = ip;
-            }
             let ua = user_agent::truncate(req.user_agent);
-            if *c.text.user_agent != *ua || *c.text.host != *req.host {
-                c.text = strings.client(ua, req.host, "");
+            if *text.user_agent != *ua || *text.host != *req.host {
+                *text = strings.client(ua, req.host, "");
             }
         }
         !self.dirty.swap(true, Ordering::AcqRel)
@@ -216,10 +197,10 @@ impl LiveSession {
     /// The unflushed activity, claimed for writing: after this the session is clean,
     /// and no other writer (the flusher, an end) can claim the same requests. A writer
     /// whose transaction fails hands its claim back with [`LiveSession::unclaim`].
-    fn take_touch(&self) -> Option<Touch> {
+    fn take_touch(&self, cols: &Cols) -> Option<Touch> {
         self.dirty.store(false, Ordering::Release);
         let delta = u64::from(self.unflushed.swap(0, Ordering::AcqRel));
-        let Some((ip, text)) = self.client() else {
+        let Some((ip, text)) = self.client(cols) else {
             self.unclaim(delta);
             return None;
         };
@@ -228,7 +209,7 @@ impl LiveSession {
         Some(Touch {
             id: self.id,
             requests: delta,
-            last_access_at: self.last_access_at(),
+            last_access_at: self.last_access_at(cols),
             ip,
             user_agent,
             client,
@@ -237,21 +218,22 @@ impl LiveSession {
     }
 
     /// The client's current address and text (`None` only if a panic poisoned it).
-    fn client(&self) -> Option<(IpAddr, Arc<ClientText>)> {
-        let c = self.client.lock().ok()?;
-        Some((unmapped(c.ip), c.text.clone()))
+    fn client(&self, cols: &Cols) -> Option<(IpAddr, Arc<ClientText>)> {
+        let text = self.client.lock().ok()?;
+        Some((columns::to_ip(cols.ip(self.slot)), text.clone()))
     }
 
     /// The parsed client summary, computed once per User-Agent.
     pub fn client_summary(&self) -> String {
-        self.client()
-            .map(|(_, t)| t.summary().to_owned())
+        self.client
+            .lock()
+            .map(|t| t.summary().to_owned())
             .unwrap_or_default()
     }
 
     /// The client's address, its User-Agent and host, and its summary.
-    fn client_strings(&self) -> (IpAddr, String, String, String) {
-        match self.client() {
+    fn client_strings(&self, cols: &Cols) -> (IpAddr, String, String, String) {
+        match self.client(cols) {
             Some((ip, t)) => (
                 ip,
                 t.user_agent.to_string(),
@@ -263,10 +245,10 @@ impl LiveSession {
     }
 
     /// A snapshot for lists and the API.
-    pub fn info(&self, policy: &SessionPolicy) -> SessionInfo {
+    fn info(&self, cols: &Cols, policy: &SessionPolicy) -> SessionInfo {
         let policy = policy.of(self.user.is_none());
-        let (ip, user_agent, host, client) = self.client_strings();
-        let last = self.last_access_at();
+        let (ip, user_agent, host, client) = self.client_strings(cols);
+        let last = self.last_access_at(cols);
         SessionInfo {
             id: self.id,
             user: self.user.clone(),
@@ -276,7 +258,7 @@ impl LiveSession {
             user_agent,
             client,
             host,
-            requests: self.requests(),
+            requests: self.requests(cols),
             created_at: self.created_at(),
             last_access_at: last,
             expires_at: policy.expires_at(self.created_at(), last),
@@ -285,8 +267,8 @@ impl LiveSession {
 
     /// What the store needs to write a lazy session for the first time; `token_hash`
     /// is the full hash kept beside it until then.
-    fn lazy_record(&self, token_hash: TokenHash) -> LazySession {
-        let (ip, user_agent, host, client) = self.client_strings();
+    fn lazy_record(&self, cols: &Cols, token_hash: TokenHash) -> LazySession {
+        let (ip, user_agent, host, client) = self.client_strings(cols);
         LazySession {
             session: NewSession {
                 id: self.id,
@@ -320,30 +302,36 @@ impl LiveSession {
     }
 }
 
-impl Listable for LiveSession {
+/// A session seen with its columns, as a list's filters and sorts see it.
+struct Viewed<'a> {
+    s: &'a LiveSession,
+    cols: &'a Cols,
+}
+
+impl Listable for Viewed<'_> {
     fn id(&self) -> SessionId {
-        self.id
+        self.s.id
     }
     fn user(&self) -> Option<&Username> {
-        self.user.as_ref()
+        self.s.user.as_ref()
     }
     fn kind(&self) -> SessionKind {
-        self.kind
+        self.s.kind
     }
     fn ip(&self) -> IpAddr {
-        LiveSession::ip(self)
+        columns::to_ip(self.cols.ip(self.s.slot))
     }
     fn client(&self) -> Cow<'_, str> {
-        Cow::Owned(self.client_summary())
+        Cow::Owned(self.s.client_summary())
     }
     fn requests(&self) -> u64 {
-        LiveSession::requests(self)
+        self.s.requests(self.cols)
     }
     fn created_at(&self) -> Timestamp {
-        LiveSession::created_at(self)
+        self.s.created_at()
     }
     fn last_access_at(&self) -> Timestamp {
-        LiveSession::last_access_at(self)
+        self.s.last_access_at(self.cols)
     }
 }
 
@@ -352,6 +340,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     index: crate::index::Index,
+    columns: Cols,
     users: DashMap<Username, Arc<User>>,
     /// Sessions ended lately, so a store read that raced the end cannot re-admit one.
     tombstones: DashMap<SessionId, Timestamp, crate::index::Fast>,
@@ -413,6 +402,7 @@ impl Engine {
                 clock,
                 config,
                 index: Default::default(),
+                columns: Default::default(),
                 users: DashMap::new(),
                 tombstones: DashMap::default(),
                 unknown: DashMap::default(),
@@ -474,9 +464,7 @@ impl Engine {
     /// Adds this minute's point to the timeline.
     pub fn sample_timeline(&self) {
         let mut live = 0u64;
-        self.inner
-            .index
-            .for_each(|s| live += u64::from(s.is_live()));
+        self.inner.columns.for_each_live(|_, _| live += 1);
         let allowed = self
             .inner
             .metrics
@@ -496,15 +484,12 @@ impl Engine {
     /// Sets the live-session gauges from the index (called on scrape).
     pub fn update_gauges(&self) {
         let (mut web_user, mut web_anon, mut api_user, mut api_anon) = (0i64, 0i64, 0i64, 0i64);
-        self.inner.index.for_each(|s| {
-            if !s.is_live() {
-                return;
-            }
-            match (s.kind, s.user.is_some()) {
-                (SessionKind::Web, true) => web_user += 1,
-                (SessionKind::Web, false) => web_anon += 1,
-                (SessionKind::Api, true) => api_user += 1,
-                (SessionKind::Api, false) => api_anon += 1,
+        self.inner.columns.for_each_live(|_, status| {
+            match (status & columns::API != 0, status & columns::NO_USER != 0) {
+                (false, false) => web_user += 1,
+                (false, true) => web_anon += 1,
+                (true, false) => api_user += 1,
+                (true, true) => api_anon += 1,
             }
         });
         self.inner
@@ -564,15 +549,70 @@ impl Engine {
     /// from memory, where counts are fresher than the store's.
     pub fn list(&self, query: &SessionQuery) -> (u64, Vec<SessionInfo>) {
         let now = self.inner.clock.now();
+        let cols = &self.inner.columns;
+        let policy = self.inner.config.policy;
+        if let Some((filter, key)) = by_columns(query, now) {
+            return self.list_by_columns(query, &filter, key);
+        }
+        // Filters and sorts the columns do not hold: each session read where it lies.
         let mut page = query.page(now);
         self.inner.index.for_each(|s| {
-            if s.is_live() {
-                page.offer(s);
+            if s.is_live(cols) {
+                page.offer_as(&Viewed { s, cols }, || s.clone());
             }
         });
         let (total, page) = page.finish();
+        (total, page.iter().map(|s| s.info(cols, &policy)).collect())
+    }
+
+    /// A list read off the columns alone, but for the sessions on the page (and any
+    /// tied with the last of them, whose order is by id, as the store's).
+    fn list_by_columns(
+        &self,
+        query: &SessionQuery,
+        filter: &columns::Filter,
+        key: columns::Key,
+    ) -> (u64, Vec<SessionInfo>) {
+        let cols = &self.inner.columns;
+        let offset = usize::try_from(query.offset).unwrap_or(usize::MAX);
+        let (keep, limit) = match query.limit {
+            Limit::Count(n) => (Some(offset.saturating_add(n as usize)), n as usize),
+            Limit::All => (None, usize::MAX),
+        };
+        let desc = query.order == Order::Desc;
+        let top = cols.top(filter, key, desc, keep);
+        let mut rows: Vec<(u64, Arc<LiveSession>)> = top
+            .ranked
+            .into_iter()
+            .filter_map(|(rank, slot)| Some((rank, cols.owner(slot)?)))
+            .collect();
+        rows.sort_unstable_by(|(ra, a), (rb, b)| {
+            let by_id = if desc {
+                b.id.cmp(&a.id)
+            } else {
+                a.id.cmp(&b.id)
+            };
+            ra.cmp(rb).then(by_id)
+        });
         let policy = self.inner.config.policy;
-        (total, page.iter().map(|s| s.info(&policy)).collect())
+        let page = rows
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|(_, s)| s.info(cols, &policy))
+            .collect();
+        (top.total, page)
+    }
+
+    /// The live session `id` as lists show it.
+    pub fn session_info(&self, id: &SessionId) -> Option<SessionInfo> {
+        let s = self.session(id)?;
+        Some(s.info(&self.inner.columns, &self.inner.config.policy))
+    }
+
+    /// The requests counted on a session so far, stored or not.
+    pub fn requests(&self, session: &LiveSession) -> u64 {
+        session.requests(&self.inner.columns)
     }
 
     /// Every live session of `user`, newest first.
@@ -605,11 +645,7 @@ impl Engine {
                 _ => return Ok(None),
             }
         }
-        let entry = self.index(Arc::new(LiveSession::from_record(
-            record,
-            self.shared_name(record.user.as_ref()),
-            &self.inner.strings,
-        )));
+        let entry = self.index(self.live(record, self.shared_name(record.user.as_ref()))?);
         // Insert first, then look for a tombstone (`forget` does the reverse): whichever
         // way a read of the store and an end interleave, an ended session stays out.
         if self.inner.tombstones.contains_key(&record.id) {
@@ -622,11 +658,55 @@ impl Engine {
     /// Puts a session in the index (unless its token is there already: then that one
     /// is returned) and counts it if anonymous.
     fn index(&self, live: Arc<LiveSession>) -> Arc<LiveSession> {
-        let (entry, new) = self.inner.index.insert(live);
-        if new && entry.is_anonymous() {
+        // Listed before it is in the index, so that no removal can come in between
+        // and leave it listed; one that loses a race for its token is unlisted again.
+        self.inner.columns.set_indexed(live.slot, true);
+        let (entry, new) = self.inner.index.insert(live.clone());
+        if !new {
+            self.inner.columns.set_indexed(live.slot, false);
+        } else if entry.is_anonymous() {
             self.inner.anonymous.fetch_add(1, Ordering::Relaxed);
         }
         entry
+    }
+
+    /// A session in memory for `r`, with its slot in the columns. `user` is `r.user`,
+    /// as the one copy of the name every session of the user shares.
+    fn live(
+        &self,
+        r: &SessionRecord,
+        user: Option<Username>,
+    ) -> Result<Arc<LiveSession>, EngineError> {
+        let cols = &self.inner.columns;
+        let flags = if r.user.is_none() {
+            columns::NO_USER
+        } else {
+            0
+        } | if r.kind == SessionKind::Api {
+            columns::API
+        } else {
+            0
+        };
+        let slot = cols.alloc(&columns::Facts {
+            flags,
+            requests: r.requests,
+            last_access_us: r.last_access_at.as_microsecond(),
+            ip: columns::from_ip(r.ip),
+        })?;
+        let live = Arc::new(LiveSession {
+            id: r.id,
+            token_key: TokenKey::of(&r.token_hash),
+            user,
+            kind: r.kind,
+            created_us: r.created_at.as_microsecond(),
+            first_ip: r.first_ip,
+            slot,
+            unflushed: AtomicU32::new(0),
+            dirty: AtomicBool::new(false),
+            client: Mutex::new(self.inner.strings.client(&r.user_agent, &r.host, &r.client)),
+        });
+        cols.own(slot, Arc::downgrade(&live));
+        Ok(live)
     }
 
     /// Checks a token and, if it names a live session, counts the request on it.
@@ -702,7 +782,8 @@ impl Engine {
     /// Counts one request on a session [`Engine::find`] returned.
     pub fn record(&self, auth: &Authenticated, req: &RequestInfo<'_>) {
         let session = &auth.session;
-        if session.touch(self.inner.clock.now(), req, &self.inner.strings) {
+        let now = self.inner.clock.now();
+        if session.touch(&self.inner.columns, now, req, &self.inner.strings) {
             self.queue(session);
         }
     }
@@ -719,22 +800,18 @@ impl Engine {
 
     /// Is the session still good: live, within its timeouts, its user known here.
     fn check(&self, session: Arc<LiveSession>) -> Option<Authenticated> {
-        if !session.is_live() {
+        let cols = &self.inner.columns;
+        if !session.is_live(cols) {
             return None;
         }
         let now = self.inner.clock.now();
         if let Some(reason) = self.inner.config.policy.of(session.user.is_none()).verdict(
             session.created_at(),
-            session.last_access_at(),
+            session.last_access_at(cols),
             now,
         ) {
             // Refused at once; the reaper makes it durable on its next sweep.
-            let _ = session.state.compare_exchange(
-                LIVE,
-                reason_code(reason),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
+            session.mark_ended(cols, reason);
             return None;
         }
         let user = match &session.user {
@@ -783,12 +860,12 @@ impl Engine {
             end_reason: None,
             ended_by: None,
         };
-        let live = LiveSession::from_record(&record, None, &self.inner.strings);
+        let live = self.live(&record, None)?;
         self.inner.lazy_tokens.insert(record.id, hash);
         // The lookup that led here remembered the cookie as unknown; now it is a
         // session, and a flood of new visitors would otherwise fill that cache.
         self.inner.unknown.remove(&hash);
-        let session = self.index(Arc::new(live));
+        let session = self.index(live);
         if session.id != record.id {
             // Another request adopted the same cookie first: its session stands.
             self.inner.lazy_tokens.remove(&record.id);
@@ -818,10 +895,11 @@ impl Engine {
         // One evicts; the others wait for it and then find the count back under the
         // cap (so the cap holds under any number of visitors at once).
         let _guard = self.inner.evicting.lock().await;
-        let mut candidates: Vec<(i64, SessionId)> = Vec::new();
-        self.inner.index.for_each(|s| {
-            if s.is_anonymous() && s.is_live() {
-                candidates.push((s.last_access_us.load(Ordering::Relaxed), s.id));
+        let cols = &self.inner.columns;
+        let mut candidates: Vec<(i64, u32)> = Vec::new();
+        cols.for_each_live(|slot, status| {
+            if status & (columns::NO_USER | columns::API) == columns::NO_USER {
+                candidates.push((cols.last_access_us(slot), slot));
             }
         });
         let count = candidates.len() as u64;
@@ -833,7 +911,10 @@ impl Engine {
         if evict < candidates.len() {
             candidates.select_nth_unstable(evict);
         }
-        let ids: Vec<SessionId> = candidates[..evict].iter().map(|(_, id)| *id).collect();
+        let ids: Vec<SessionId> = candidates[..evict]
+            .iter()
+            .filter_map(|(_, slot)| Some(cols.owner(*slot)?.id))
+            .collect();
         self.end(
             SessionSelector::Ids(ids),
             EndReason::Evicted,
@@ -898,11 +979,7 @@ impl Engine {
             end_reason: None,
             ended_by: None,
         };
-        let live = self.index(Arc::new(LiveSession::from_record(
-            &record,
-            self.shared_name(record.user.as_ref()),
-            &self.inner.strings,
-        )));
+        let live = self.index(self.live(&record, self.shared_name(record.user.as_ref()))?);
         Ok((token, live))
     }
 
@@ -939,8 +1016,9 @@ impl Engine {
         };
         let mut touches = Vec::new();
         let mut claims = Vec::new();
+        let cols = &self.inner.columns;
         for s in &local {
-            if let Some(touch) = s.take_touch() {
+            if let Some(touch) = s.take_touch(cols) {
                 claims.push((s.clone(), touch.requests));
                 touches.push(touch);
             }
@@ -965,12 +1043,7 @@ impl Engine {
             }
         };
         for s in &local {
-            let _ = s.state.compare_exchange(
-                LIVE,
-                reason_code(reason),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
+            s.mark_ended(cols, reason);
             // A lazy session the flusher has not written yet ends in memory alone.
             if self.inner.lazy_tokens.contains_key(&s.id) && !ended.contains(&s.id) {
                 ended.push(s.id);
@@ -987,7 +1060,7 @@ impl Engine {
 
     /// Looks up a live session by its public id.
     pub fn session(&self, id: &SessionId) -> Option<Arc<LiveSession>> {
-        self.by_id(id).filter(|s| s.is_live())
+        self.by_id(id).filter(|s| s.is_live(&self.inner.columns))
     }
 
     /// Drops ended sessions from memory: their tokens are refused from now on.
@@ -1000,12 +1073,8 @@ impl Engine {
                 if s.is_anonymous() {
                     self.inner.anonymous.fetch_sub(1, Ordering::Relaxed);
                 }
-                let _ = s.state.compare_exchange(
-                    LIVE,
-                    reason_code(EndReason::Killed),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                );
+                s.mark_ended(&self.inner.columns, EndReason::Killed);
+                self.inner.columns.set_indexed(s.slot, false);
             }
         }
     }
@@ -1045,15 +1114,16 @@ impl Engine {
         let mut batch: Vec<(Arc<LiveSession>, u64)> = Vec::new();
         let mut touches = Vec::new();
         let mut created = Vec::new();
+        let cols = &self.inner.columns;
         while let Ok(s) = rx.try_recv() {
             self.inner.dirty_count.fetch_sub(1, Ordering::Relaxed);
-            if !s.is_live() {
+            if !s.is_live(cols) {
                 continue;
             }
             if let Some(hash) = self.inner.lazy_tokens.get(&s.id) {
-                created.push(s.lazy_record(*hash));
+                created.push(s.lazy_record(cols, *hash));
             }
-            if let Some(touch) = s.take_touch() {
+            if let Some(touch) = s.take_touch(cols) {
                 batch.push((s, touch.requests));
                 touches.push(touch);
             }
@@ -1093,11 +1163,12 @@ impl Engine {
         let policy = self.inner.config.policy;
         let mut due: Vec<(EndReason, SessionId)> = Vec::new();
         let mut gone: Vec<SessionId> = Vec::new();
+        let cols = &self.inner.columns;
         self.inner.index.for_each(|s| {
-            let reason = code_reason(s.state.load(Ordering::Acquire)).or_else(|| {
+            let reason = code_reason(cols.state(s.slot)).or_else(|| {
                 policy
                     .of(s.user.is_none())
-                    .verdict(s.created_at(), s.last_access_at(), now)
+                    .verdict(s.created_at(), s.last_access_at(cols), now)
             });
             match reason {
                 Some(r @ (EndReason::IdleTimeout | EndReason::AbsoluteTimeout)) => {
@@ -1109,6 +1180,7 @@ impl Engine {
             }
         });
         self.forget(&gone);
+        cols.sweep();
         // A store read older than this cannot still be in flight.
         let horizon = now - TOMBSTONE_TTL;
         self.inner.tombstones.retain(|_, at| *at > horizon);
@@ -1131,12 +1203,7 @@ impl Engine {
             }
             for id in &ids {
                 if let Some(s) = self.by_id(id) {
-                    let _ = s.state.compare_exchange(
-                        LIVE,
-                        reason_code(reason),
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    );
+                    s.mark_ended(cols, reason);
                 }
             }
             // Ended by timeout whether or not the store had it live: forget them either way.
@@ -1156,7 +1223,7 @@ impl Engine {
         let mut claims = Vec::new();
         for id in &ids {
             if let Some(s) = self.by_id(id)
-                && let Some(t) = s.take_touch()
+                && let Some(t) = s.take_touch(&self.inner.columns)
             {
                 claims.push((s, t.requests));
                 touches.push(t);
@@ -1317,7 +1384,8 @@ mod tests {
     fn a_live_session_stays_small() {
         let size = std::mem::size_of::<super::LiveSession>();
         eprintln!("LiveSession: {size} bytes");
-        // 120 + 16 (the Arc's counts) + 8 (malloc's header) = a 144-byte chunk.
-        assert!(size <= 120, "LiveSession grew to {size} bytes");
+        // 88 + 16 (the Arc's counts) + 8 (malloc's header) = a 112-byte chunk; the
+        // columns hold 42 bytes more ([`crate::columns`]).
+        assert!(size <= 88, "LiveSession grew to {size} bytes");
     }
 }

@@ -86,7 +86,7 @@ async fn requests_are_counted_and_written_behind_once() {
         let a = engine.authenticate(&token, &REQ).await.unwrap().unwrap();
         assert_eq!(a.user.unwrap().name.as_str(), "alice");
     }
-    assert_eq!(live.requests(), 10);
+    assert_eq!(engine.requests(&live), 10);
     assert_eq!(
         f.store
             .session_get(&live.id)
@@ -145,7 +145,7 @@ async fn sessions_survive_a_restart_and_keep_counting() {
         .await
         .unwrap();
     let a = engine.authenticate(&token, &REQ).await.unwrap().unwrap();
-    assert_eq!(a.session.requests(), 6);
+    assert_eq!(engine.requests(&a.session), 6);
 }
 
 #[tokio::test]
@@ -589,7 +589,7 @@ async fn lazy_anonymous_sessions_are_capped_written_behind_and_end_in_memory() {
         f.clock.advance(SignedDuration::from_secs(1));
         let t = Token::generate().unwrap();
         let a = engine.adopt_anonymous(&t, &REQ).await.unwrap().unwrap();
-        assert_eq!((a.user.is_none(), a.session.requests()), (true, 1));
+        assert_eq!((a.user.is_none(), engine.requests(&a.session)), (true, 1));
         tokens.push(t);
     }
     let anonymous = usher_core::SessionQuery {

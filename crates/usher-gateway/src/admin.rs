@@ -533,8 +533,7 @@ async fn session(
         return HttpError::NotFound.into_response();
     };
     let now = state.engine.clock().now();
-    let policy = state.engine.policy();
-    let live = state.engine.session(&id).map(|s| s.info(&policy));
+    let live = state.engine.session_info(&id);
     let record = match &live {
         Some(_) => None,
         None => match state.engine.store().session_get(&id).await {

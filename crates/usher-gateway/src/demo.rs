@@ -17,7 +17,10 @@ pub fn page(state: &AppState, auth: &Identity) -> Response {
             prefix: state.prefix(),
             display_name: name,
             session_id: auth.session.as_ref().map_or("", |s| s.id.as_str()),
-            requests: auth.session.as_ref().map_or(0, |s| s.requests()),
+            requests: auth
+                .session
+                .as_ref()
+                .map_or(0, |s| state.engine.requests(s)),
             admin,
             signed_in: auth.user.is_some(),
         },

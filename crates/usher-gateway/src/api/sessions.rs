@@ -136,10 +136,8 @@ pub async fn get_one(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = session_id(&id)?;
     let policy = state.engine.policy();
-    if let Some(live) = state.engine.session(&id) {
-        return Ok(Json(
-            serde_json::to_value(live.info(&policy)).unwrap_or_default(),
-        ));
+    if let Some(live) = state.engine.session_info(&id) {
+        return Ok(Json(serde_json::to_value(live).unwrap_or_default()));
     }
     let r = state
         .engine

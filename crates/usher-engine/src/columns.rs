@@ -1,0 +1,454 @@
+//! The live sessions' changing facts — state, request count, last access, address —
+//! kept in dense columns instead of inside each session's own allocation, so that a
+//! list of a million sessions reads memory in order rather than chasing one pointer per
+//! session (issue 9: an API page of 1,000,000 sessions in ≤ 20 ms). A session holds
+//! one slot for its life; the slot goes back to the free list only once nothing holds
+//! the session any more (see [`Columns::sweep`]).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering, fence};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+
+const CHUNK_BITS: u32 = 12;
+/// Slots per chunk: chunks are made as sessions arrive and never move, so a slot is
+/// reached without a lock.
+const CHUNK: usize = 1 << CHUNK_BITS;
+/// 2^15 chunks of 4,096: 134 million sessions, past what any one node's memory holds.
+const MAX_CHUNKS: usize = 1 << 15;
+
+/// A slot's occupancy (the low two bits of its status).
+const OCCUPANCY: u8 = 0b11;
+const FREE: u8 = 0;
+/// Handed out, its session being made: neither listed nor swept.
+const RESERVED: u8 = 1;
+/// A session object has it, but the session is not in the index (not listed).
+const HELD: u8 = 2;
+/// In the index: listed.
+const INDEXED: u8 = 3;
+/// The session has no user (status bit).
+pub(crate) const NO_USER: u8 = 0b100;
+/// An API session (status bit).
+pub(crate) const API: u8 = 0b1000;
+/// The address's seqlock counter, in the status's top four bits: odd while written.
+const SEQ: u8 = 0b1_0000;
+
+/// What a session's state column holds while it is live; anything else is the code of
+/// the reason it is ending for.
+pub(crate) const LIVE: u8 = 0;
+
+struct Chunk<T> {
+    status: Box<[AtomicU8]>,
+    state: Box<[AtomicU8]>,
+    requests: Box<[AtomicU64]>,
+    last_access_us: Box<[AtomicI64]>,
+    /// The address as IPv6 (IPv4 mapped), high and low halves, under the seqlock.
+    ip_hi: Box<[AtomicU64]>,
+    ip_lo: Box<[AtomicU64]>,
+    /// Weak: the index owns sessions; a list finds its page's sessions through these.
+    owners: Mutex<Box<[Weak<T>]>>,
+}
+
+fn column<A>(new: impl Fn() -> A) -> Box<[A]> {
+    (0..CHUNK).map(|_| new()).collect()
+}
+
+impl<T> Chunk<T> {
+    fn new() -> Self {
+        Self {
+            status: column(|| AtomicU8::new(FREE)),
+            state: column(|| AtomicU8::new(LIVE)),
+            requests: column(|| AtomicU64::new(0)),
+            last_access_us: column(|| AtomicI64::new(0)),
+            ip_hi: column(|| AtomicU64::new(0)),
+            ip_lo: column(|| AtomicU64::new(0)),
+            owners: Mutex::new(column(Weak::new)),
+        }
+    }
+
+    fn owners(&self) -> MutexGuard<'_, Box<[Weak<T>]>> {
+        self.owners.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+struct Slots {
+    free: Vec<u32>,
+    next: u32,
+}
+
+/// The columns; see the module's doc.
+pub(crate) struct Columns<T> {
+    chunks: Box<[OnceLock<Box<Chunk<T>>>]>,
+    slots: Mutex<Slots>,
+}
+
+impl<T> Default for Columns<T> {
+    fn default() -> Self {
+        Self {
+            chunks: (0..MAX_CHUNKS).map(|_| OnceLock::new()).collect(),
+            slots: Mutex::new(Slots {
+                free: Vec::new(),
+                next: 0,
+            }),
+        }
+    }
+}
+
+/// A session's facts as it is made.
+pub(crate) struct Facts {
+    pub flags: u8,
+    pub requests: u64,
+    pub last_access_us: i64,
+    pub ip: [u8; 16],
+}
+
+/// Every slot is full.
+#[derive(Debug, thiserror::Error)]
+#[error("no room for another live session ({} at most)", MAX_CHUNKS * CHUNK)]
+pub struct Full;
+
+/// Which sessions a list wants, in the columns' terms.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Filter {
+    /// `Some(true)`: only sessions without a user.
+    pub no_user: Option<bool>,
+    pub api: Option<bool>,
+    pub net: Option<Net>,
+    /// Last access at or after this (microseconds).
+    pub since_us: Option<i64>,
+}
+
+/// The column a list is sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Key {
+    Requests,
+    LastAccess,
+}
+
+/// The best `keep` of a list, by key: `(rank, slot)`, lower rank first, where the
+/// rank is the key made to sort ascending either way. Ties at the last rank kept are
+/// all included (the caller breaks them by id).
+pub(crate) struct Top {
+    pub total: u64,
+    pub ranked: Vec<(u64, u32)>,
+}
+
+fn ip_bits(ip: [u8; 16]) -> (u64, u64) {
+    let n = u128::from_be_bytes(ip);
+    ((n >> 64) as u64, n as u64)
+}
+
+/// An IPv4 address mapped into IPv6: `::ffff:a.b.c.d`.
+const V4_MAPPED: u128 = 0xffff << 32;
+const V4_PREFIX_MASK: u128 = !0xffff_ffff;
+
+/// An address range over mapped addresses: an address is in it when, masked, it
+/// equals the value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Net {
+    mask: u128,
+    value: u128,
+    v4: bool,
+}
+
+impl Net {
+    pub(crate) fn of(net: &ipnet::IpNet) -> Self {
+        let prefix = u32::from(net.prefix_len());
+        let (bits, len, v4) = match net {
+            ipnet::IpNet::V4(n) => (
+                V4_MAPPED | u128::from(n.network().to_bits()),
+                96 + prefix,
+                true,
+            ),
+            ipnet::IpNet::V6(n) => (n.network().to_bits(), prefix, false),
+        };
+        let mask = if len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - len)
+        };
+        Self {
+            mask,
+            value: bits & mask,
+            v4,
+        }
+    }
+
+    /// An IPv6 range never holds an IPv4 session (addresses are canonical, IPv4 kept
+    /// as IPv4), even one that spans ::ffff:0:0/96 — as `IpNet::contains` says.
+    fn contains(&self, ip: u128) -> bool {
+        ip & self.mask == self.value && (self.v4 || ip & V4_PREFIX_MASK != V4_MAPPED)
+    }
+}
+
+impl<T> Columns<T> {
+    fn at(&self, slot: u32) -> (&Chunk<T>, usize) {
+        let chunk = self.chunks[(slot >> CHUNK_BITS) as usize]
+            .get()
+            .expect("a slot is handed out only in a chunk that exists");
+        (chunk, slot as usize & (CHUNK - 1))
+    }
+
+    /// The chunks made so far, in order.
+    fn made(&self) -> impl Iterator<Item = &Chunk<T>> {
+        self.chunks.iter().map_while(|c| c.get().map(|b| &**b))
+    }
+
+    /// A slot for a session being made, with its first facts; [`Columns::own`] must
+    /// follow once the session exists.
+    pub(crate) fn alloc(&self, facts: &Facts) -> Result<u32, Full> {
+        let slot = {
+            let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            match slots.free.pop() {
+                Some(s) => s,
+                None => {
+                    let s = slots.next;
+                    let chunk = (s >> CHUNK_BITS) as usize;
+                    if chunk >= MAX_CHUNKS {
+                        return Err(Full);
+                    }
+                    self.chunks[chunk].get_or_init(|| Box::new(Chunk::new()));
+                    slots.next += 1;
+                    s
+                }
+            }
+        };
+        let (c, i) = self.at(slot);
+        let (hi, lo) = ip_bits(facts.ip);
+        c.state[i].store(LIVE, Ordering::Relaxed);
+        c.requests[i].store(facts.requests, Ordering::Relaxed);
+        c.last_access_us[i].store(facts.last_access_us, Ordering::Relaxed);
+        c.ip_hi[i].store(hi, Ordering::Relaxed);
+        c.ip_lo[i].store(lo, Ordering::Relaxed);
+        // Keeps the seqlock's counter (readers of a freed slot may still be about).
+        let seq = c.status[i].load(Ordering::Relaxed) & !(OCCUPANCY | NO_USER | API);
+        c.status[i].store(seq | facts.flags | RESERVED, Ordering::Release);
+        Ok(slot)
+    }
+
+    /// Ties a reserved slot to its session.
+    pub(crate) fn own(&self, slot: u32, owner: Weak<T>) {
+        let (c, i) = self.at(slot);
+        c.owners()[i] = owner;
+        c.status[i].fetch_xor(RESERVED ^ HELD, Ordering::AcqRel);
+    }
+
+    /// The session is in the index (`true`) or out of it: lists show only the former.
+    pub(crate) fn set_indexed(&self, slot: u32, indexed: bool) {
+        let (c, i) = self.at(slot);
+        if indexed {
+            c.status[i].fetch_or(INDEXED, Ordering::AcqRel);
+        } else {
+            c.status[i].fetch_and(!(INDEXED ^ HELD), Ordering::AcqRel);
+        }
+    }
+
+    /// Frees the slots of sessions out of the index that nothing holds any more, and
+    /// returns how many. A session still held (a request in flight) keeps its slot, so
+    /// counting on it never lands on another session's.
+    pub(crate) fn sweep(&self) -> usize {
+        let mut freed = Vec::new();
+        for (n, c) in self.made().enumerate() {
+            let held: Vec<usize> = (0..CHUNK)
+                .filter(|&i| c.status[i].load(Ordering::Acquire) & OCCUPANCY == HELD)
+                .collect();
+            if held.is_empty() {
+                continue;
+            }
+            let mut owners = c.owners();
+            for i in held {
+                if owners[i].strong_count() == 0 {
+                    owners[i] = Weak::new();
+                    c.status[i].fetch_and(!OCCUPANCY, Ordering::AcqRel);
+                    freed.push(((n << CHUNK_BITS) | i) as u32);
+                }
+            }
+        }
+        let count = freed.len();
+        if count > 0 {
+            let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+            slots.free.extend(freed);
+        }
+        count
+    }
+
+    pub(crate) fn state(&self, slot: u32) -> u8 {
+        let (c, i) = self.at(slot);
+        c.state[i].load(Ordering::Acquire)
+    }
+
+    /// Marks a live session as ending for `code`; false if it was ending already.
+    pub(crate) fn end(&self, slot: u32, code: u8) -> bool {
+        let (c, i) = self.at(slot);
+        c.state[i]
+            .compare_exchange(LIVE, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Counts one request at `now_us`.
+    pub(crate) fn touch(&self, slot: u32, now_us: i64) {
+        let (c, i) = self.at(slot);
+        c.requests[i].fetch_add(1, Ordering::Relaxed);
+        c.last_access_us[i].fetch_max(now_us, Ordering::Relaxed);
+    }
+
+    pub(crate) fn requests(&self, slot: u32) -> u64 {
+        let (c, i) = self.at(slot);
+        c.requests[i].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn last_access_us(&self, slot: u32) -> i64 {
+        let (c, i) = self.at(slot);
+        c.last_access_us[i].load(Ordering::Relaxed)
+    }
+
+    /// The address, never torn: a reader that overlapped a change reads again.
+    pub(crate) fn ip(&self, slot: u32) -> [u8; 16] {
+        let (c, i) = self.at(slot);
+        read_ip(c, i).to_be_bytes()
+    }
+
+    /// Changes the address. Callers must not change the same slot's address at once
+    /// (the session's client lock keeps them apart).
+    pub(crate) fn set_ip(&self, slot: u32, ip: [u8; 16]) {
+        let (c, i) = self.at(slot);
+        let (hi, lo) = ip_bits(ip);
+        if c.ip_hi[i].load(Ordering::Relaxed) == hi && c.ip_lo[i].load(Ordering::Relaxed) == lo {
+            return;
+        }
+        c.status[i].fetch_add(SEQ, Ordering::Acquire);
+        fence(Ordering::Release);
+        c.ip_hi[i].store(hi, Ordering::Relaxed);
+        c.ip_lo[i].store(lo, Ordering::Relaxed);
+        c.status[i].fetch_add(SEQ, Ordering::Release);
+    }
+
+    /// The session in `slot`, if it still exists.
+    pub(crate) fn owner(&self, slot: u32) -> Option<Arc<T>> {
+        let (c, i) = self.at(slot);
+        c.owners()[i].upgrade()
+    }
+
+    /// Calls `f(slot, status)` for every listed live session.
+    pub(crate) fn for_each_live(&self, mut f: impl FnMut(u32, u8)) {
+        for (n, c) in self.made().enumerate() {
+            for i in 0..CHUNK {
+                let status = c.status[i].load(Ordering::Acquire);
+                if status & OCCUPANCY == INDEXED && c.state[i].load(Ordering::Relaxed) == LIVE {
+                    f(((n << CHUNK_BITS) | i) as u32, status);
+                }
+            }
+        }
+    }
+
+    /// The listed live sessions that pass `filter`: how many, and the best `keep` by
+    /// `key` (every one if `None`), plus any that tie with the last kept.
+    pub(crate) fn top(&self, filter: &Filter, key: Key, desc: bool, keep: Option<usize>) -> Top {
+        let mut total = 0u64;
+        let mut heap = std::collections::BinaryHeap::<(u64, u32)>::new();
+        let mut all = Vec::new();
+        // A candidate dropped while ranked the same as the worst kept: the ties at the
+        // end may then be more than the heap holds.
+        let mut lost_tie: Option<u64> = None;
+        self.scan(filter, key, desc, |rank, slot| {
+            total += 1;
+            match keep {
+                None => all.push((rank, slot)),
+                Some(0) => {}
+                Some(k) => {
+                    if heap.len() < k {
+                        heap.push((rank, slot));
+                        return;
+                    }
+                    let worst = heap.peek().map_or(u64::MAX, |w| w.0);
+                    if rank < worst {
+                        heap.pop();
+                        heap.push((rank, slot));
+                        if heap.peek().is_some_and(|w| w.0 == worst) {
+                            lost_tie = Some(worst);
+                        }
+                    } else if rank == worst {
+                        lost_tie = Some(worst);
+                    }
+                }
+            }
+        });
+        if keep.is_none() {
+            return Top { total, ranked: all };
+        }
+        let last = heap.peek().map(|w| w.0);
+        let mut ranked = heap.into_vec();
+        if let Some(t) = last
+            && lost_tie == Some(t)
+        {
+            ranked.retain(|(rank, _)| *rank < t);
+            self.scan(filter, key, desc, |rank, slot| {
+                if rank == t {
+                    ranked.push((rank, slot));
+                }
+            });
+        }
+        Top { total, ranked }
+    }
+
+    /// Calls `f(rank, slot)` for every listed live session that passes `filter`.
+    fn scan(&self, filter: &Filter, key: Key, desc: bool, mut f: impl FnMut(u64, u32)) {
+        let flag = |on: Option<bool>, bit: u8| on.map(|b| (bit, if b { bit } else { 0 }));
+        let (mask, want) = [flag(filter.no_user, NO_USER), flag(filter.api, API)]
+            .into_iter()
+            .flatten()
+            .fold((OCCUPANCY, INDEXED), |(m, w), (bit, v)| (m | bit, w | v));
+        let since = filter.since_us.unwrap_or(i64::MIN);
+        let flip = if desc { u64::MAX } else { 0 };
+        for (n, c) in self.made().enumerate() {
+            let base = (n << CHUNK_BITS) as u32;
+            for i in 0..CHUNK {
+                let status = c.status[i].load(Ordering::Acquire);
+                if status & mask != want || c.state[i].load(Ordering::Relaxed) != LIVE {
+                    continue;
+                }
+                let last = c.last_access_us[i].load(Ordering::Relaxed);
+                if last < since {
+                    continue;
+                }
+                if let Some(net) = &filter.net
+                    && !net.contains(read_ip(c, i))
+                {
+                    continue;
+                }
+                let value = match key {
+                    Key::Requests => c.requests[i].load(Ordering::Relaxed),
+                    Key::LastAccess => last.cast_unsigned() ^ (1 << 63),
+                };
+                f(value ^ flip, base | i as u32);
+            }
+        }
+    }
+}
+
+/// The seqlock's read side: the counter before and after must be the same and even.
+fn read_ip<T>(c: &Chunk<T>, i: usize) -> u128 {
+    loop {
+        let before = c.status[i].load(Ordering::Acquire);
+        let hi = c.ip_hi[i].load(Ordering::Relaxed);
+        let lo = c.ip_lo[i].load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        let after = c.status[i].load(Ordering::Relaxed);
+        if before & SEQ == 0 && before >> 4 == after >> 4 {
+            return (u128::from(hi) << 64) | u128::from(lo);
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// The address a column holds, as the session's `IpAddr`.
+pub(crate) fn to_ip(ip: [u8; 16]) -> IpAddr {
+    std::net::Ipv6Addr::from(ip).to_canonical()
+}
+
+/// An address as the columns keep it.
+pub(crate) fn from_ip(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}

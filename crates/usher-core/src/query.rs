@@ -516,32 +516,40 @@ impl<T: Listable + ?Sized> Listable for std::sync::Arc<T> {
     }
 }
 
-impl Listable for crate::SessionRecord {
-    fn id(&self) -> SessionId {
-        self.id
-    }
-    fn user(&self) -> Option<&Username> {
-        self.user.as_ref()
-    }
-    fn kind(&self) -> SessionKind {
-        self.kind
-    }
-    fn ip(&self) -> IpAddr {
-        self.ip
-    }
-    fn client(&self) -> Cow<'_, str> {
-        Cow::Borrowed(&self.client)
-    }
-    fn requests(&self) -> u64 {
-        self.requests
-    }
-    fn created_at(&self) -> Timestamp {
-        self.created_at
-    }
-    fn last_access_at(&self) -> Timestamp {
-        self.last_access_at
-    }
+/// Rows that carry every field a list looks at.
+macro_rules! listable_row {
+    ($t:ty) => {
+        impl Listable for $t {
+            fn id(&self) -> SessionId {
+                self.id
+            }
+            fn user(&self) -> Option<&Username> {
+                self.user.as_ref()
+            }
+            fn kind(&self) -> SessionKind {
+                self.kind
+            }
+            fn ip(&self) -> IpAddr {
+                self.ip
+            }
+            fn client(&self) -> Cow<'_, str> {
+                Cow::Borrowed(&self.client)
+            }
+            fn requests(&self) -> u64 {
+                self.requests
+            }
+            fn created_at(&self) -> Timestamp {
+                self.created_at
+            }
+            fn last_access_at(&self) -> Timestamp {
+                self.last_access_at
+            }
+        }
+    };
 }
+
+listable_row!(crate::SessionRecord);
+listable_row!(crate::SessionInfo);
 
 #[cfg(test)]
 mod tests {

@@ -35,6 +35,8 @@ const SEQ: u8 = 0b1_0000;
 /// What a session's state column holds while it is live; anything else is the code of
 /// the reason it is ending for.
 pub(crate) const LIVE: u8 = 0;
+/// What [`Columns::state`] says of a slot never handed out: not live.
+const ENDED: u8 = u8::MAX;
 
 struct Chunk<T> {
     status: Box<[AtomicU8]>,
@@ -181,11 +183,10 @@ impl Net {
 }
 
 impl<T> Columns<T> {
-    fn at(&self, slot: u32) -> (&Chunk<T>, usize) {
-        let chunk = self.chunks[(slot >> CHUNK_BITS) as usize]
-            .get()
-            .expect("a slot is handed out only in a chunk that exists");
-        (chunk, slot as usize & (CHUNK - 1))
+    /// A slot's chunk and place in it. `None` only for a slot never handed out.
+    fn at(&self, slot: u32) -> Option<(&Chunk<T>, usize)> {
+        let chunk = self.chunks.get((slot >> CHUNK_BITS) as usize)?.get()?;
+        Some((chunk, slot as usize & (CHUNK - 1)))
     }
 
     /// The chunks made so far, in order.
@@ -212,7 +213,9 @@ impl<T> Columns<T> {
                 }
             }
         };
-        let (c, i) = self.at(slot);
+        let Some((c, i)) = self.at(slot) else {
+            return Err(Full);
+        };
         let (hi, lo) = ip_bits(facts.ip);
         c.state[i].store(LIVE, Ordering::Relaxed);
         c.requests[i].store(facts.requests, Ordering::Relaxed);
@@ -227,14 +230,18 @@ impl<T> Columns<T> {
 
     /// Ties a reserved slot to its session.
     pub(crate) fn own(&self, slot: u32, owner: Weak<T>) {
-        let (c, i) = self.at(slot);
+        let Some((c, i)) = self.at(slot) else {
+            return;
+        };
         c.owners()[i] = owner;
         c.status[i].fetch_xor(RESERVED ^ HELD, Ordering::AcqRel);
     }
 
     /// The session is in the index (`true`) or out of it: lists show only the former.
     pub(crate) fn set_indexed(&self, slot: u32, indexed: bool) {
-        let (c, i) = self.at(slot);
+        let Some((c, i)) = self.at(slot) else {
+            return;
+        };
         if indexed {
             c.status[i].fetch_or(INDEXED, Ordering::AcqRel);
         } else {
@@ -272,13 +279,17 @@ impl<T> Columns<T> {
     }
 
     pub(crate) fn state(&self, slot: u32) -> u8 {
-        let (c, i) = self.at(slot);
+        let Some((c, i)) = self.at(slot) else {
+            return ENDED;
+        };
         c.state[i].load(Ordering::Acquire)
     }
 
     /// Marks a live session as ending for `code`; false if it was ending already.
     pub(crate) fn end(&self, slot: u32, code: u8) -> bool {
-        let (c, i) = self.at(slot);
+        let Some((c, i)) = self.at(slot) else {
+            return false;
+        };
         c.state[i]
             .compare_exchange(LIVE, code, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
@@ -286,45 +297,59 @@ impl<T> Columns<T> {
 
     /// Counts one request at `now_us`.
     pub(crate) fn touch(&self, slot: u32, now_us: i64) {
-        let (c, i) = self.at(slot);
+        let Some((c, i)) = self.at(slot) else {
+            return;
+        };
         c.requests[i].fetch_add(1, Ordering::Relaxed);
         c.last_access_us[i].fetch_max(now_us, Ordering::Relaxed);
     }
 
     pub(crate) fn requests(&self, slot: u32) -> u64 {
-        let (c, i) = self.at(slot);
+        let Some((c, i)) = self.at(slot) else {
+            return 0;
+        };
         c.requests[i].load(Ordering::Relaxed)
     }
 
     pub(crate) fn last_access_us(&self, slot: u32) -> i64 {
-        let (c, i) = self.at(slot);
+        let Some((c, i)) = self.at(slot) else {
+            return 0;
+        };
         c.last_access_us[i].load(Ordering::Relaxed)
     }
 
     /// The address, never torn: a reader that overlapped a change reads again.
     pub(crate) fn ip(&self, slot: u32) -> [u8; 16] {
-        let (c, i) = self.at(slot);
+        let Some((c, i)) = self.at(slot) else {
+            return [0; 16];
+        };
         read_ip(c, i).to_be_bytes()
     }
 
-    /// Changes the address. Callers must not change the same slot's address at once
-    /// (the session's client lock keeps them apart).
-    pub(crate) fn set_ip(&self, slot: u32, ip: [u8; 16]) {
-        let (c, i) = self.at(slot);
+    /// Changes the address, and returns the one it replaced, if it is another. Callers
+    /// must not change the same slot's address at once (the session's client lock
+    /// keeps them apart).
+    pub(crate) fn set_ip(&self, slot: u32, ip: [u8; 16]) -> Option<[u8; 16]> {
+        let (c, i) = self.at(slot)?;
         let (hi, lo) = ip_bits(ip);
-        if c.ip_hi[i].load(Ordering::Relaxed) == hi && c.ip_lo[i].load(Ordering::Relaxed) == lo {
-            return;
+        let was = (
+            c.ip_hi[i].load(Ordering::Relaxed),
+            c.ip_lo[i].load(Ordering::Relaxed),
+        );
+        if was == (hi, lo) {
+            return None;
         }
         c.status[i].fetch_add(SEQ, Ordering::Acquire);
         fence(Ordering::Release);
         c.ip_hi[i].store(hi, Ordering::Relaxed);
         c.ip_lo[i].store(lo, Ordering::Relaxed);
         c.status[i].fetch_add(SEQ, Ordering::Release);
+        Some(((u128::from(was.0) << 64) | u128::from(was.1)).to_be_bytes())
     }
 
     /// The session in `slot`, if it still exists.
     pub(crate) fn owner(&self, slot: u32) -> Option<Arc<T>> {
-        let (c, i) = self.at(slot);
+        let (c, i) = self.at(slot)?;
         c.owners()[i].upgrade()
     }
 
@@ -450,5 +475,88 @@ pub(crate) fn from_ip(ip: IpAddr) -> [u8; 16] {
     match ip {
         IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
         IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(ip: &str) -> Facts {
+        Facts {
+            flags: 0,
+            requests: 0,
+            last_access_us: 0,
+            ip: from_ip(ip.parse().unwrap()),
+        }
+    }
+
+    /// A slot comes back only once its session is out of the index and dropped: a
+    /// request still holding the session keeps counting on its own slot.
+    #[test]
+    fn a_slot_is_reused_only_once_nothing_holds_its_session() {
+        let cols = Columns::<u8>::default();
+        let slot = cols.alloc(&facts("192.0.2.1")).unwrap();
+        let session = Arc::new(7u8);
+        cols.own(slot, Arc::downgrade(&session));
+        cols.set_indexed(slot, true);
+        assert_eq!(cols.sweep(), 0, "listed");
+        cols.set_indexed(slot, false);
+        assert_eq!(cols.sweep(), 0, "still held");
+        cols.touch(slot, 5);
+        assert_eq!(cols.requests(slot), 1);
+        let making = cols.alloc(&facts("192.0.2.2")).unwrap();
+        assert_ne!(making, slot);
+        drop(session);
+        assert_eq!(
+            cols.sweep(),
+            1,
+            "a slot whose session is being made is left alone"
+        );
+        let again = cols.alloc(&facts("192.0.2.3")).unwrap();
+        assert_eq!(again, slot);
+        assert_eq!(cols.requests(again), 0, "a reused slot starts afresh");
+        assert_eq!(to_ip(cols.ip(again)).to_string(), "192.0.2.3");
+    }
+
+    #[test]
+    fn ranges_match_as_ipnet_says() {
+        for (net, ip, inside) in [
+            ("10.1.0.0/16", "10.1.2.3", true),
+            ("10.1.0.0/16", "10.2.0.1", false),
+            ("0.0.0.0/0", "2001:db8::1", false),
+            ("::/0", "10.1.2.3", false),
+            ("::/0", "2001:db8::1", true),
+            ("::ffff:0:0/96", "10.1.2.3", false),
+            ("2001:db8::/32", "2001:db8:ffff::1", true),
+            ("192.0.2.7/32", "192.0.2.7", true),
+        ] {
+            let n: ipnet::IpNet = net.parse().unwrap();
+            let addr: IpAddr = ip.parse().unwrap();
+            assert_eq!(n.contains(&addr), inside, "ipnet: {net} {ip}");
+            let bits = u128::from_be_bytes(from_ip(addr));
+            assert_eq!(Net::of(&n).contains(bits), inside, "{net} {ip}");
+        }
+    }
+
+    #[test]
+    fn an_address_changes_whole() {
+        let cols = Arc::new(Columns::<u8>::default());
+        let slot = cols.alloc(&facts("10.0.0.1")).unwrap();
+        let a = from_ip("10.0.0.1".parse().unwrap());
+        let b = from_ip("2001:db8::ffff:ffff:ffff:ffff".parse().unwrap());
+        let writer = {
+            let cols = cols.clone();
+            std::thread::spawn(move || {
+                for i in 0..20_000 {
+                    cols.set_ip(slot, if i % 2 == 0 { b } else { a });
+                }
+            })
+        };
+        for _ in 0..20_000 {
+            let ip = cols.ip(slot);
+            assert!(ip == a || ip == b, "torn: {:?}", to_ip(ip));
+        }
+        writer.join().unwrap();
     }
 }

@@ -76,6 +76,11 @@ pub struct RequestInfo<'a> {
 /// The columns of every live session's changing facts.
 type Cols = Columns<LiveSession>;
 
+/// The address a session started from, for the few whose address has changed since:
+/// the others started where they are, and a field for it would cost every session
+/// 17 bytes (issue 9: memory per session).
+type FirstIps = DashMap<SessionId, IpAddr, crate::index::Fast>;
+
 /// `query` in the columns' terms, if they hold all it asks about: the filters but
 /// user and text, the sorts by count and by last access (the console's own).
 fn by_columns(query: &SessionQuery, now: Timestamp) -> Option<(columns::Filter, columns::Key)> {
@@ -125,7 +130,6 @@ pub struct LiveSession {
     pub kind: SessionKind,
     /// Microseconds since the epoch (a `Timestamp` takes twice the room).
     created_us: i64,
-    pub first_ip: IpAddr,
     slot: u32,
     /// The part of the request count no writer has claimed yet (saturating at
     /// 2^32 - 1: only a store down for hours under heavy load could get there).
@@ -179,11 +183,16 @@ impl LiveSession {
         now: Timestamp,
         req: &RequestInfo<'_>,
         strings: &Interner,
+        first_ips: &FirstIps,
     ) -> bool {
         cols.touch(self.slot, now.as_microsecond());
         self.add_unflushed(1);
         if let Ok(mut text) = self.client.lock() {
-            cols.set_ip(self.slot, columns::from_ip(req.ip));
+            if let Some(was) = cols.set_ip(self.slot, columns::from_ip(req.ip)) {
+                first_ips
+                    .entry(self.id)
+                    .or_insert_with(|| columns::to_ip(was));
+            }
             // Compare before copying: the same client sends the same strings, so the
             // common case allocates nothing.
             let ua = user_agent::truncate(req.user_agent);
@@ -240,12 +249,17 @@ impl LiveSession {
                 t.host.to_string(),
                 t.summary().to_owned(),
             ),
-            None => (self.first_ip, String::new(), String::new(), String::new()),
+            None => (
+                columns::to_ip(cols.ip(self.slot)),
+                String::new(),
+                String::new(),
+                String::new(),
+            ),
         }
     }
 
-    /// A snapshot for lists and the API.
-    fn info(&self, cols: &Cols, policy: &SessionPolicy) -> SessionInfo {
+    /// A snapshot for lists and the API; `first_ip` if the address has changed.
+    fn info(&self, cols: &Cols, policy: &SessionPolicy, first_ip: Option<IpAddr>) -> SessionInfo {
         let policy = policy.of(self.user.is_none());
         let (ip, user_agent, host, client) = self.client_strings(cols);
         let last = self.last_access_at(cols);
@@ -254,7 +268,7 @@ impl LiveSession {
             user: self.user.clone(),
             kind: self.kind,
             ip,
-            first_ip: self.first_ip,
+            first_ip: first_ip.unwrap_or(ip),
             user_agent,
             client,
             host,
@@ -341,6 +355,7 @@ struct Inner {
     config: EngineConfig,
     index: crate::index::Index,
     columns: Cols,
+    first_ips: FirstIps,
     users: DashMap<Username, Arc<User>>,
     /// Sessions ended lately, so a store read that raced the end cannot re-admit one.
     tombstones: DashMap<SessionId, Timestamp, crate::index::Fast>,
@@ -403,6 +418,7 @@ impl Engine {
                 config,
                 index: Default::default(),
                 columns: Default::default(),
+                first_ips: Default::default(),
                 users: DashMap::new(),
                 tombstones: DashMap::default(),
                 unknown: DashMap::default(),
@@ -550,7 +566,6 @@ impl Engine {
     pub fn list(&self, query: &SessionQuery) -> (u64, Vec<SessionInfo>) {
         let now = self.inner.clock.now();
         let cols = &self.inner.columns;
-        let policy = self.inner.config.policy;
         if let Some((filter, key)) = by_columns(query, now) {
             return self.list_by_columns(query, &filter, key);
         }
@@ -562,7 +577,7 @@ impl Engine {
             }
         });
         let (total, page) = page.finish();
-        (total, page.iter().map(|s| s.info(cols, &policy)).collect())
+        (total, page.iter().map(|s| self.info(s)).collect())
     }
 
     /// A list read off the columns alone, but for the sessions on the page (and any
@@ -594,20 +609,23 @@ impl Engine {
             };
             ra.cmp(rb).then(by_id)
         });
-        let policy = self.inner.config.policy;
         let page = rows
             .iter()
             .skip(offset)
             .take(limit)
-            .map(|(_, s)| s.info(cols, &policy))
+            .map(|(_, s)| self.info(s))
             .collect();
         (top.total, page)
     }
 
     /// The live session `id` as lists show it.
     pub fn session_info(&self, id: &SessionId) -> Option<SessionInfo> {
-        let s = self.session(id)?;
-        Some(s.info(&self.inner.columns, &self.inner.config.policy))
+        self.session(id).map(|s| self.info(&s))
+    }
+
+    fn info(&self, s: &LiveSession) -> SessionInfo {
+        let first_ip = self.inner.first_ips.get(&s.id).map(|e| *e);
+        s.info(&self.inner.columns, &self.inner.config.policy, first_ip)
     }
 
     /// The requests counted on a session so far, stored or not.
@@ -699,13 +717,15 @@ impl Engine {
             user,
             kind: r.kind,
             created_us: r.created_at.as_microsecond(),
-            first_ip: r.first_ip,
             slot,
             unflushed: AtomicU32::new(0),
             dirty: AtomicBool::new(false),
             client: Mutex::new(self.inner.strings.client(&r.user_agent, &r.host, &r.client)),
         });
         cols.own(slot, Arc::downgrade(&live));
+        if r.first_ip != r.ip {
+            self.inner.first_ips.insert(r.id, r.first_ip);
+        }
         Ok(live)
     }
 
@@ -783,7 +803,8 @@ impl Engine {
     pub fn record(&self, auth: &Authenticated, req: &RequestInfo<'_>) {
         let session = &auth.session;
         let now = self.inner.clock.now();
-        if session.touch(&self.inner.columns, now, req, &self.inner.strings) {
+        let (cols, strings) = (&self.inner.columns, &self.inner.strings);
+        if session.touch(cols, now, req, strings, &self.inner.first_ips) {
             self.queue(session);
         }
     }
@@ -1069,6 +1090,7 @@ impl Engine {
         for id in ids {
             self.inner.tombstones.insert(*id, now);
             self.inner.lazy_tokens.remove(id);
+            self.inner.first_ips.remove(id);
             if let Some(s) = self.inner.index.remove(id) {
                 if s.is_anonymous() {
                     self.inner.anonymous.fetch_sub(1, Ordering::Relaxed);
@@ -1318,6 +1340,9 @@ impl Engine {
                 if ticks.is_multiple_of(60) {
                     engine.sample_timeline();
                     engine.inner.strings.prune();
+                    // An address that changed as its session ended can outlive it.
+                    let index = &engine.inner.index;
+                    engine.inner.first_ips.retain(|id, _| index.contains_id(id));
                 }
                 // History retention: at start, then hourly; batched, so requests never
                 // wait on it.

@@ -643,3 +643,162 @@ async fn lazy_anonymous_sessions_are_capped_written_behind_and_end_in_memory() {
         .unwrap();
     assert!(engine.adopt_anonymous(old, &REQ).await.unwrap().is_none());
 }
+
+/// Lists sorted by count or last access are read off the engine's columns; every
+/// other list, and the query model itself, reads each session. Both must give the same
+/// page: the same total, the same sessions, ties in the same (id) order.
+#[tokio::test]
+async fn lists_read_off_the_columns_agree_with_the_query_model() {
+    use usher_core::SessionQuery;
+    use usher_core::query::{Limit, Order, SortKey};
+    let f = fixture().await;
+    let alice = f.user("alice").await;
+    let bob = f.user("bob").await;
+    let engine = f.engine().await;
+    let addresses = [
+        "10.1.0.1",
+        "10.1.200.7",
+        "10.2.0.1",
+        "192.0.2.10",
+        "2001:db8::1",
+        "2001:db8:1::5",
+        "::1",
+        "fe80::1",
+    ];
+    let mut sessions = Vec::new();
+    for i in 0..240usize {
+        if i % 12 == 0 {
+            f.clock.advance(SignedDuration::from_secs(1));
+        }
+        let ip = addresses[i % addresses.len()].parse().unwrap();
+        let req = RequestInfo { ip, ..REQ };
+        let (user, kind) = match i % 4 {
+            0 => (Some(&alice), SessionKind::Web),
+            1 => (Some(&bob), SessionKind::Api),
+            2 => (None, SessionKind::Web),
+            _ => (None, SessionKind::Api),
+        };
+        let (token, _) = engine.create(user, kind, &req).await.unwrap();
+        sessions.push((token, req));
+    }
+    // Counts 0–4 (ties everywhere), last accesses a few seconds apart (ties again),
+    // and some sessions moved to another address since.
+    for (i, (token, req)) in sessions.iter().enumerate() {
+        let moved;
+        let req = if i % 7 == 0 {
+            moved = RequestInfo {
+                ip: "10.1.9.9".parse().unwrap(),
+                ..*req
+            };
+            &moved
+        } else {
+            req
+        };
+        for _ in 0..i % 5 {
+            engine.authenticate(token, req).await.unwrap().unwrap();
+        }
+        if i % 40 == 0 {
+            f.clock.advance(SignedDuration::from_secs(1));
+        }
+    }
+    let now = f.clock.now();
+    let everything = SessionQuery {
+        sort: SortKey::Created,
+        limit: Limit::All,
+        ..SessionQuery::default()
+    };
+    let (count, all) = engine.list(&everything);
+    assert_eq!((count, all.len()), (240, 240));
+    let filters: Vec<fn(&mut SessionQuery)> = vec![
+        |_| {},
+        |q| q.ip = Some("10.1.0.0/16".parse().unwrap()),
+        |q| q.ip = Some("2001:db8::/32".parse().unwrap()),
+        // An IPv6 range that spans every IPv4-mapped address still holds no IPv4 session.
+        |q| q.ip = Some("::/0".parse().unwrap()),
+        |q| q.ip = Some("0.0.0.0/0".parse().unwrap()),
+        |q| q.ip = Some("10.1.9.9/32".parse().unwrap()),
+        |q| q.anonymous = Some(true),
+        |q| q.anonymous = Some(false),
+        |q| q.kind = Some(SessionKind::Api),
+        |q| q.active_within = Some(SignedDuration::from_secs(10)),
+        |q| {
+            q.kind = Some(SessionKind::Web);
+            q.anonymous = Some(true);
+            q.ip = Some("10.0.0.0/8".parse().unwrap());
+        },
+    ];
+    let windows = [
+        (0, Limit::Count(25)),
+        (10, Limit::Count(7)),
+        (0, Limit::Count(1)),
+        (0, Limit::Count(0)),
+        (230, Limit::Count(50)),
+        (0, Limit::All),
+    ];
+    let mut compared = 0;
+    for filter in &filters {
+        for sort in [SortKey::Requests, SortKey::LastAccess] {
+            for order in [Order::Asc, Order::Desc] {
+                for (offset, limit) in windows {
+                    let mut q = SessionQuery {
+                        sort,
+                        order,
+                        offset,
+                        limit,
+                        ..SessionQuery::default()
+                    };
+                    filter(&mut q);
+                    let (total, page) = engine.list(&q);
+                    let (want_total, want) = q.run(all.clone(), now);
+                    let ids = |p: &[usher_core::SessionInfo]| -> Vec<String> {
+                        p.iter().map(|s| s.id.to_string()).collect()
+                    };
+                    assert_eq!(
+                        (total, ids(&page)),
+                        (want_total, ids(&want)),
+                        "{:?}",
+                        q.to_pairs()
+                    );
+                    compared += usize::from(!want.is_empty());
+                }
+            }
+        }
+    }
+    assert!(compared > 150, "only {compared} lists had anything in them");
+}
+
+/// A session's first address is kept apart only once it has moved; it is shown, and
+/// survives a restart, either way.
+#[tokio::test]
+async fn the_first_address_of_a_session_that_moved_is_kept() {
+    let f = fixture().await;
+    let alice = f.user("alice").await;
+    let engine = f.engine().await;
+    let (token, live) = engine
+        .create(Some(&alice), SessionKind::Web, &REQ)
+        .await
+        .unwrap();
+    let (still, _) = engine
+        .create(Some(&alice), SessionKind::Web, &REQ)
+        .await
+        .unwrap();
+    let moved = RequestInfo {
+        ip: "2001:db8::7".parse().unwrap(),
+        ..REQ
+    };
+    engine.authenticate(&token, &moved).await.unwrap().unwrap();
+    engine.authenticate(&token, &moved).await.unwrap().unwrap();
+    engine.authenticate(&still, &REQ).await.unwrap().unwrap();
+    let addresses = |e: &Engine| {
+        let s = e.session_info(&live.id).unwrap();
+        (s.first_ip.to_string(), s.ip.to_string())
+    };
+    let want = ("192.0.2.10".to_owned(), "2001:db8::7".to_owned());
+    assert_eq!(addresses(&engine), want);
+    let (_, all) = engine.list(&usher_core::SessionQuery::default());
+    let other = all.iter().find(|s| s.id != live.id).unwrap();
+    assert_eq!((other.first_ip, other.ip), (REQ.ip, REQ.ip));
+    engine.flush().await.unwrap();
+    let reloaded = f.engine().await;
+    assert_eq!(addresses(&reloaded), want);
+}

@@ -356,7 +356,9 @@ struct Inner {
     index: crate::index::Index,
     columns: Cols,
     first_ips: FirstIps,
-    users: DashMap<Username, Arc<User>>,
+    /// foldhash: names are the administrators' own (only a user with a session here
+    /// is in it), and its hashing was a tenth of admitting a million at start.
+    users: DashMap<Username, Arc<User>, crate::index::Fast>,
     /// Sessions ended lately, so a store read that raced the end cannot re-admit one.
     tombstones: DashMap<SessionId, Timestamp, crate::index::Fast>,
     /// Tokens the store did not know (or knew as ended), so a client repeating a junk
@@ -419,7 +421,7 @@ impl Engine {
                 index: Default::default(),
                 columns: Default::default(),
                 first_ips: Default::default(),
-                users: DashMap::new(),
+                users: DashMap::default(),
                 tombstones: DashMap::default(),
                 unknown: DashMap::default(),
                 lazy_tokens: DashMap::default(),
@@ -649,21 +651,28 @@ impl Engine {
         if record.ended_at.is_some() {
             return Ok(None);
         }
-        if let Some(name) = &record.user
-            && !self.inner.users.contains_key(name)
-        {
-            match self.inner.store.user_get(name).await? {
+        // One lookup for the common case (a user with sessions here already), which is
+        // also the copy of the name the session shares.
+        let known = record.user.as_ref().map(|name| {
+            let shared = self.inner.users.get(name).map(|e| e.key().clone());
+            (name, shared)
+        });
+        let user = match known {
+            None => None,
+            Some((_, Some(shared))) => Some(shared),
+            Some((name, None)) => match self.inner.store.user_get(name).await? {
                 Some(u) if !u.disabled => {
                     self.inner
                         .users
                         .insert(name.clone(), Arc::new(public_user(u)));
+                    self.shared_name(Some(name))
                 }
                 // A session whose user is gone or disabled is not honoured; ending it
                 // is the store's job when the user changed.
                 _ => return Ok(None),
-            }
-        }
-        let entry = self.index(self.live(record, self.shared_name(record.user.as_ref()))?);
+            },
+        };
+        let entry = self.index(self.live(record, user)?);
         // Insert first, then look for a tombstone (`forget` does the reverse): whichever
         // way a read of the store and an end interleave, an ended session stays out.
         if self.inner.tombstones.contains_key(&record.id) {

@@ -6,7 +6,7 @@
 //! the session any more (see [`Columns::sweep`]).
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering, fence};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 const CHUNK_BITS: u32 = 12;
@@ -43,6 +43,10 @@ struct Chunk<T> {
     state: Box<[AtomicU8]>,
     requests: Box<[AtomicU64]>,
     last_access_us: Box<[AtomicI64]>,
+    /// Whole seconds since [`CREATED_EPOCH_US`], rounded down; 0 for anything earlier.
+    /// Only a filter for the reaper (four bytes where the exact time takes eight): a
+    /// session it picks is checked on the session itself.
+    created_s: Box<[AtomicU32]>,
     /// The address as IPv6 (IPv4 mapped), high and low halves, under the seqlock.
     ip_hi: Box<[AtomicU64]>,
     ip_lo: Box<[AtomicU64]>,
@@ -61,6 +65,7 @@ impl<T> Chunk<T> {
             state: column(|| AtomicU8::new(LIVE)),
             requests: column(|| AtomicU64::new(0)),
             last_access_us: column(|| AtomicI64::new(0)),
+            created_s: column(|| AtomicU32::new(0)),
             ip_hi: column(|| AtomicU64::new(0)),
             ip_lo: column(|| AtomicU64::new(0)),
             owners: Mutex::new(column(Weak::new)),
@@ -99,8 +104,27 @@ impl<T> Default for Columns<T> {
 pub(crate) struct Facts {
     pub flags: u8,
     pub requests: u64,
+    pub created_us: i64,
     pub last_access_us: i64,
     pub ip: [u8; 16],
+}
+
+/// 2020-01-01T00:00:00Z: creation times are counted in seconds from here.
+const CREATED_EPOCH_US: i64 = 1_577_836_800_000_000;
+
+fn created_s(us: i64) -> u32 {
+    let s = us.saturating_sub(CREATED_EPOCH_US) / 1_000_000;
+    u32::try_from(s.max(0)).unwrap_or(u32::MAX)
+}
+
+/// What the reaper asks of the columns: which listed sessions may have to end now.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Due {
+    /// Idle if last accessed at or before this: for signed-in sessions, for sessions
+    /// without a user.
+    pub idle_before_us: [i64; 2],
+    /// Past the absolute timeout if made at or before this.
+    pub created_before_us: i64,
 }
 
 /// Every slot is full.
@@ -220,6 +244,7 @@ impl<T> Columns<T> {
         c.state[i].store(LIVE, Ordering::Relaxed);
         c.requests[i].store(facts.requests, Ordering::Relaxed);
         c.last_access_us[i].store(facts.last_access_us, Ordering::Relaxed);
+        c.created_s[i].store(created_s(facts.created_us), Ordering::Relaxed);
         c.ip_hi[i].store(hi, Ordering::Relaxed);
         c.ip_lo[i].store(lo, Ordering::Relaxed);
         // Keeps the seqlock's counter (readers of a freed slot may still be about).
@@ -351,6 +376,33 @@ impl<T> Columns<T> {
     pub(crate) fn owner(&self, slot: u32) -> Option<Arc<T>> {
         let (c, i) = self.at(slot)?;
         c.owners()[i].upgrade()
+    }
+
+    /// Calls `f(slot)` for every listed session that may have to end: ending already,
+    /// idle, or perhaps past its absolute timeout (a superset: the caller decides on
+    /// the session). Reads the columns alone, so a reaper pass over a million sessions
+    /// touches each session's memory only when it is due.
+    pub(crate) fn for_each_due(&self, due: &Due, mut f: impl FnMut(u32)) {
+        // Made at or before this whole second, perhaps past it (rounded down, so a
+        // session made within the second is a candidate too).
+        let created_by = created_s(due.created_before_us);
+        for (n, c) in self.made().enumerate() {
+            for i in 0..CHUNK {
+                let status = c.status[i].load(Ordering::Acquire);
+                if status & OCCUPANCY != INDEXED {
+                    continue;
+                }
+                let idle_before = due.idle_before_us[usize::from(status & NO_USER != 0)];
+                let created = c.created_s[i].load(Ordering::Relaxed);
+                if c.state[i].load(Ordering::Relaxed) != LIVE
+                    || c.last_access_us[i].load(Ordering::Relaxed) <= idle_before
+                    || created == 0
+                    || created <= created_by
+                {
+                    f(((n << CHUNK_BITS) | i) as u32);
+                }
+            }
+        }
     }
 
     /// Calls `f(slot, status)` for every listed live session.
@@ -486,6 +538,7 @@ mod tests {
         Facts {
             flags: 0,
             requests: 0,
+            created_us: 0,
             last_access_us: 0,
             ip: from_ip(ip.parse().unwrap()),
         }
@@ -558,5 +611,61 @@ mod tests {
             assert!(ip == a || ip == b, "torn: {:?}", to_ip(ip));
         }
         writer.join().unwrap();
+    }
+}
+
+#[cfg(test)]
+mod due_tests {
+    use super::*;
+
+    fn listed(cols: &Columns<u8>, created_us: i64, last_access_us: i64, flags: u8) -> u32 {
+        let slot = cols
+            .alloc(&Facts {
+                flags,
+                requests: 0,
+                created_us,
+                last_access_us,
+                ip: [0; 16],
+            })
+            .unwrap();
+        cols.set_indexed(slot, true);
+        slot
+    }
+
+    /// The reaper's filter may pick too many (it rounds creation down to the second)
+    /// but never too few.
+    #[test]
+    fn the_reapers_filter_misses_no_session_that_is_due() {
+        let cols = Columns::<u8>::default();
+        let t = CREATED_EPOCH_US + 1_000_000_000_000;
+        let due = Due {
+            idle_before_us: [t - 100, t - 50],
+            created_before_us: t,
+        };
+        let at_the_limit = listed(&cols, t, t, 0);
+        let same_second = listed(&cols, t + 1, t, 0);
+        let fresh = listed(&cols, t + 1_000_000, t, 0);
+        let idle = listed(&cols, t + 1_000_000, t - 100, 0);
+        let not_idle_signed_in = listed(&cols, t + 1_000_000, t - 60, 0);
+        let idle_without_user = listed(&cols, t + 1_000_000, t - 60, NO_USER);
+        let ancient = listed(&cols, 0, t, 0);
+        let ending = listed(&cols, t + 1_000_000, t, 0);
+        cols.end(ending, 4);
+        let unlisted = listed(&cols, 0, 0, 0);
+        cols.set_indexed(unlisted, false);
+        let mut picked = Vec::new();
+        cols.for_each_due(&due, |slot| picked.push(slot));
+        assert_eq!(
+            picked,
+            [
+                at_the_limit,
+                same_second,
+                idle,
+                idle_without_user,
+                ancient,
+                ending
+            ]
+        );
+        let _ = (fresh, not_idle_signed_in);
     }
 }

@@ -717,6 +717,7 @@ impl Engine {
         let slot = cols.alloc(&columns::Facts {
             flags,
             requests: r.requests,
+            created_us: r.created_at.as_microsecond(),
             last_access_us: r.last_access_at.as_microsecond(),
             ip: columns::from_ip(r.ip),
         })?;
@@ -1195,7 +1196,20 @@ impl Engine {
         let mut due: Vec<(EndReason, SessionId)> = Vec::new();
         let mut gone: Vec<SessionId> = Vec::new();
         let cols = &self.inner.columns;
-        self.inner.index.for_each(|s| {
+        let before =
+            |d: SignedDuration| now.checked_sub(d).map_or(i64::MIN, |t| t.as_microsecond());
+        let mut maybe = Vec::new();
+        cols.for_each_due(
+            &columns::Due {
+                idle_before_us: [
+                    before(policy.of(false).idle_timeout),
+                    before(policy.of(true).idle_timeout),
+                ],
+                created_before_us: before(policy.absolute_timeout),
+            },
+            |slot| maybe.push(slot),
+        );
+        for s in maybe.iter().filter_map(|slot| cols.owner(*slot)) {
             let reason = code_reason(cols.state(s.slot)).or_else(|| {
                 policy
                     .of(s.user.is_none())
@@ -1209,7 +1223,7 @@ impl Engine {
                 Some(_) => gone.push(s.id),
                 None => {}
             }
-        });
+        }
         self.forget(&gone);
         cols.sweep();
         // A store read older than this cannot still be in flight.

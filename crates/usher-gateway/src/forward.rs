@@ -9,7 +9,7 @@
 //! and it is not offered as a place to return to.
 
 use crate::app::AppState;
-use crate::client::ClientContext;
+use crate::client::{ClientContext, names};
 use crate::gate::{self, Identity, Verdict};
 use crate::identity;
 use axum::Router;
@@ -34,7 +34,7 @@ struct Original {
     method: Option<String>,
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header_str<'a>(headers: &'a HeaderMap, name: &http::HeaderName) -> Option<&'a str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -68,10 +68,10 @@ fn from_nginx(ctx: &ClientContext, headers: &HeaderMap) -> Original {
             method: None,
         };
     }
-    match header_str(headers, "x-original-url") {
+    match header_str(headers, &names::X_ORIGINAL_URL) {
         Some(u) => Original {
             url: original_url(u),
-            method: method(header_str(headers, "x-original-method")),
+            method: method(header_str(headers, &names::X_ORIGINAL_METHOD)),
         },
         None => from_forwarded(ctx, headers),
     }
@@ -85,15 +85,15 @@ fn from_forwarded(ctx: &ClientContext, headers: &HeaderMap) -> Original {
             method: None,
         };
     }
-    let proto = header_str(headers, "x-forwarded-proto").unwrap_or("http");
-    let host = header_str(headers, "x-forwarded-host");
-    let uri = header_str(headers, "x-forwarded-uri").unwrap_or("/");
+    let proto = header_str(headers, &names::X_FORWARDED_PROTO).unwrap_or("http");
+    let host = header_str(headers, &names::X_FORWARDED_HOST);
+    let uri = header_str(headers, &names::X_FORWARDED_URI).unwrap_or("/");
     let url = host
         .filter(|_| uri.starts_with('/') && matches!(proto, "http" | "https"))
         .and_then(|h| original_url(&format!("{proto}://{h}{uri}")));
     Original {
         url,
-        method: method(header_str(headers, "x-forwarded-method")),
+        method: method(header_str(headers, &names::X_FORWARDED_METHOD)),
     }
 }
 

@@ -1360,7 +1360,9 @@ impl Engine {
                 if let Err(e) = engine.reap().await {
                     tracing::warn!(error = %e, "ending expired sessions failed; will retry");
                 }
-                if ticks.is_multiple_of(60) {
+                // A point per minute, the first after the first whole minute (a point
+                // taken a second after start would be a minute's worth of nothing).
+                if (ticks + 1).is_multiple_of(60) {
                     engine.sample_timeline();
                     engine.inner.strings.prune();
                     // An address that changed as its session ended can outlive it.

@@ -253,9 +253,18 @@ async fn an_anonymous_flood_evicts_only_anonymous_sessions_and_stays_capped() {
     let r = get(&app, "/favicon.ico", Some(&cookies[0])).await;
     assert!(session_cookie(&r, NAME).is_some(), "evicted: a new cookie");
     assert_eq!(get(&app, "/", Some(&alice)).await.status(), 200);
+    let all = SessionQuery {
+        limit: Limit::All,
+        ..SessionQuery::default()
+    };
+    let (total, listed) = app.state.engine.list(&all);
+    let ids = |l: &[SessionInfo]| l.iter().map(|s| s.id.to_string()).collect::<Vec<_>>();
     assert_eq!(
-        app.state.engine.list(&SessionQuery::default()).0 as usize,
-        live.len() + 1
+        (total as usize, listed.len()),
+        (live.len() + 1, live.len() + 1),
+        "before: {:?}\nnow: {:?}",
+        ids(&live),
+        ids(&listed)
     );
     app.flush().await;
     let evicted = usher_testkit::metric(

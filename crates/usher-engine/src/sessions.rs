@@ -1153,7 +1153,7 @@ impl Engine {
                 continue;
             }
             if let Some(hash) = self.inner.lazy_tokens.get(&s.id) {
-                created.push(s.lazy_record(cols, *hash));
+                created.push((s.lazy_record(cols, *hash), s.slot));
             }
             if let Some(touch) = s.take_touch(cols) {
                 batch.push((s, touch.requests));
@@ -1167,14 +1167,23 @@ impl Engine {
             return Ok(0);
         }
         let started = std::time::Instant::now();
+        let (created, slots): (Vec<LazySession>, Vec<u32>) = created.into_iter().unzip();
         match self.inner.store.write_behind(&created, &touches).await {
             Ok(_) => {
-                for c in &created {
-                    self.inner.lazy_tokens.remove(&c.session.id);
+                // A lazy session ended while this write was in flight was ended in
+                // memory alone (the store did not have it yet); now the store has it
+                // live, so it is ended there too.
+                let mut late: Vec<(EndReason, SessionId)> = Vec::new();
+                for (c, slot) in created.iter().zip(slots) {
+                    if self.inner.lazy_tokens.remove(&c.session.id).is_none() {
+                        let reason = code_reason(cols.state(slot)).unwrap_or(EndReason::Killed);
+                        late.push((reason, c.session.id));
+                    }
                 }
                 let m = &self.inner.metrics;
                 m.flush_seconds.observe(started.elapsed().as_secs_f64());
                 m.flush_batch.observe(touches.len() as f64);
+                self.end_in_store(late).await;
                 Ok(touches.len())
             }
             Err(e) => {
@@ -1185,6 +1194,33 @@ impl Engine {
                     self.requeue(s);
                 }
                 Err(e.into())
+            }
+        }
+    }
+
+    /// Ends in the store sessions that memory has ended already (by "system": who
+    /// ended them is not kept past the end). A failure is only logged: memory refuses
+    /// their tokens still, but the store keeps them live.
+    async fn end_in_store(&self, ended: Vec<(EndReason, SessionId)>) {
+        for reason in EndReason::ALL {
+            let ids: Vec<SessionId> = ended
+                .iter()
+                .filter(|(r, _)| *r == reason)
+                .map(|(_, id)| *id)
+                .collect();
+            if ids.is_empty() {
+                continue;
+            }
+            let end = EndSessions {
+                selector: SessionSelector::Ids(ids),
+                reason,
+                actor: "system".into(),
+                at: self.inner.clock.now(),
+                touches: Vec::new(),
+            };
+            if let Err(e) = self.inner.store.sessions_end(&end).await {
+                self.store_failed();
+                tracing::warn!(error = %e, "ending sessions written after their end failed");
             }
         }
     }

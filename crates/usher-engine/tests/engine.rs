@@ -318,12 +318,24 @@ async fn background_tasks_flush_and_drain_on_shutdown() {
     );
 }
 
-/// The real store, except that a flush, once committed, waits to be released before it
-/// reports back: the window in which an end can race a flush.
+/// The real store, except that a flush, once committed (or, `before_commit`, before it
+/// writes anything), waits to be released: the window in which an end can race a flush.
 struct GatedStore {
     inner: Arc<dyn Store>,
     committed: tokio::sync::Notify,
     release: tokio::sync::Notify,
+    before_commit: bool,
+}
+
+impl GatedStore {
+    fn new(inner: Arc<dyn Store>, before_commit: bool) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            committed: tokio::sync::Notify::new(),
+            release: tokio::sync::Notify::new(),
+            before_commit,
+        })
+    }
 }
 
 #[async_trait::async_trait]
@@ -429,6 +441,11 @@ impl Store for GatedStore {
         c: &[usher_store::LazySession],
         t: &[usher_store::Touch],
     ) -> usher_store::Result<u64> {
+        if self.before_commit {
+            self.committed.notify_one();
+            self.release.notified().await;
+            return self.inner.write_behind(c, t).await;
+        }
         let r = self.inner.write_behind(c, t).await;
         self.committed.notify_one();
         self.release.notified().await;
@@ -492,11 +509,7 @@ impl Store for GatedStore {
 #[tokio::test]
 async fn an_end_racing_a_flush_never_counts_twice() {
     let f = fixture().await;
-    let gated = Arc::new(GatedStore {
-        inner: f.store.clone(),
-        committed: tokio::sync::Notify::new(),
-        release: tokio::sync::Notify::new(),
-    });
+    let gated = GatedStore::new(f.store.clone(), false);
     let engine = Engine::load(gated.clone(), Arc::new(f.clock.clone()), config())
         .await
         .unwrap();
@@ -525,6 +538,48 @@ async fn an_end_racing_a_flush_never_counts_twice() {
     assert_eq!(
         stored.requests, 7,
         "5 by the flush, 2 by the end, none twice"
+    );
+}
+
+/// A lazy session ended while the flush that first writes it is in flight: the end
+/// found nothing in the store, so the flush's write must not leave it live there.
+#[tokio::test]
+async fn a_lazy_session_ended_during_its_first_write_stays_ended() {
+    let f = fixture().await;
+    let gated = GatedStore::new(f.store.clone(), true);
+    let engine = Engine::load(gated.clone(), Arc::new(f.clock.clone()), config())
+        .await
+        .unwrap();
+    let token = Token::generate().unwrap();
+    let a = engine.adopt_anonymous(&token, &REQ).await.unwrap().unwrap();
+    let id = a.session.id;
+    drop(a);
+    let flusher = engine.clone();
+    let flush = tokio::spawn(async move { flusher.flush().await });
+    gated.committed.notified().await;
+    let ended = engine
+        .end(SessionSelector::Ids(vec![id]), EndReason::Killed, "root")
+        .await
+        .unwrap();
+    assert_eq!(ended, vec![id], "ended in memory");
+    assert!(
+        f.store.session_get(&id).await.unwrap().is_none(),
+        "not written yet"
+    );
+    gated.release.notify_one();
+    flush.await.unwrap().unwrap();
+    let stored = f.store.session_get(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.ended_at.is_some(), stored.end_reason),
+        (true, Some(EndReason::Killed))
+    );
+    let restarted = f.engine().await;
+    assert!(
+        restarted
+            .authenticate(&token, &REQ)
+            .await
+            .unwrap()
+            .is_none()
     );
 }
 

@@ -28,9 +28,16 @@ const VERIFIED_TTL: SignedDuration = SignedDuration::from_secs(60);
 const MAX_CLIENTS: usize = 100_000;
 const MAX_VERIFIED: usize = 10_000;
 
+/// Locks taken to make a client's session, by the client key's first byte.
+const CREATE_LOCKS: usize = 16;
+
 #[derive(Default)]
 pub struct ApiClients {
     sessions: DashMap<[u8; 32], SessionId>,
+    /// Held while a client's session is made, so that a client's first requests, sent
+    /// at once, find one session rather than make one each; clients whose keys fall
+    /// on other locks are not held up.
+    creating: [tokio::sync::Mutex<()>; CREATE_LOCKS],
     /// Verified Basic credentials: the engine's copy of the user at verification (a
     /// password change anywhere replaces it, which invalidates the entry) and an expiry.
     verified: DashMap<[u8; 32], (std::sync::Arc<usher_core::User>, Timestamp)>,
@@ -149,15 +156,17 @@ impl ApiClients {
             usher_core::user_agent::truncate(&ctx.user_agent).as_bytes(),
         ]);
         let req = ctx.request_info();
-        if let Some(id) = self.sessions.get(&client).map(|e| *e.value()) {
+        let known = |this: &Self| -> Option<Identity> {
+            let id = this.sessions.get(&client).map(|e| *e.value())?;
             let found = if track {
                 state.engine.touch(&id, &req)
             } else {
                 state.engine.peek(&id)
             };
-            if let Some(auth) = found {
-                return Ok(Some(auth.into()));
-            }
+            found.map(Identity::from)
+        };
+        if let Some(found) = known(self) {
+            return Ok(Some(found));
         }
         // A user who is disabled or gone gets no session (the store refuses it too).
         let Some(user) = state
@@ -169,6 +178,19 @@ impl ApiClients {
         else {
             return Ok(None);
         };
+        let _creating = if track {
+            Some(
+                self.creating[usize::from(client[0]) % CREATE_LOCKS]
+                    .lock()
+                    .await,
+            )
+        } else {
+            None
+        };
+        // Another request of the same client may have made it while this one waited.
+        if let Some(found) = known(self) {
+            return Ok(Some(found));
+        }
         if !track {
             // Served as this user, with no session made for it.
             return Ok(Some(Identity {

@@ -42,6 +42,20 @@ fn api_sessions(app: &TestApp) -> Vec<usher_core::SessionInfo> {
         .collect()
 }
 
+/// A client's first requests, sent at once, are one session between them.
+#[tokio::test]
+async fn first_requests_sent_at_once_make_one_session() {
+    let (app, _up) = behind().await;
+    let token = format!("Bearer {}", app.token_for("alice").await);
+    let calls: Vec<_> = (0..8).map(|_| call(&app, &token, "fan-out/1.0")).collect();
+    for (status, _) in futures_util::future::join_all(calls).await {
+        assert_eq!(status, 200);
+    }
+    let sessions = api_sessions(&app);
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].requests, 8);
+}
+
 #[tokio::test]
 async fn a_token_client_is_one_session_not_one_per_request() {
     let (app, _up) = behind().await;

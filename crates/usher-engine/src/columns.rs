@@ -47,6 +47,9 @@ struct Chunk<T> {
     /// Only a filter for the reaper (four bytes where the exact time takes eight): a
     /// session it picks is checked on the session itself.
     created_s: Box<[AtomicU32]>,
+    /// A 32-bit hash of the user's name (0: no user), so that one user's sessions are
+    /// found without visiting everyone's; a session it picks is checked by name.
+    user_key: Box<[AtomicU32]>,
     /// The address as IPv6 (IPv4 mapped), high and low halves, under the seqlock.
     ip_hi: Box<[AtomicU64]>,
     ip_lo: Box<[AtomicU64]>,
@@ -66,6 +69,7 @@ impl<T> Chunk<T> {
             requests: column(|| AtomicU64::new(0)),
             last_access_us: column(|| AtomicI64::new(0)),
             created_s: column(|| AtomicU32::new(0)),
+            user_key: column(|| AtomicU32::new(0)),
             ip_hi: column(|| AtomicU64::new(0)),
             ip_lo: column(|| AtomicU64::new(0)),
             owners: Mutex::new(column(Weak::new)),
@@ -107,6 +111,7 @@ pub(crate) struct Facts {
     pub created_us: i64,
     pub last_access_us: i64,
     pub ip: [u8; 16],
+    pub user_key: u32,
 }
 
 /// 2020-01-01T00:00:00Z: creation times are counted in seconds from here.
@@ -245,6 +250,7 @@ impl<T> Columns<T> {
         c.requests[i].store(facts.requests, Ordering::Relaxed);
         c.last_access_us[i].store(facts.last_access_us, Ordering::Relaxed);
         c.created_s[i].store(created_s(facts.created_us), Ordering::Relaxed);
+        c.user_key[i].store(facts.user_key, Ordering::Relaxed);
         c.ip_hi[i].store(hi, Ordering::Relaxed);
         c.ip_lo[i].store(lo, Ordering::Relaxed);
         // Keeps the seqlock's counter (readers of a freed slot may still be about).
@@ -405,6 +411,19 @@ impl<T> Columns<T> {
         }
     }
 
+    /// Calls `f(slot)` for every listed session (live or ending) whose user key is `key`.
+    pub(crate) fn for_each_with_user_key(&self, key: u32, mut f: impl FnMut(u32)) {
+        for (n, c) in self.made().enumerate() {
+            for i in 0..CHUNK {
+                if c.user_key[i].load(Ordering::Relaxed) == key
+                    && c.status[i].load(Ordering::Acquire) & OCCUPANCY == INDEXED
+                {
+                    f(((n << CHUNK_BITS) | i) as u32);
+                }
+            }
+        }
+    }
+
     /// Calls `f(slot, status)` for every listed live session.
     pub(crate) fn for_each_live(&self, mut f: impl FnMut(u32, u8)) {
         for (n, c) in self.made().enumerate() {
@@ -541,6 +560,7 @@ mod tests {
             created_us: 0,
             last_access_us: 0,
             ip: from_ip(ip.parse().unwrap()),
+            user_key: 0,
         }
     }
 
@@ -626,6 +646,7 @@ mod due_tests {
                 created_us,
                 last_access_us,
                 ip: [0; 16],
+                user_key: 0,
             })
             .unwrap();
         cols.set_indexed(slot, true);

@@ -699,9 +699,10 @@ async fn lazy_anonymous_sessions_are_capped_written_behind_and_end_in_memory() {
     assert!(engine.adopt_anonymous(old, &REQ).await.unwrap().is_none());
 }
 
-/// Lists sorted by count or last access are read off the engine's columns; every
-/// other list, and the query model itself, reads each session. Both must give the same
-/// page: the same total, the same sessions, ties in the same (id) order.
+/// Lists sorted by count or last access are read off the engine's columns, and one
+/// user's sessions are found through them; every other list, and the query model
+/// itself, reads each session. All must give the same page: the same total, the same
+/// sessions, ties in the same (id) order.
 #[tokio::test]
 async fn lists_read_off_the_columns_agree_with_the_query_model() {
     use usher_core::SessionQuery;
@@ -781,6 +782,12 @@ async fn lists_read_off_the_columns_agree_with_the_query_model() {
             q.anonymous = Some(true);
             q.ip = Some("10.0.0.0/8".parse().unwrap());
         },
+        |q| q.user = Some(Username::parse("alice").unwrap()),
+        |q| {
+            q.user = Some(Username::parse("bob").unwrap());
+            q.ip = Some("2001:db8::/32".parse().unwrap());
+        },
+        |q| q.user = Some(Username::parse("nobody").unwrap()),
     ];
     let windows = [
         (0, Limit::Count(25)),
@@ -792,7 +799,12 @@ async fn lists_read_off_the_columns_agree_with_the_query_model() {
     ];
     let mut compared = 0;
     for filter in &filters {
-        for sort in [SortKey::Requests, SortKey::LastAccess] {
+        for sort in [
+            SortKey::Requests,
+            SortKey::LastAccess,
+            SortKey::Created,
+            SortKey::Ip,
+        ] {
             for order in [Order::Asc, Order::Desc] {
                 for (offset, limit) in windows {
                     let mut q = SessionQuery {
@@ -819,7 +831,20 @@ async fn lists_read_off_the_columns_agree_with_the_query_model() {
             }
         }
     }
-    assert!(compared > 150, "only {compared} lists had anything in them");
+    assert!(compared > 300, "only {compared} lists had anything in them");
+    // Ending a user's sessions finds them the same way.
+    let bob = Username::parse("bob").unwrap();
+    let ended = engine
+        .end(
+            SessionSelector::User(bob.clone()),
+            EndReason::Killed,
+            "root",
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended.len(), 60);
+    assert!(engine.sessions_of(&bob).is_empty());
+    assert_eq!(engine.list(&everything).0, 180);
 }
 
 /// A session's first address is kept apart only once it has moved; it is shown, and

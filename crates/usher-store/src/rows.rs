@@ -136,6 +136,7 @@ pub(crate) struct LiveRow<'a> {
 
 impl LiveRow<'_> {
     pub(crate) fn into_record(self) -> Result<SessionRecord> {
+        let current = ip(self.ip)?;
         Ok(SessionRecord {
             token_hash: TokenHash::from_slice(self.token_hash)
                 .ok_or_else(|| StoreError::Corrupt(format!("token hash of {}", self.id)))?,
@@ -143,8 +144,13 @@ impl LiveRow<'_> {
             user: self.user_name.map(username).transpose()?,
             kind: SessionKind::parse(self.kind)
                 .ok_or_else(|| StoreError::Corrupt(format!("session kind {:?}", self.kind)))?,
-            ip: ip(self.ip)?,
-            first_ip: ip(self.first_ip)?,
+            ip: current,
+            // Most sessions never move: one parse for both.
+            first_ip: if self.first_ip == self.ip {
+                current
+            } else {
+                ip(self.first_ip)?
+            },
             user_agent: self.user_agent.to_owned(),
             client: self.client.to_owned(),
             host: self.host.to_owned(),

@@ -392,45 +392,46 @@ impl<T> Columns<T> {
         // Made at or before this whole second, perhaps past it (rounded down, so a
         // session made within the second is a candidate too).
         let created_by = created_s(due.created_before_us);
-        for (n, c) in self.made().enumerate() {
-            for i in 0..CHUNK {
-                let status = c.status[i].load(Ordering::Acquire);
-                if status & OCCUPANCY != INDEXED {
-                    continue;
-                }
-                let idle_before = due.idle_before_us[usize::from(status & NO_USER != 0)];
-                let created = c.created_s[i].load(Ordering::Relaxed);
-                if c.state[i].load(Ordering::Relaxed) != LIVE
-                    || c.last_access_us[i].load(Ordering::Relaxed) <= idle_before
-                    || created == 0
-                    || created <= created_by
-                {
-                    f(((n << CHUNK_BITS) | i) as u32);
-                }
+        self.each_listed(|c, i, slot, status| {
+            let idle_before = due.idle_before_us[usize::from(status & NO_USER != 0)];
+            let created = c.created_s[i].load(Ordering::Relaxed);
+            if c.state[i].load(Ordering::Relaxed) != LIVE
+                || c.last_access_us[i].load(Ordering::Relaxed) <= idle_before
+                || created == 0
+                || created <= created_by
+            {
+                f(slot);
             }
-        }
+        });
     }
 
     /// Calls `f(slot)` for every listed session (live or ending) whose user key is `key`.
     pub(crate) fn for_each_with_user_key(&self, key: u32, mut f: impl FnMut(u32)) {
-        for (n, c) in self.made().enumerate() {
-            for i in 0..CHUNK {
-                if c.user_key[i].load(Ordering::Relaxed) == key
-                    && c.status[i].load(Ordering::Acquire) & OCCUPANCY == INDEXED
-                {
-                    f(((n << CHUNK_BITS) | i) as u32);
-                }
+        self.each_listed(|c, i, slot, _| {
+            if c.user_key[i].load(Ordering::Relaxed) == key {
+                f(slot);
             }
-        }
+        });
     }
 
     /// Calls `f(slot, status)` for every listed live session.
     pub(crate) fn for_each_live(&self, mut f: impl FnMut(u32, u8)) {
+        self.each_listed(|c, i, slot, status| {
+            if c.state[i].load(Ordering::Relaxed) == LIVE {
+                f(slot, status);
+            }
+        });
+    }
+
+    /// The one walk over the columns: calls `f(chunk, place, slot, status)` for every
+    /// slot in the index, in memory order.
+    fn each_listed(&self, mut f: impl FnMut(&Chunk<T>, usize, u32, u8)) {
         for (n, c) in self.made().enumerate() {
+            let base = (n << CHUNK_BITS) as u32;
             for i in 0..CHUNK {
                 let status = c.status[i].load(Ordering::Acquire);
-                if status & OCCUPANCY == INDEXED && c.state[i].load(Ordering::Relaxed) == LIVE {
-                    f(((n << CHUNK_BITS) | i) as u32, status);
+                if status & OCCUPANCY == INDEXED {
+                    f(c, i, base | i as u32, status);
                 }
             }
         }
@@ -495,29 +496,25 @@ impl<T> Columns<T> {
             .fold((OCCUPANCY, INDEXED), |(m, w), (bit, v)| (m | bit, w | v));
         let since = filter.since_us.unwrap_or(i64::MIN);
         let flip = if desc { u64::MAX } else { 0 };
-        for (n, c) in self.made().enumerate() {
-            let base = (n << CHUNK_BITS) as u32;
-            for i in 0..CHUNK {
-                let status = c.status[i].load(Ordering::Acquire);
-                if status & mask != want || c.state[i].load(Ordering::Relaxed) != LIVE {
-                    continue;
-                }
-                let last = c.last_access_us[i].load(Ordering::Relaxed);
-                if last < since {
-                    continue;
-                }
-                if let Some(net) = &filter.net
-                    && !net.contains(read_ip(c, i))
-                {
-                    continue;
-                }
-                let value = match key {
-                    Key::Requests => c.requests[i].load(Ordering::Relaxed),
-                    Key::LastAccess => last.cast_unsigned() ^ (1 << 63),
-                };
-                f(value ^ flip, base | i as u32);
+        self.each_listed(|c, i, slot, status| {
+            if status & mask != want || c.state[i].load(Ordering::Relaxed) != LIVE {
+                return;
             }
-        }
+            let last = c.last_access_us[i].load(Ordering::Relaxed);
+            if last < since {
+                return;
+            }
+            if let Some(net) = &filter.net
+                && !net.contains(read_ip(c, i))
+            {
+                return;
+            }
+            let value = match key {
+                Key::Requests => c.requests[i].load(Ordering::Relaxed),
+                Key::LastAccess => last.cast_unsigned() ^ (1 << 63),
+            };
+            f(value ^ flip, slot);
+        });
     }
 }
 

@@ -82,6 +82,20 @@ type Cols = Columns<LiveSession>;
 /// 17 bytes (issue 9: memory per session).
 type FirstIps = DashMap<SessionId, IpAddr, crate::index::Fast>;
 
+/// `now - d` in microseconds; further back than time goes is the earliest instant.
+fn micros_before(now: Timestamp, d: SignedDuration) -> i64 {
+    now.checked_sub(d).map_or(i64::MIN, |t| t.as_microsecond())
+}
+
+/// The ids in `ended` that end for `reason`.
+fn ending_for(ended: &[(EndReason, SessionId)], reason: EndReason) -> Vec<SessionId> {
+    ended
+        .iter()
+        .filter(|(r, _)| *r == reason)
+        .map(|(_, id)| *id)
+        .collect()
+}
+
 /// `query` in the columns' terms, if they hold all it asks about: the filters but
 /// user and text, the sorts by count and by last access (the console's own).
 fn by_columns(query: &SessionQuery, now: Timestamp) -> Option<(columns::Filter, columns::Key)> {
@@ -98,9 +112,7 @@ fn by_columns(query: &SessionQuery, now: Timestamp) -> Option<(columns::Filter, 
         api: query.kind.map(|k| k == SessionKind::Api),
         net: query.ip.as_ref().map(columns::Net::of),
         // Further back than time goes: every session is within it.
-        since_us: query
-            .active_within
-            .map(|d| now.checked_sub(d).map_or(i64::MIN, |t| t.as_microsecond())),
+        since_us: query.active_within.map(|d| micros_before(now, d)),
     };
     Some((filter, key))
 }
@@ -1225,11 +1237,7 @@ impl Engine {
     /// their tokens still, but the store keeps them live.
     async fn end_in_store(&self, ended: Vec<(EndReason, SessionId)>) {
         for reason in EndReason::ALL {
-            let ids: Vec<SessionId> = ended
-                .iter()
-                .filter(|(r, _)| *r == reason)
-                .map(|(_, id)| *id)
-                .collect();
+            let ids = ending_for(&ended, reason);
             if ids.is_empty() {
                 continue;
             }
@@ -1254,8 +1262,7 @@ impl Engine {
         let mut due: Vec<(EndReason, SessionId)> = Vec::new();
         let mut gone: Vec<SessionId> = Vec::new();
         let cols = &self.inner.columns;
-        let before =
-            |d: SignedDuration| now.checked_sub(d).map_or(i64::MIN, |t| t.as_microsecond());
+        let before = |d: SignedDuration| micros_before(now, d);
         let mut maybe = Vec::new();
         cols.for_each_due(
             &columns::Due {
@@ -1296,11 +1303,7 @@ impl Engine {
         }
         let mut ended = 0;
         for reason in [EndReason::AbsoluteTimeout, EndReason::IdleTimeout] {
-            let ids: Vec<SessionId> = due
-                .iter()
-                .filter(|(r, _)| *r == reason)
-                .map(|(_, id)| *id)
-                .collect();
+            let ids = ending_for(&due, reason);
             if ids.is_empty() {
                 continue;
             }

@@ -28,6 +28,7 @@ mod proxy;
 pub mod redirect;
 mod server;
 mod settings;
+mod upstream;
 mod whoami;
 
 pub use access_log::AccessLogTarget;

@@ -9,14 +9,14 @@
 use crate::client::ClientContext;
 use crate::gate::Identity;
 use crate::pages;
+use crate::upstream::{Pool, UpstreamError};
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
 
 /// Whether a client header (compared as a CGI gateway would: case-blind, `_` as `-`)
 /// claims something only Usher or a trusted proxy may say: an identity, or where the
@@ -39,47 +39,58 @@ fn is_reserved(name: &HeaderName) -> bool {
         || is("forwarded")
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+/// Parsed once: a lookup or removal by `&str` parses the name every time, and these
+/// run twice for every proxied request (issue 9).
+const HOP_BY_HOP: [HeaderName; 10] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
 ];
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 pub struct Proxy {
-    client: Client<HttpConnector, Body>,
+    pool: Arc<Pool>,
     upstream: Uri,
+    /// The upstream's `Host` when the client sent none (HTTP/2 names it in the URI).
+    host: HeaderValue,
     /// The session cookie's base name, kept from the upstream in every prefixed form.
     cookie_name: String,
 }
 
 impl Proxy {
-    pub fn new(upstream: Uri, cookie_name: &str) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(60))
-            .build(connector);
-        Self {
-            client,
+    /// `None` for an upstream URL without a host (the configuration refuses those).
+    pub fn new(upstream: Uri, cookie_name: &str) -> Option<Self> {
+        let pool = Pool::new(&upstream)?;
+        let host = HeaderValue::from_str(upstream.authority()?.as_str()).ok()?;
+        Some(Self {
+            pool,
             upstream,
+            host,
             cookie_name: cookie_name.to_owned(),
-        }
+        })
     }
 
+    /// The request's path and query under the upstream's path, in origin form.
     fn target(&self, uri: &Uri) -> Option<Uri> {
         let base = self.upstream.path().trim_end_matches('/');
-        let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        Uri::builder()
-            .scheme(self.upstream.scheme_str().unwrap_or("http"))
-            .authority(self.upstream.authority()?.as_str())
-            .path_and_query(format!("{base}{pq}"))
-            .build()
-            .ok()
+        let pq = uri.path_and_query()?;
+        if base.is_empty() {
+            // The common case shares the request's bytes: nothing is copied.
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query = Some(pq.clone());
+            return Uri::from_parts(parts).ok();
+        }
+        format!("{base}{pq}").parse().ok()
     }
 
     pub async fn forward(
@@ -106,36 +117,48 @@ impl Proxy {
             upgrade.as_ref(),
             &self.cookie_name,
         );
-        let upstream_req = Request::from_parts(parts, body);
-        let mut resp = match self.client.request(upstream_req).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, upstream = %self.upstream, "upstream request failed");
-                return pages::error_page(
-                    StatusCode::BAD_GATEWAY,
-                    "The application behind Usher is not answering. Try again shortly.",
-                );
-            }
-        };
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                tokio::spawn(async move {
-                    match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                        Ok((client, upstream)) => {
-                            let mut client = TokioIo::new(client);
-                            let mut upstream = TokioIo::new(upstream);
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                        }
-                        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
-                    }
-                });
-            }
-            let (parts, _) = resp.into_parts();
-            return Response::from_parts(parts, Body::empty());
+        if !parts.headers.contains_key(header::HOST) {
+            parts.headers.insert(header::HOST, self.host.clone());
         }
-        strip_hop_by_hop(resp.headers_mut());
-        resp.map(Body::new).into_response()
+        let upstream_req = Request::from_parts(parts, body);
+        let Some(client_upgrade) = client_upgrade else {
+            return match self.pool.send(upstream_req).await {
+                Ok(mut resp) => {
+                    strip_hop_by_hop(resp.headers_mut());
+                    resp.into_response()
+                }
+                Err(e) => self.unavailable(&e),
+            };
+        };
+        let mut resp = match self.pool.send_upgrade(upstream_req).await {
+            Ok(r) => r,
+            Err(e) => return self.unavailable(&e),
+        };
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            strip_hop_by_hop(resp.headers_mut());
+            return resp.map(Body::new).into_response();
+        }
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((client, upstream)) => {
+                    let mut client = TokioIo::new(client);
+                    let mut upstream = TokioIo::new(upstream);
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            }
+        });
+        let (parts, _) = resp.into_parts();
+        Response::from_parts(parts, Body::empty())
+    }
+
+    fn unavailable(&self, e: &UpstreamError) -> Response {
+        tracing::warn!(error = %e, upstream = %self.upstream, "upstream request failed");
+        pages::error_page(
+            StatusCode::BAD_GATEWAY,
+            "The application behind Usher is not answering. Try again shortly.",
+        )
     }
 }
 
@@ -155,19 +178,26 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect();
-    for n in named.iter().map(String::as_str).chain(HOP_BY_HOP) {
+    // Headers the `Connection` header names are hop-by-hop too (RFC 9110 §7.6.1) —
+    // and a client may name identity headers there to have a proxy drop them.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for v in headers.get_all(header::CONNECTION) {
+        let Ok(v) = v.to_str() else { continue };
+        for token in v.split(',').map(str::trim) {
+            if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close") {
+                continue; // removed below anyway, or not a header's name
+            }
+            if let Ok(n) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(n);
+            }
+        }
+    }
+    for n in named {
         headers.remove(n);
     }
-    headers.remove(header::UPGRADE);
-    headers.remove("http2-settings");
+    for n in &HOP_BY_HOP {
+        headers.remove(n);
+    }
 }
 
 fn prepare_headers(
@@ -181,7 +211,7 @@ fn prepare_headers(
         .peer_trusted
         .then(|| {
             let all: Vec<&str> = headers
-                .get_all("x-forwarded-for")
+                .get_all(&X_FORWARDED_FOR)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .collect();
@@ -189,9 +219,12 @@ fn prepare_headers(
         })
         .flatten();
     strip_hop_by_hop(headers);
-    let doomed: Vec<HeaderName> = headers.keys().filter(|k| is_reserved(k)).cloned().collect();
-    for k in doomed {
-        headers.remove(k);
+    // Most requests carry none: only then is a list of them made.
+    if headers.keys().any(is_reserved) {
+        let doomed: Vec<HeaderName> = headers.keys().filter(|k| is_reserved(k)).cloned().collect();
+        for k in doomed {
+            headers.remove(k);
+        }
     }
     strip_usher_cookies(headers, cookie_name);
     if auth.credential {
@@ -204,19 +237,25 @@ fn prepare_headers(
         headers.insert(header::UPGRADE, proto.clone());
     }
     crate::identity::set(headers, Some(auth));
-    let value = |s: &str| HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""));
-    headers.insert("x-real-ip", value(&ctx.ip().to_string()));
+    let value = |s: String| {
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
+            .unwrap_or_else(|_| HeaderValue::from_static(""))
+    };
+    headers.insert(X_REAL_IP, value(ctx.ip().to_string()));
     let peer = ctx.peer.ip().to_canonical().to_string();
     let xff = match prior_xff {
         Some(prior) => format!("{prior}, {peer}"),
         None => peer,
     };
-    headers.insert("x-forwarded-for", value(&xff));
+    headers.insert(X_FORWARDED_FOR, value(xff));
     headers.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(if ctx.https { "https" } else { "http" }),
     );
-    headers.insert("x-forwarded-host", value(&ctx.host));
+    headers.insert(
+        X_FORWARDED_HOST,
+        HeaderValue::from_str(&ctx.host).unwrap_or_else(|_| HeaderValue::from_static("")),
+    );
 }
 
 /// The upstream has no use for Usher's credentials: drop its cookies from `Cookie`,
@@ -240,7 +279,7 @@ fn strip_usher_cookies(headers: &mut HeaderMap, cookie_name: &str) {
     }
     headers.remove(header::COOKIE);
     if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_bytes(&kept)
+        && let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(kept))
     {
         headers.insert(header::COOKIE, v);
     }

@@ -43,6 +43,8 @@ pub enum ServerError {
     AccessLog(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("upstream.url must name a host, such as http://127.0.0.1:3000")]
+    Upstream,
 }
 
 pub struct Server {
@@ -82,7 +84,8 @@ impl Server {
         let proxy = settings
             .upstream
             .clone()
-            .map(|u| Proxy::new(u, &settings.cookie_name));
+            .map(|u| Proxy::new(u, &settings.cookie_name).ok_or(ServerError::Upstream))
+            .transpose()?;
         let access_log = AccessLog::start(
             &settings.access_log,
             settings.access_log_json,

@@ -1,5 +1,6 @@
 //! A small app to put behind Usher: it answers with what it received (method, path,
-//! headers, body size) as JSON, streams on `/stream`, and echoes WebSocket messages.
+//! headers, body size) as JSON, streams on `/stream`, answers 204 on `/empty`, echoes
+//! WebSocket messages, and counts the connections it accepted.
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -10,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -17,6 +19,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// `/stream` sends its second chunk only after this is notified.
     pub release: Arc<Notify>,
+    connections: Arc<AtomicUsize>,
 }
 
 type Body = http_body_util::combinators::BoxBody<Bytes, Infallible>;
@@ -27,11 +30,14 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let release = Arc::new(Notify::new());
         let rel = release.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let rel = rel.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| handle(req, rel.clone()));
@@ -41,7 +47,16 @@ impl Upstream {
                 });
             }
         });
-        Self { addr, release }
+        Self {
+            addr,
+            release,
+            connections,
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     pub fn uri(&self) -> http::Uri {
@@ -55,6 +70,12 @@ async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     if req.headers().contains_key("sec-websocket-key") {
         return Ok(websocket(req));
+    }
+    if req.uri().path() == "/empty" {
+        return Ok(Response::builder()
+            .status(204)
+            .body(BodyExt::boxed(Full::new(Bytes::new())))
+            .unwrap());
     }
     if req.uri().path() == "/stream" {
         let stream = futures_util::stream::unfold(0u8, move |n| {

@@ -269,3 +269,105 @@ async fn head_over_cleartext_http2_carries_no_body() {
         assert!(body.is_empty(), "HEAD {path}: {status} with a body");
     }
 }
+
+/// Upstream connections are kept alive and reused — after a whole body, a HEAD, a 204
+/// — and one left half-read by a client that went away is never handed to the next
+/// request.
+#[tokio::test]
+async fn upstream_connections_are_reused_and_a_half_read_one_never_is() {
+    let (app, up) = behind_usher(false).await;
+    let cookie = app.login("alice", "alice-password").await;
+    let c = client();
+    for i in 0..30 {
+        let req = match i % 3 {
+            0 => c.get(app.url("/page")),
+            1 => c.head(app.url("/page")),
+            _ => c.get(app.url("/empty")),
+        };
+        let r = req.header("cookie", &cookie).send().await.unwrap();
+        assert!(r.status() == 200 || r.status() == 204, "{}", r.status());
+        r.bytes().await.unwrap();
+    }
+    assert_eq!(
+        up.connections(),
+        1,
+        "30 requests one after another, one connection"
+    );
+
+    // A client reads the first chunk of a stream and leaves.
+    let mut r = c
+        .get(app.url("/stream"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(&r.chunk().await.unwrap().unwrap()[..], b"first;");
+    drop(r);
+    // Usher answers the next request in full, on another connection: the first is
+    // still inside the stream's body.
+    let echo: serde_json::Value = c
+        .get(app.url("/after"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echo["path"], "/after");
+    assert_eq!(up.connections(), 2);
+}
+
+/// An upstream that closes kept-alive connections while they are idle (as Node.js does
+/// after 5 s): the next request finds out before it is sent and goes out on a new
+/// connection, never as a 502.
+#[tokio::test]
+async fn an_upstream_closing_idle_connections_costs_no_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut n = 0u32;
+        while let Ok((mut s, _)) = listener.accept().await {
+            n += 1;
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                }
+                let body = format!("conn {n}");
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                s.write_all(format!("{head}{body}").as_bytes())
+                    .await
+                    .unwrap();
+                // Kept alive as far as the client can tell, then closed while idle:
+                // after Usher has read the answer and pooled the connection.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                drop(s);
+                let _ = closed_tx.send(n);
+            });
+        }
+    });
+    let mut options = Options::default();
+    options.gateway.upstream = Some(format!("http://{addr}").parse().unwrap());
+    let app = TestApp::spawn_with(options).await;
+    app.add_user("alice", "alice-password", false).await;
+    let cookie = app.login("alice", "alice-password").await;
+    for i in 1..=5u32 {
+        let r = client()
+            .get(app.url("/"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.text().await.unwrap(), format!("conn {i}"));
+        assert_eq!(closed.recv().await, Some(i));
+    }
+}

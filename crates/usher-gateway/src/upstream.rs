@@ -1,0 +1,282 @@
+//! Kept-alive HTTP/1.1 connections to the upstream, each driven by the request that
+//! uses it instead of a task of its own.
+//!
+//! hyper-util's pooled client runs every connection in a spawned task and hands each
+//! request and response across a channel to it: three task wake-ups per proxied request,
+//! often across the two cores (issue 9: the reverse proxy was 0.8 × nginx, whose one
+//! event loop pays none of them). Here the request's own task polls the connection —
+//! while it waits for the answer, and then from the response body, which the server
+//! polls to send it on — and puts it back in the pool at the body's end. WebSocket
+//! upgrades take a fresh connection of their own, run as a task (the tunnel outlives
+//! the request).
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// Idle connections kept at most; more are closed when they come back.
+const MAX_IDLE: usize = 256;
+/// An idle connection older than this is closed rather than reused: upstreams close
+/// idle connections themselves after a while, and a request should not find out.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect to the upstream: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+    #[error("the upstream closed the connection without answering")]
+    Closed,
+}
+
+struct Conn {
+    send: http1::SendRequest<Body>,
+    conn: http1::Connection<TokioIo<TcpStream>, Body>,
+}
+
+impl Conn {
+    /// Whether a pooled connection can take a request now: it has not been closed by
+    /// the upstream (polling reads the end of stream) and it wants a message. Polled
+    /// with the caller's context, which polls it again while the request is sent.
+    fn usable(&mut self, cx: &mut Context<'_>) -> bool {
+        match self.conn.poll_without_shutdown(cx) {
+            Poll::Ready(_) => false,
+            Poll::Pending => matches!(self.send.poll_ready(cx), Poll::Ready(Ok(()))),
+        }
+    }
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// The connections to one upstream.
+pub struct Pool {
+    /// `host:port` to connect to.
+    authority: String,
+    idle: Mutex<VecDeque<Idle>>,
+}
+
+impl Pool {
+    pub fn new(upstream: &Uri) -> Option<Arc<Self>> {
+        let auth = upstream.authority()?;
+        let authority = format!("{}:{}", auth.host(), auth.port_u16().unwrap_or(80));
+        Some(Arc::new(Self {
+            authority,
+            idle: Mutex::new(VecDeque::new()),
+        }))
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+        // The queue is consistent after any panic (a push or a pop), so a poisoned
+        // lock is still a good one.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Last in, first out: the warmest connection, and the cold ones age out.
+    fn take(&self) -> Option<Conn> {
+        let mut idle = self.idle();
+        while let Some(i) = idle.pop_back() {
+            if i.since.elapsed() < IDLE_TIMEOUT {
+                return Some(i.conn);
+            }
+        }
+        None
+    }
+
+    fn put(&self, conn: Conn) {
+        let mut idle = self.idle();
+        while idle
+            .front()
+            .is_some_and(|i| i.since.elapsed() >= IDLE_TIMEOUT)
+        {
+            idle.pop_front();
+        }
+        if idle.len() < MAX_IDLE {
+            idle.push_back(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, UpstreamError> {
+        let stream = TcpStream::connect(&self.authority)
+            .await
+            .map_err(UpstreamError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        let (send, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        Ok(Conn { send, conn })
+    }
+
+    /// A pooled connection that can take a request now.
+    async fn take_usable(&self) -> Option<Conn> {
+        while let Some(mut c) = self.take() {
+            if poll_fn(|cx| Poll::Ready(c.usable(cx))).await {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) and answers with the upstream's
+    /// response, whose body drives the connection and returns it to the pool at its end.
+    ///
+    /// A pooled connection the upstream closed before the request left is not an error:
+    /// the request, still whole, goes out once more on a new connection.
+    pub async fn send(
+        self: &Arc<Self>,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let (mut conn, pooled) = match self.take_usable().await {
+            Some(c) => (c, true),
+            None => (self.connect().await?, false),
+        };
+        let resp = match attempt(&mut conn, req).await {
+            Ok(resp) => resp,
+            Err(Failed::Unsent(req, _)) if pooled => {
+                conn = self.connect().await?;
+                attempt(&mut conn, *req).await.map_err(Failed::into_error)?
+            }
+            Err(e) => return Err(e.into_error()),
+        };
+        Ok(resp.map(|body| {
+            Body::new(Driven {
+                body,
+                conn: Some(conn),
+                pool: self.clone(),
+                conn_finished: false,
+            })
+        }))
+    }
+
+    /// A request that asks to upgrade (WebSocket): on a connection of its own, run as a
+    /// task so that it can become the tunnel.
+    pub async fn send_upgrade(
+        &self,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let Conn { mut send, conn } = self.connect().await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream upgrade connection ended");
+            }
+        });
+        Ok(send.send_request(req).await?)
+    }
+}
+
+/// Why one attempt gave no answer.
+enum Failed {
+    /// The connection closed before the request left: it can be sent again.
+    Unsent(Box<Request<Body>>, hyper::Error),
+    Other(UpstreamError),
+}
+
+impl Failed {
+    fn into_error(self) -> UpstreamError {
+        match self {
+            Self::Unsent(_, e) => e.into(),
+            Self::Other(e) => e,
+        }
+    }
+}
+
+/// Sends `req` on `conn`, polling the connection until the answer's head is in.
+async fn attempt(conn: &mut Conn, req: Request<Body>) -> Result<Response<Incoming>, Failed> {
+    let Conn { send, conn } = conn;
+    let mut answer = std::pin::pin!(send.try_send_request(req));
+    let answered = poll_fn(|cx| {
+        // The connection first: it writes the request and reads the answer, which the
+        // answer's future then finds.
+        let finished = conn.poll_without_shutdown(cx).is_ready();
+        match answer.as_mut().poll(cx) {
+            Poll::Ready(r) => Poll::Ready(Some(r)),
+            // The connection is done and no answer came: closed mid-request.
+            Poll::Pending if finished => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await;
+    match answered {
+        Some(Ok(resp)) => Ok(resp),
+        Some(Err(mut e)) => match e.take_message() {
+            Some(req) => Err(Failed::Unsent(Box::new(req), e.into_error())),
+            None => Err(Failed::Other(e.into_error().into())),
+        },
+        None => Err(Failed::Other(UpstreamError::Closed)),
+    }
+}
+
+/// The upstream's response body, which polls its connection as it is read and hands
+/// the connection back to the pool once the whole body has been read.
+struct Driven {
+    body: Incoming,
+    conn: Option<Conn>,
+    pool: Arc<Pool>,
+    /// The connection finished (closed, or an error): not polled again, not reused.
+    conn_finished: bool,
+}
+
+impl Driven {
+    fn release(&mut self) {
+        if let Some(c) = self.conn.take()
+            && !self.conn_finished
+        {
+            self.pool.put(c);
+        }
+    }
+}
+
+impl hyper::body::Body for Driven {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if !this.conn_finished
+            && let Some(c) = &mut this.conn
+            && c.conn.poll_without_shutdown(cx).is_ready()
+        {
+            this.conn_finished = true;
+        }
+        let frame = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            this.release();
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Driven {
+    /// A body the server never had to read (HEAD, 204, 304, an empty 200) still leaves
+    /// its connection reusable; one dropped half-read does not (it is closed).
+    fn drop(&mut self) {
+        if hyper::body::Body::is_end_stream(&self.body) {
+            self.release();
+        }
+    }
+}

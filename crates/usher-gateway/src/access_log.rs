@@ -42,13 +42,19 @@ pub struct AccessInfo {
 }
 
 impl AccessInfo {
-    /// `None` when the request had no session to name.
-    pub fn of(identity: &Identity) -> Option<Self> {
-        let s = identity.session.as_ref()?;
-        Some(Self {
-            session: s.id,
-            user: s.user.clone(),
-        })
+    /// Attaches who the request was for to its answer, for the log to name. Nothing
+    /// when the log is off: the first extension of a response costs a map and a box,
+    /// on every request of the app (issue 9).
+    pub fn attach(state: &AppState, identity: &Identity, resp: &mut Response) {
+        if state.access_log.is_none() {
+            return;
+        }
+        if let Some(s) = identity.session.as_ref() {
+            resp.extensions_mut().insert(Self {
+                session: s.id,
+                user: s.user.clone(),
+            });
+        }
     }
 }
 

@@ -120,11 +120,9 @@ fn original_context(mut ctx: ClientContext, original: &Original) -> ClientContex
 /// 200: the proxy lets the request through with these identity headers. A visitor of a
 /// public path may get their anonymous cookie here; the proxy passes it on
 /// (`auth_request_set` + `add_header` in nginx, `addAuthCookiesToResponse` in Traefik).
-fn allowed(identity: &Identity, set_cookie: Option<HeaderValue>) -> Response {
+fn allowed(state: &AppState, identity: &Identity, set_cookie: Option<HeaderValue>) -> Response {
     let mut r = StatusCode::OK.into_response();
-    if let Some(info) = crate::access_log::AccessInfo::of(identity) {
-        r.extensions_mut().insert(info);
-    }
+    crate::access_log::AccessInfo::attach(state, identity, &mut r);
     identity::set(r.headers_mut(), Some(identity));
     if let Some(c) = set_cookie {
         r.headers_mut().insert(header::SET_COOKIE, c);
@@ -190,7 +188,7 @@ async fn nginx_answer(state: &AppState, ctx: ClientContext, headers: &HeaderMap)
         Ok(Verdict::Pass {
             identity,
             set_cookie,
-        }) => allowed(&identity, set_cookie),
+        }) => allowed(state, &identity, set_cookie),
         // nginx turns this into a redirect with `error_page 401 =302 $redirection_url`;
         // it only accepts 2xx, 401 and 403 from an auth subrequest.
         Ok(Verdict::SignIn) => {
@@ -223,7 +221,7 @@ async fn forward_answer(state: &AppState, ctx: ClientContext, headers: &HeaderMa
         Ok(Verdict::Pass {
             identity,
             set_cookie,
-        }) => allowed(&identity, set_cookie),
+        }) => allowed(state, &identity, set_cookie),
         Ok(Verdict::SignIn) => {
             if !gate::is_browser(headers) {
                 return with_empty_identity(gate::unauthorized_json(state));

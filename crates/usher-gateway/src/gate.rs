@@ -182,9 +182,7 @@ pub(crate) async fn serve(state: &AppState, ctx: ClientContext, req: Request) ->
             if let Some(c) = set_cookie {
                 r.headers_mut().append(header::SET_COOKIE, c);
             }
-            if let Some(info) = AccessInfo::of(&identity) {
-                r.extensions_mut().insert(info);
-            }
+            AccessInfo::attach(state, &identity, &mut r);
             r
         }
         Ok(Verdict::SignIn) => unauthenticated(state, &ctx, req.headers(), req.uri()),

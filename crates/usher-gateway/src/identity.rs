@@ -25,7 +25,10 @@ pub fn set(headers: &mut HeaderMap, auth: Option<&Identity>) {
     let user = auth.and_then(|a| a.user.as_deref());
     let values = [
         user.map(|u| value(u.name.as_str())),
-        user.map(|u| value(&u.groups_joined())),
+        user.map(|u| {
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(u.groups_joined()))
+                .unwrap_or_else(|_| HeaderValue::from_static(""))
+        }),
         user.map(|u| value(&u.display_name)),
         user.map(|u| value(&u.email)),
         auth.and_then(|a| a.session.as_ref())

@@ -149,6 +149,27 @@ fn wrk_script(dir: &Path, cookies: &[String]) -> anyhow::Result<PathBuf> {
 struct Measured {
     rps: f64,
     p99_ms: f64,
+    /// Share of the machine's CPU time the host gave to others during the run.
+    steal: f64,
+}
+
+/// The machine's CPU time so far, and how much of it was stolen by the host
+/// (`/proc/stat`: a shared VM's neighbours take 30–40% of it at times, which is why
+/// only ratios of adjacent runs are compared).
+fn cpu_times() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .take(8)
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    (fields.iter().sum(), fields.get(7).copied().unwrap_or(0))
 }
 
 pub(crate) fn wrk(url: &str, seconds: u64, script: Option<&Path>) -> anyhow::Result<Measured> {
@@ -158,6 +179,7 @@ pub(crate) fn wrk(url: &str, seconds: u64, script: Option<&Path>) -> anyhow::Res
     if let Some(s) = script {
         cmd.arg("-s").arg(s);
     }
+    let (total_before, stolen_before) = cpu_times();
     let out = cmd
         .arg(url)
         .output()
@@ -176,7 +198,9 @@ pub(crate) fn wrk(url: &str, seconds: u64, script: Option<&Path>) -> anyhow::Res
     if text.contains("Non-2xx") {
         bail!("{url}: non-2xx answers under load:\n{text}");
     }
-    Ok(Measured { rps, p99_ms })
+    let (total, stolen) = cpu_times();
+    let steal = (stolen - stolen_before) as f64 / (total - total_before).max(1) as f64;
+    Ok(Measured { rps, p99_ms, steal })
 }
 
 fn parse_latency(v: &str) -> f64 {
@@ -328,24 +352,38 @@ fn report(rows: &[Row], sessions: usize, seconds: u64) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| scenario | baseline | baseline req/s | usher req/s | ratio | usher p99 | target |\n|---|---|---|---|---|---|---|"
+        "| scenario | baseline | baseline req/s | usher req/s | ratio | usher p99 | CPU stolen | target |\n|---|---|---|---|---|---|---|---|"
     );
     for r in rows {
         let b = median(r.base.iter().map(|m| m.rps).collect());
         let u = median(r.usher.iter().map(|m| m.rps).collect());
         let p99 = median(r.usher.iter().map(|m| m.p99_ms).collect());
+        // Each round's runs are seconds apart; rounds can be minutes apart, and the
+        // machine's speed moves more than 2× in minutes. So the ratio is the median
+        // of the rounds' ratios, not the ratio of the medians.
+        let ratio = median(
+            r.usher
+                .iter()
+                .zip(&r.base)
+                .map(|(u, b)| u.rps / b.rps)
+                .collect(),
+        );
+        let steal = median(
+            r.usher
+                .iter()
+                .chain(&r.base)
+                .map(|m| m.steal * 100.0)
+                .collect(),
+        );
         let _ = writeln!(
             out,
-            "| {} | {} | {b:.0} | {u:.0} | {:.2} | {p99:.2} ms | {} |",
-            r.scenario,
-            r.baseline,
-            u / b,
-            r.target
+            "| {} | {} | {b:.0} | {u:.0} | {ratio:.2} | {p99:.2} ms | {steal:.0}% | {} |",
+            r.scenario, r.baseline, r.target
         );
     }
     let _ = writeln!(
         out,
-        "\n{} sessions, {} round(s) of {seconds} s per side, medians; wrk -t2 -c64 on loopback, every side sent the same requests (a cookie each, rotating over the sessions).",
+        "\n{} sessions, {} round(s) of {seconds} s per side, medians (the ratio: the median of each round's ratio); wrk -t2 -c64 on loopback, every side sent the same requests (a cookie each, rotating over the sessions). CPU stolen: the host's share of the machine's CPU time during the runs (/proc/stat), median.",
         sessions,
         rows.first().map_or(0, |r| r.usher.len())
     );

@@ -106,7 +106,7 @@ pub fn run(
         .env("USHER_LOG_ACCESS", "off")
         .env("USHER_SESSIONS_MAX_ANONYMOUS", f.max_anonymous.to_string())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("usher-flood.log"))?)
         .spawn()
         .context("starting usher")?;
     let proc = Proc(child);
@@ -120,13 +120,21 @@ pub fn run(
         .worker_threads(1)
         .enable_all()
         .build()?;
+    // What the server said, when a step fails.
+    let said = || {
+        let log = std::fs::read_to_string(dir.join("usher-flood.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    };
     // Pings: a new User-Agent every time (the aggregate must stay bounded).
-    let t = drive(&rt, &url, f.cookieless, Visitor::Ping)?;
+    let t = drive(&rt, &url, f.cookieless, Visitor::Ping)
+        .with_context(|| format!("cookieless step; usher said:\n{}", said()))?;
     let after_pings = rss_kib(pid)?;
     let cookieless_clients = metric(usher, "usher_cookieless_clients ")?;
 
     // Visitors: take the cookie, come back once with it.
-    let t2 = drive(&rt, &url, f.anonymous * 2, Visitor::Returning)?;
+    let t2 = drive(&rt, &url, f.anonymous * 2, Visitor::Returning)
+        .with_context(|| format!("anonymous step; usher said:\n{}", said()))?;
     // Let the flusher write the last of them.
     std::thread::park_timeout(std::time::Duration::from_secs(2));
     let after_visitors = rss_kib(pid)?;

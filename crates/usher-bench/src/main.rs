@@ -199,7 +199,8 @@ pub(crate) fn wrk(url: &str, seconds: u64, script: Option<&Path>) -> anyhow::Res
         bail!("{url}: non-2xx answers under load:\n{text}");
     }
     let (total, stolen) = cpu_times();
-    let steal = (stolen - stolen_before) as f64 / (total - total_before).max(1) as f64;
+    let steal = stolen.saturating_sub(stolen_before) as f64
+        / total.saturating_sub(total_before).max(1) as f64;
     Ok(Measured { rps, p99_ms, steal })
 }
 

@@ -85,31 +85,44 @@ impl Pool {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Last in, first out: the warmest connection, and the cold ones age out.
+    /// Last in, first out: the warmest connection, and the cold ones age out. Aged
+    /// ones are closed after the lock is let go (closing is a system call).
     fn take(&self) -> Option<Conn> {
-        let mut idle = self.idle();
-        while let Some(i) = idle.pop_back() {
-            if i.since.elapsed() < IDLE_TIMEOUT {
-                return Some(i.conn);
+        let mut aged = Vec::new();
+        let found = {
+            let mut idle = self.idle();
+            loop {
+                match idle.pop_back() {
+                    Some(i) if i.since.elapsed() < IDLE_TIMEOUT => break Some(i.conn),
+                    Some(i) => aged.push(i),
+                    None => break None,
+                }
             }
-        }
-        None
+        };
+        drop(aged);
+        found
     }
 
     fn put(&self, conn: Conn) {
+        let mut aged = Vec::new();
         let mut idle = self.idle();
         while idle
             .front()
             .is_some_and(|i| i.since.elapsed() >= IDLE_TIMEOUT)
         {
-            idle.pop_front();
+            aged.extend(idle.pop_front());
         }
         if idle.len() < MAX_IDLE {
             idle.push_back(Idle {
                 conn,
                 since: Instant::now(),
             });
+            drop(idle);
+        } else {
+            drop(idle);
+            drop(conn);
         }
+        drop(aged);
     }
 
     async fn connect(&self) -> Result<Conn, UpstreamError> {

@@ -14,6 +14,7 @@ pub mod intern;
 pub mod metrics;
 pub mod password;
 pub mod sessions;
+pub mod sharded;
 pub mod throttle;
 pub mod timeline;
 

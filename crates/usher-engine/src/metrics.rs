@@ -8,6 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::sharded;
+
 /// Label sets are fixed arrays of static strings: recording allocates nothing.
 type L1 = [(&'static str, &'static str); 1];
 type L2 = [(&'static str, &'static str); 2];
@@ -15,8 +17,9 @@ type L2 = [(&'static str, &'static str); 2];
 pub struct Metrics {
     registry: Registry,
     pub sessions_active: Family<L2, Gauge>,
-    pub requests: Family<L1, Counter>,
-    pub check_seconds: Histogram,
+    /// Per-thread slots: recorded on every request (`crate::sharded`).
+    pub requests: Family<L1, sharded::Counter>,
+    pub check_seconds: sharded::Histogram,
     pub logins: Family<L1, Counter>,
     pub sessions_ended: Family<L1, Counter>,
     pub flush_seconds: Histogram,
@@ -33,10 +36,10 @@ pub struct Metrics {
 
 #[derive(Debug, Clone)]
 pub struct Outcomes {
-    pub allowed: Counter,
-    pub public: Counter,
-    pub denied: Counter,
-    pub error: Counter,
+    pub allowed: sharded::Counter,
+    pub public: sharded::Counter,
+    pub denied: sharded::Counter,
+    pub error: sharded::Counter,
 }
 
 impl Default for Metrics {
@@ -54,14 +57,14 @@ impl Metrics {
             "Live sessions in this node's index, by type and whether a user is signed in",
             sessions_active.clone(),
         );
-        let requests = Family::<L1, Counter>::default();
+        let requests = Family::<L1, sharded::Counter>::default();
         registry.register(
             "requests",
             "Requests checked by the gate and forward auth, by outcome (allowed, denied, error)",
             requests.clone(),
         );
         // 10 µs .. ~1.3 s: the check itself is micro-seconds; misses go to the store.
-        let check_seconds = Histogram::new(exponential_buckets(0.000_01, 2.0, 18));
+        let check_seconds = sharded::Histogram::new(exponential_buckets(0.000_01, 2.0, 18));
         registry.register_with_unit(
             "session_check_duration",
             "Time to check a request's session (cookie to verdict)",

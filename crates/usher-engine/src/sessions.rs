@@ -416,6 +416,9 @@ pub struct Tasks {
 pub struct Authenticated {
     pub session: Arc<LiveSession>,
     pub user: Option<Arc<User>>,
+    /// When it was checked: the time [`Engine::record`] counts the request at (one
+    /// clock read per request, not one per step).
+    pub checked_at: Timestamp,
 }
 
 impl Engine {
@@ -854,7 +857,7 @@ impl Engine {
     /// Counts one request on a session [`Engine::find`] returned.
     pub fn record(&self, auth: &Authenticated, req: &RequestInfo<'_>) {
         let session = &auth.session;
-        let now = self.inner.clock.now();
+        let now = auth.checked_at;
         let (cols, strings) = (&self.inner.columns, &self.inner.strings);
         if session.touch(cols, now, req, strings, &self.inner.first_ips) {
             self.queue(session);
@@ -891,7 +894,11 @@ impl Engine {
             Some(name) => Some(self.inner.users.get(name)?.value().clone()),
             None => None,
         };
-        Some(Authenticated { session, user })
+        Some(Authenticated {
+            session,
+            user,
+            checked_at: now,
+        })
     }
 
     /// A lazy anonymous session for a token Usher handed out earlier and the client has

@@ -12,6 +12,7 @@ pub mod api;
 mod api_clients;
 mod app;
 mod client;
+mod connections;
 mod cookie;
 mod csrf;
 mod demo;

@@ -6,6 +6,7 @@ use crate::GatewaySettings;
 use crate::access_log::AccessLog;
 use crate::app::{AppState, router};
 use crate::client::ClientContext;
+use crate::connections::{Connections, Tracked};
 use crate::csrf::CsrfKey;
 use crate::forward::Endpoint;
 use crate::proxy::Proxy;
@@ -156,13 +157,16 @@ impl Server {
         });
         let app = router(state.clone());
         let mut builder = Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(state.settings.header_read_timeout)
-            .max_buf_size(64 * 1024);
+        // No timer for HTTP/1: hyper's header-read timeout is then off, and
+        // `Connections` keeps it instead, without a timer per request (issue 9). Without
+        // one or the other a slowloris client would hold its connection forever.
+        builder.http1().max_buf_size(64 * 1024);
         builder.http2().timer(TokioTimer::new());
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let connections = Arc::new(Connections::new(state.settings.header_read_timeout));
+        let sweep = tokio::spawn({
+            let connections = connections.clone();
+            async move { connections.sweep().await }
+        });
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -180,28 +184,42 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let app = app.clone();
             let state = state.clone();
+            let opened = connections.open();
+            let conn_state = opened.conn().clone();
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                serve_one(state.clone(), app.clone(), peer, req)
+                let in_flight = conn_state.begin();
+                let answer = serve_one(state.clone(), app.clone(), peer, req);
+                async move {
+                    let resp = answer.await?;
+                    Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, in_flight)))
+                }
             });
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                 .into_owned();
-            let conn = graceful.watch(conn);
+            let conn = opened.watch(conn);
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, peer = %peer, "connection ended with an error");
+                match conn.await {
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, peer = %peer, "connection ended with an error");
+                    }
+                    None => {
+                        tracing::debug!(peer = %peer, "closed: no request head within server.header_read_timeout");
+                    }
+                    Some(Ok(())) => {}
                 }
             });
         }
         drop(listener);
         state.draining.store(true, Ordering::Release);
         tracing::info!("shutting down: finishing requests in flight");
-        if tokio::time::timeout(state.settings.drain_timeout, graceful.shutdown())
+        if tokio::time::timeout(state.settings.drain_timeout, connections.shutdown())
             .await
             .is_err()
         {
             tracing::warn!("requests still in flight after the drain timeout; closing them");
         }
+        sweep.abort();
         if let Some(t) = metrics_task {
             t.abort();
         }

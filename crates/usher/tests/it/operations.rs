@@ -258,3 +258,83 @@ async fn shutdown_finishes_requests_in_flight() {
         .unwrap()[0];
     assert_eq!(s.requests, 1);
 }
+
+/// Slowloris (SECURITY REL-21, C22): a connection that does not finish a request head
+/// within `server.header_read_timeout` is closed — whether it sent half a head or sat
+/// idle after an answer — while a slow *answer* (a stream from the app) is never cut,
+/// and a client that keeps asking keeps its connection.
+#[tokio::test]
+async fn connections_slow_to_send_a_head_are_closed_and_slow_answers_are_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Upstream::spawn().await;
+    let mut options = Options::default();
+    options.gateway.upstream = Some(upstream.uri());
+    options.gateway.header_read_timeout = Duration::from_secs(1);
+    let app = TestApp::spawn_with(options).await;
+    app.add_user("alice", "alice-password", false).await;
+    let cookie = app.login("alice", "alice-password").await;
+
+    /// Seconds until the server closes `s` (reads what it sends until then).
+    async fn closed_after(s: &mut tokio::net::TcpStream) -> f64 {
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return started.elapsed().as_secs_f64(),
+                Ok(Ok(_)) => {}
+                Err(_) => panic!("the connection was still open after 10 s"),
+            }
+        }
+    }
+
+    // Half a head, then silence.
+    let mut half = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    half.write_all(b"GET /usher/healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let waited = closed_after(&mut half).await;
+    assert!((0.8..=2.0).contains(&waited), "closed after {waited:.2} s");
+
+    // A whole request answered, then idle on a kept-alive connection.
+    let mut idle = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    idle.write_all(b"GET /usher/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let waited = closed_after(&mut idle).await;
+    assert!(
+        (0.8..=2.0).contains(&waited),
+        "idle closed after {waited:.2} s"
+    );
+
+    // A client asking every 300 ms for 3 s keeps its one connection.
+    let mut busy = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let mut buf = [0u8; 4096];
+    for _ in 0..10 {
+        busy.write_all(b"GET /usher/healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let n = busy.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "answered on the same connection"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // An answer the app streams slowly — 2.5 s between its chunks — arrives whole.
+    let mut r = client()
+        .get(app.url("/stream"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(&r.chunk().await.unwrap().unwrap()[..], b"first;");
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    upstream.release.notify_one();
+    let mut rest = Vec::new();
+    while let Some(c) = r.chunk().await.unwrap() {
+        rest.extend_from_slice(&c);
+    }
+    assert_eq!(rest, b"second");
+    println!("REL-21 header_timeout_s=1 half_head_closed=1 idle_closed=1 slow_answer_cut=0");
+}

@@ -802,34 +802,39 @@ impl Engine {
     /// have been created by another node).
     pub async fn find(&self, token: &Token) -> Result<Option<Authenticated>, EngineError> {
         let hash = token.hash();
-        let found = self.inner.index.get(&hash);
-        let session = match found {
+        let session = match self.inner.index.get(&hash) {
             Some(s) => s,
-            None => {
-                let now = self.inner.clock.now();
-                if self
-                    .inner
-                    .unknown
-                    .get(&hash)
-                    .is_some_and(|at| now.duration_since(*at) < UNKNOWN_TTL)
-                {
-                    return Ok(None);
-                }
-                self.inner.metrics.token_store_lookups.inc();
-                let admitted = match self.inner.store.session_by_token(&hash).await? {
-                    Some(record) => self.admit(&record).await?,
-                    None => None,
-                };
-                match admitted {
-                    Some(s) => s,
-                    None => {
-                        self.remember_unknown(hash, now);
-                        return Ok(None);
-                    }
-                }
-            }
+            // Boxed: the store's path would make every request's future larger, and
+            // the request path moves that future around (issue 9).
+            None => match Box::pin(self.find_stored(hash)).await? {
+                Some(s) => s,
+                None => return Ok(None),
+            },
         };
         Ok(self.check(session))
+    }
+
+    /// A token not in memory: another node's session, one made by the CLI — or junk,
+    /// remembered as unknown for a while so that it is not looked up again.
+    async fn find_stored(&self, hash: TokenHash) -> Result<Option<Arc<LiveSession>>, EngineError> {
+        let now = self.inner.clock.now();
+        if self
+            .inner
+            .unknown
+            .get(&hash)
+            .is_some_and(|at| now.duration_since(*at) < UNKNOWN_TTL)
+        {
+            return Ok(None);
+        }
+        self.inner.metrics.token_store_lookups.inc();
+        let admitted = match self.inner.store.session_by_token(&hash).await? {
+            Some(record) => self.admit(&record).await?,
+            None => None,
+        };
+        if admitted.is_none() {
+            self.remember_unknown(hash, now);
+        }
+        Ok(admitted)
     }
 
     /// Full, it takes no more until the reaper drops what is older than the TTL: a

@@ -130,10 +130,11 @@ async fn check(
         }
     }
     // No cookie session: an API client may have sent a credential instead.
-    if let Some(identity) = state
-        .api_clients
-        .authenticate(state, ctx, headers, track)
-        .await?
+    // The paths below are boxed: they await the store (or argon2), and their futures
+    // would make the future of every request — hyper moves it into place each time —
+    // kilobytes larger (issue 9).
+    if let Some(identity) =
+        Box::pin(state.api_clients.authenticate(state, ctx, headers, track)).await?
     {
         return Ok(Verdict::pass(identity));
     }
@@ -145,7 +146,7 @@ async fn check(
     }
     // Lazy: the session starts when a cookie Usher handed out comes back.
     if let Some(token) = &returned
-        && let Some(auth) = engine.adopt_anonymous(token, &req).await?
+        && let Some(auth) = Box::pin(engine.adopt_anonymous(token, &req)).await?
     {
         return Ok(Verdict::pass(auth.into()));
     }

@@ -6,7 +6,7 @@ use crate::GatewaySettings;
 use crate::access_log::AccessLog;
 use crate::app::{AppState, router};
 use crate::client::ClientContext;
-use crate::connections::{Connections, Tracked};
+use crate::connections::{Connections, InFlight, Tracked};
 use crate::csrf::CsrfKey;
 use crate::forward::Endpoint;
 use crate::proxy::Proxy;
@@ -188,11 +188,7 @@ impl Server {
             let conn_state = opened.conn().clone();
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let in_flight = conn_state.begin();
-                let answer = serve_one(state.clone(), app.clone(), peer, req);
-                async move {
-                    let resp = answer.await?;
-                    Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, in_flight)))
-                }
+                serve_one(state.clone(), app.clone(), peer, req, in_flight)
             });
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)
@@ -254,12 +250,24 @@ impl Direct {
 /// a proxy's forward auth — are answered here without the router (its matching,
 /// nesting and boxed layers cost about a quarter of a request this cheap — issue 9);
 /// Usher's own pages and API go through the router.
+/// The answer's body keeps the connection busy (`in_flight`) until hyper has sent it.
 async fn serve_one(
     state: Arc<AppState>,
     app: axum::Router,
     peer: SocketAddr,
     req: Request<Incoming>,
-) -> Result<Response, Infallible> {
+    in_flight: InFlight,
+) -> Result<Response<Tracked<axum::body::Body>>, Infallible> {
+    let resp = answer(state, app, peer, req).await;
+    Ok(resp.map(|body| Tracked::new(body, in_flight)))
+}
+
+async fn answer(
+    state: Arc<AppState>,
+    app: axum::Router,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response {
     if let Some(direct) = Direct::of(&state.settings.prefix, req.uri().path()) {
         let head = req.method() == http::Method::HEAD;
         let (pending, ctx) = match crate::access_log::Pending::begin(&state, peer, &req) {
@@ -271,18 +279,30 @@ async fn serve_one(
         };
         let resp = match direct {
             Direct::ForwardAuth(endpoint) => endpoint.answer(&state, ctx, req.headers()).await,
-            Direct::Gate => crate::gate::serve(&state, ctx, req.map(axum::body::Body::new)).await,
+            // Boxed: the reverse proxy's future is kilobytes, and hyper moves the
+            // service's future into place on every request — this one stays small.
+            Direct::Gate => {
+                Box::pin(crate::gate::serve(
+                    &state,
+                    ctx,
+                    req.map(axum::body::Body::new),
+                ))
+                .await
+            }
         };
         if let Some(p) = pending {
             p.finish(&state, &resp);
         }
         // As the router would: hyper drops a HEAD answer's body on HTTP/1, but on
         // HTTP/2 a body is a protocol error for the client.
-        return Ok(if head { without_body(resp) } else { resp });
+        return if head { without_body(resp) } else { resp };
     }
     let mut req = req.map(axum::body::Body::new);
     req.extensions_mut().insert(ConnectInfo(peer));
-    app.oneshot(req).await
+    match Box::pin(app.oneshot(req)).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    }
 }
 
 /// A HEAD answer: the headers of the GET answer, its length kept, no body.

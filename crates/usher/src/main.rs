@@ -12,12 +12,6 @@ mod users;
 use clap::Parser;
 use std::process::ExitCode;
 
-/// mimalloc rather than glibc's malloc: a request allocates a little in many places
-/// (hyper's buffers and header maps, the answer, the proxy's request), and glibc's
-/// malloc/free were ~3% of a forward-auth request's CPU (issue 9).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -12,11 +12,6 @@ use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use tokio::net::TcpListener;
 
-/// The allocator Usher uses, so that a ratio against this server measures Usher's own
-/// work, not a difference of allocators.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let addr = std::env::args()

@@ -6,8 +6,9 @@
 //! lookup of the runtime handle (issue 9: ~1.5% of a forward-auth request's CPU). And
 //! hyper-util's `GracefulShutdown` has every connection poll one shared watch channel on
 //! every wake, taking that channel's mutex. Here each connection owns its state; a sweep
-//! four to eight times per timeout closes the connections that have waited too long for
-//! a request head, and the shared list is touched only when a connection opens or closes.
+//! every eighth of the timeout (every quarter second at most) closes the connections that
+//! have waited too long for a request head, and the shared list is touched only when a
+//! connection opens or closes, and by the sweep.
 
 use futures_util::task::AtomicWaker;
 use hyper::body::{Body, Frame, SizeHint};
@@ -159,17 +160,12 @@ impl Connections {
             open.conns.insert(id, conn.clone());
             id
         };
-        Opened {
-            conn,
-            registered: Registered {
-                shared: shared.clone(),
-                id,
-            },
-        }
+        Opened(Registered { conn, id })
     }
 
-    /// Closes the connections that have waited too long for a request head, a few
-    /// times per timeout, until dropped. Run it beside the accept loop.
+    /// Closes the connections that have waited too long for a request head, looking
+    /// every eighth of the timeout (every quarter second at most), until dropped. Run it
+    /// beside the accept loop.
     pub(crate) async fn sweep(&self) {
         let shared = &self.shared;
         let tick = Duration::from_millis((shared.timeout_ms / 8).clamp(10, 250));
@@ -214,15 +210,12 @@ impl Connections {
 }
 
 /// A registered connection, not yet being served.
-pub(crate) struct Opened {
-    conn: Arc<Conn>,
-    registered: Registered,
-}
+pub(crate) struct Opened(Registered);
 
 impl Opened {
     /// The state its requests mark themselves busy on ([`Conn::begin`]).
     pub(crate) fn conn(&self) -> &Arc<Conn> {
-        &self.conn
+        &self.0.conn
     }
 
     /// Serves `conn` until it ends (`Some` of its result), is closed for waiting too
@@ -230,25 +223,25 @@ impl Opened {
     pub(crate) fn watch<C: Drain>(self, conn: C) -> Watched<C> {
         Watched {
             inner: Box::pin(conn),
-            conn: self.conn,
             stopping: false,
-            _registered: self.registered,
+            registered: self.0,
         }
     }
 }
 
-/// Takes a connection off the list when its future is dropped, however it ended.
+/// A connection on the list, taken off when dropped (with its future, however it ended).
 struct Registered {
-    shared: Arc<Shared>,
+    conn: Arc<Conn>,
     id: u64,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        let mut open = lock(&self.shared.open);
+        let shared = &self.conn.shared;
+        let mut open = lock(&shared.open);
         open.conns.remove(&self.id);
         if open.closing && open.conns.is_empty() {
-            self.shared.closed.notify_waiters();
+            shared.closed.notify_waiters();
         }
     }
 }
@@ -256,9 +249,8 @@ impl Drop for Registered {
 /// A connection served under [`Connections`].
 pub(crate) struct Watched<C> {
     inner: Pin<Box<C>>,
-    conn: Arc<Conn>,
     stopping: bool,
-    _registered: Registered,
+    registered: Registered,
 }
 
 impl<C: Drain> Future for Watched<C> {
@@ -266,9 +258,10 @@ impl<C: Drain> Future for Watched<C> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
+        let conn = &this.registered.conn;
         // This connection's own waker slot: no other connection's poll touches it.
-        this.conn.waker.register(cx.waker());
-        if !this.stopping && this.conn.stop.load(Ordering::Acquire) {
+        conn.waker.register(cx.waker());
+        if !this.stopping && conn.stop.load(Ordering::Acquire) {
             this.stopping = true;
             this.inner.as_mut().drain();
         }
@@ -277,7 +270,7 @@ impl<C: Drain> Future for Watched<C> {
         }
         // Decided here, after the connection has read what it could: a head that
         // arrived in time has begun a request, and the connection is no longer overdue.
-        if this.conn.expire.swap(false, Ordering::AcqRel) && this.conn.overdue() {
+        if conn.expire.swap(false, Ordering::AcqRel) && conn.overdue() {
             return Poll::Ready(None);
         }
         Poll::Pending

@@ -180,3 +180,26 @@ pub fn header_values(echo: &serde_json::Value, name: &str) -> Vec<String> {
         .map(|h| h[1].as_str().unwrap().to_owned())
         .collect()
 }
+
+/// `GET url` (the upstream's `/stream`, through Usher) with `cookie`: the answer once
+/// its first chunk has come; the second waits for [`Upstream::release`].
+pub async fn stream_begun(url: &str, cookie: &str) -> reqwest::Response {
+    let mut r = crate::client()
+        .get(url)
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(&r.chunk().await.unwrap().unwrap()[..], b"first;");
+    r
+}
+
+/// The rest of a streamed answer's body.
+pub async fn stream_rest(r: &mut reqwest::Response) -> Vec<u8> {
+    let mut rest = Vec::new();
+    while let Some(c) = r.chunk().await.unwrap() {
+        rest.extend_from_slice(&c);
+    }
+    rest
+}

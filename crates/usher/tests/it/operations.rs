@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 use usher_gateway::AccessLogTarget;
+use usher_testkit::upstream::{stream_begun, stream_rest};
 use usher_testkit::{Options, TestApp, Upstream, client};
 
 fn metric(text: &str, line_start: &str) -> f64 {
@@ -233,23 +234,13 @@ async fn shutdown_finishes_requests_in_flight() {
     let app = TestApp::spawn_with(options).await;
     app.add_user("alice", "alice-password", false).await;
     let cookie = app.login("alice", "alice-password").await;
-    let mut r = client()
-        .get(app.url("/stream"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(&r.chunk().await.unwrap().unwrap()[..], b"first;");
+    let mut r = stream_begun(&app.url("/stream"), &cookie).await;
     let store = app.store.clone();
     let stopping = tokio::spawn(app.stop());
     // New connections are refused while the old request is still being answered.
     tokio::task::yield_now().await;
     upstream.release.notify_one();
-    let mut rest = Vec::new();
-    while let Some(c) = r.chunk().await.unwrap() {
-        rest.extend_from_slice(&c);
-    }
-    assert_eq!(rest, b"second");
+    assert_eq!(stream_rest(&mut r).await, b"second");
     stopping.await.unwrap();
     // And its count was written before the exit.
     let s = &store
@@ -322,19 +313,9 @@ async fn connections_slow_to_send_a_head_are_closed_and_slow_answers_are_not() {
     }
 
     // An answer the app streams slowly — 2.5 s between its chunks — arrives whole.
-    let mut r = client()
-        .get(app.url("/stream"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(&r.chunk().await.unwrap().unwrap()[..], b"first;");
+    let mut r = stream_begun(&app.url("/stream"), &cookie).await;
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     upstream.release.notify_one();
-    let mut rest = Vec::new();
-    while let Some(c) = r.chunk().await.unwrap() {
-        rest.extend_from_slice(&c);
-    }
-    assert_eq!(rest, b"second");
+    assert_eq!(stream_rest(&mut r).await, b"second");
     println!("REL-21 header_timeout_s=1 half_head_closed=1 idle_closed=1 slow_answer_cut=0");
 }

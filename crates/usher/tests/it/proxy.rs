@@ -3,7 +3,7 @@
 use futures_util::{SinkExt, StreamExt};
 use usher_core::client_ip::TrustedProxies;
 use usher_core::{Group, Username};
-use usher_testkit::upstream::header_values;
+use usher_testkit::upstream::{header_values, stream_begun, stream_rest};
 use usher_testkit::{Options, TestApp, Upstream, client};
 
 async fn behind_usher(trusted: bool) -> (TestApp, Upstream) {
@@ -145,22 +145,10 @@ async fn strangers_never_reach_the_upstream() {
 async fn response_bodies_stream_through() {
     let (app, up) = behind_usher(false).await;
     let cookie = app.login("alice", "alice-password").await;
-    let mut r = client()
-        .get(app.url("/stream"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
     // The upstream holds its second chunk back until we have seen the first.
-    let first = r.chunk().await.unwrap().unwrap();
-    assert_eq!(&first[..], b"first;");
+    let mut r = stream_begun(&app.url("/stream"), &cookie).await;
     up.release.notify_one();
-    let mut rest = Vec::new();
-    while let Some(c) = r.chunk().await.unwrap() {
-        rest.extend_from_slice(&c);
-    }
-    assert_eq!(rest, b"second");
+    assert_eq!(stream_rest(&mut r).await, b"second");
 }
 
 #[tokio::test]

@@ -146,7 +146,17 @@ pub fn run(rt: &tokio::runtime::Runtime, dir: &Path, n: u64) -> anyhow::Result<S
     let started = Instant::now();
     let token = rt.block_on(seed(&db, n))?;
     let seeded = started.elapsed();
-    let (usher, addr, restart) = start_timed(dir, &db)?;
+    // Three restarts, the median reported: one start on a shared machine was off by
+    // half a second either way from the next.
+    let mut restarts = Vec::new();
+    for _ in 0..2 {
+        let (usher, _, took) = start_timed(dir, &db)?;
+        drop(usher);
+        restarts.push(took.as_secs_f64());
+    }
+    let (usher, addr, took) = start_timed(dir, &db)?;
+    restarts.push(took.as_secs_f64());
+    restarts.sort_by(|a, b| a.total_cmp(b));
     std::thread::park_timeout(Duration::from_secs(2));
     let full_rss = rss_kib(usher.0.id())?;
     let per_session = (full_rss.saturating_sub(empty_rss) * 1024) as f64 / n as f64;
@@ -171,13 +181,15 @@ pub fn run(rt: &tokio::runtime::Runtime, dir: &Path, n: u64) -> anyhow::Result<S
         out,
         "{n} live sessions of 1,000 users (generated in SQLite in {seeded:.0?}).\n\n\
          | measure | result | target |\n|---|---|---|\n\
-         | restart until `/usher/readyz` answers 200 | {:.2} s | ≤ 2 s |\n\
+         | restart until `/usher/readyz` answers 200 (median of 3; min, max) | {:.2} s ({:.2}, {:.2}) | ≤ 2 s |\n\
          | resident memory: empty server / with {n} sessions | {:.1} MiB / {:.1} MiB | |\n\
          | memory per live session | {per_session:.0} bytes | ≤ 200 bytes |\n\
          | API page 1 (25) sorted by requests, `ip=10.1.0.0/16` (65,536 match) | median {:.1} ms, max {:.1} ms | ≤ 20 ms |\n\
          | API page 1 (25) sorted by requests, no filter | median {:.1} ms | |\n\
          | API page 1 (25) of one user's sessions (`user=user7`, 1,000 of them) | median {:.1} ms | |",
-        restart.as_secs_f64(),
+        restarts[1],
+        restarts[0],
+        restarts[2],
         empty_rss as f64 / 1024.0,
         full_rss as f64 / 1024.0,
         page[page.len() / 2],

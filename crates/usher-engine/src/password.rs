@@ -27,13 +27,11 @@ impl PasswordHasher {
     /// OWASP's argon2id minimum (m = 19 MiB, t = 2, p = 1), at most `parallel` at once.
     pub fn new(parallel: usize) -> Result<Self, EngineError> {
         let params = Params::default();
-        let mut hasher = Self {
+        Ok(Self {
+            dummy: Arc::new(dummy_phc(&params)),
             params,
             permits: Arc::new(Semaphore::new(parallel.max(1))),
-            dummy: Arc::new(String::new()),
-        };
-        hasher.dummy = Arc::new(hash_blocking(&hasher.params, "usher-dummy-password")?);
-        Ok(hasher)
+        })
     }
 
     /// Checks the policy a new password must meet; the message says what to change.
@@ -93,6 +91,19 @@ impl PasswordHasher {
     }
 }
 
+/// A hash with the real parameters that no password matches: verifying against it costs
+/// what verifying a real one does. Written, not computed: hashing one took ~50 ms of
+/// every start (issue 9: restart with a million sessions until ready).
+fn dummy_phc(params: &Params) -> String {
+    format!(
+        "$argon2id$v=19$m={},t={},p={}$dXNoZXItZHVtbXktc2FsdA${}",
+        params.m_cost(),
+        params.t_cost(),
+        params.p_cost(),
+        "A".repeat(43)
+    )
+}
+
 fn hash_blocking(params: &Params, password: &str) -> Result<String, EngineError> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
         .hash_password(password.as_bytes())
@@ -125,6 +136,25 @@ mod tests {
         assert!(!h.verify(pw, Some("not a phc string")).await);
         assert!(h.hash("short").await.is_err());
         assert!(h.hash(&"x".repeat(2000)).await.is_err());
+        Ok(())
+    }
+
+    /// An unknown user's sign-in must cost a real verification: the dummy parses, with
+    /// the algorithm, version, parameters and output length of a real hash.
+    #[tokio::test]
+    async fn the_dummy_costs_what_a_real_hash_does() -> Result<(), EngineError> {
+        let h = PasswordHasher::new(1)?;
+        let real = h.hash("correct horse battery").await?;
+        let (real, dummy) = (PasswordHash::new(&real), PasswordHash::new(&h.dummy));
+        let (real, dummy) = (real.expect("real parses"), dummy.expect("dummy parses"));
+        assert_eq!(dummy.algorithm, real.algorithm);
+        assert_eq!(dummy.version, real.version);
+        assert_eq!(dummy.params, real.params);
+        assert_eq!(
+            dummy.hash.as_ref().map(|o| o.len()),
+            real.hash.as_ref().map(|o| o.len())
+        );
+        assert!(!h.verify("correct horse battery", None).await);
         Ok(())
     }
 }

@@ -148,6 +148,52 @@ async fn sessions_survive_a_restart_and_keep_counting() {
     assert_eq!(engine.requests(&a.session), 6);
 }
 
+/// A start reads the live sessions page after page (2,000 a page) ahead of admitting
+/// them: every one of several pages' worth comes back, once, with its user.
+#[tokio::test]
+async fn a_restart_loads_sessions_spanning_several_pages() {
+    let f = fixture().await;
+    let alice = f.user("alice").await;
+    let bob = f.user("bob").await;
+    let many = EngineConfig {
+        max_anonymous: 10_000,
+        ..config()
+    };
+    let mut tokens = Vec::new();
+    let mut users = Vec::new();
+    {
+        let engine = Engine::load(f.store.clone(), Arc::new(f.clock.clone()), many.clone())
+            .await
+            .unwrap();
+        // Lazy anonymous sessions: thousands written by one flush.
+        for _ in 0..4_100 {
+            let t = Token::generate().unwrap();
+            engine.adopt_anonymous(&t, &REQ).await.unwrap().unwrap();
+            tokens.push(t);
+        }
+        for u in [&alice, &bob, &alice] {
+            let (t, _) = engine
+                .create(Some(u), SessionKind::Web, &REQ)
+                .await
+                .unwrap();
+            users.push((t, u.name.clone()));
+        }
+        engine.flush().await.unwrap();
+    }
+    let engine = Engine::load(f.store.clone(), Arc::new(f.clock.clone()), many)
+        .await
+        .unwrap();
+    assert_eq!(engine.live_count(), 4_103);
+    for t in &tokens {
+        let a = engine.find(t).await.unwrap().expect("an anonymous session");
+        assert!(a.user.is_none());
+    }
+    for (t, name) in &users {
+        let a = engine.find(t).await.unwrap().expect("a user's session");
+        assert_eq!(&a.user.expect("with its user").name, name);
+    }
+}
+
 #[tokio::test]
 async fn idle_timeout_refuses_then_records_expiry() {
     let f = fixture().await;
@@ -423,6 +469,9 @@ impl Store for GatedStore {
         limit: u32,
     ) -> usher_store::Result<usher_store::LivePage> {
         self.inner.sessions_live_page(from, limit).await
+    }
+    fn sessions_live_page_done(&self, page: usher_store::LivePage) {
+        self.inner.sessions_live_page_done(page);
     }
     async fn sessions_of_user(
         &self,

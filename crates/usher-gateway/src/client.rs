@@ -33,7 +33,7 @@ impl ClientContext {
             &settings.trusted,
             header,
             headers
-                .get_all(header.header_name())
+                .get_all(names::client_ip(header))
                 .iter()
                 .map(|v| v.as_bytes()),
         );
@@ -154,4 +154,31 @@ pub(crate) mod names {
     pub const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
     pub const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
     pub const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+
+    /// `proxy.client_ip_header`'s name, parsed once, for the same reason.
+    pub fn client_ip(h: usher_core::client_ip::ClientIpHeader) -> HeaderName {
+        use usher_core::client_ip::ClientIpHeader as H;
+        match h {
+            H::XForwardedFor => HeaderName::from_static("x-forwarded-for"),
+            H::XRealIp => HeaderName::from_static("x-real-ip"),
+            H::Forwarded => http::header::FORWARDED,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names;
+    use usher_core::client_ip::ClientIpHeader;
+
+    #[test]
+    fn the_parsed_client_ip_header_is_the_configured_one() {
+        for h in [
+            ClientIpHeader::XForwardedFor,
+            ClientIpHeader::XRealIp,
+            ClientIpHeader::Forwarded,
+        ] {
+            assert_eq!(names::client_ip(h).as_str(), h.header_name());
+        }
+    }
 }

@@ -175,6 +175,11 @@ pub trait Store: Send + Sync + 'static {
     /// reading: for loading a million of them at start without holding all their rows
     /// at once.
     async fn sessions_live_page(&self, from: &LiveCursor, limit: u32) -> Result<LivePage>;
+    /// A page of [`Store::sessions_live_page`] its reader is done with, handed back so
+    /// that the backend frees it where it suits the backend.
+    fn sessions_live_page_done(&self, page: LivePage) {
+        drop(page);
+    }
     /// How many sessions have not ended: what a reading of all of them will give, so a
     /// server can size its index once instead of growing it a million times.
     async fn sessions_live_count(&self) -> Result<u64>;

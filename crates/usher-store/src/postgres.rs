@@ -44,6 +44,10 @@ impl PgStore {
 
     /// Live sessions by id (the engine loads them all at start), through the index of
     /// live ones (`sessions_live`, there since migration 0001).
+    fn live_page_done(&self, page: LivePage) {
+        drop(page);
+    }
+
     async fn live_page(&self, from: &LiveCursor, limit: u32) -> Result<LivePage> {
         let sql = format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE ended_at IS NULL AND id > $1 ORDER BY id LIMIT $2"

@@ -463,6 +463,10 @@ macro_rules! impl_sql_store {
                     self.live_page(from, limit).await
                 }
 
+                fn sessions_live_page_done(&self, page: crate::LivePage) {
+                    self.live_page_done(page);
+                }
+
                 async fn sessions_live(&self) -> Result<Vec<SessionRecord>> {
                     self.sessions_where("WHERE ended_at IS NULL", None).await
                 }

@@ -22,6 +22,11 @@ pub(crate) struct SqliteStore {
     /// (opening one a page cost a schema read each, and its memory map started cold);
     /// closed after the last page, so that the file's mapped pages leave memory.
     bulk: Arc<std::sync::Mutex<Option<rusqlite::Connection>>>,
+    /// Pages the engine has admitted, freed by the thread that reads the next page: the
+    /// thread that allocated their strings. Freed by the admitting thread instead, each
+    /// free took the reader's allocator arena lock while the reader was allocating the
+    /// next page — that contention was a fifth of a restart's CPU (issue 9).
+    spent: Arc<std::sync::Mutex<Vec<LivePage>>>,
 }
 
 impl SqliteStore {
@@ -56,6 +61,7 @@ impl SqliteStore {
             reader,
             path: path.to_owned(),
             bulk: Arc::default(),
+            spent: Arc::default(),
         })
     }
 
@@ -78,10 +84,10 @@ impl SqliteStore {
             LiveAfter::Start | LiveAfter::Id(_) => 0,
         };
         let bulk = self.bulk.clone();
+        let spent = self.spent.clone();
         tokio::task::spawn_blocking(move || {
-            let mut cached = bulk
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            drop(std::mem::take(&mut *lock(&spent)));
+            let mut cached = lock(&bulk);
             let c = match cached.take() {
                 Some(c) => c,
                 None => open_bulk(&path)?,
@@ -94,6 +100,16 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Other(format!("reading live sessions: {e}")))?
+    }
+
+    fn live_page_done(&self, page: LivePage) {
+        // The last page has no next reading to free it.
+        if page.next.is_none() {
+            drop(std::mem::take(&mut *lock(&self.spent)));
+            drop(page);
+        } else {
+            lock(&self.spent).push(page);
+        }
     }
 
     /// Up to a thousand sessions' activity in one UPDATE, the batch as one JSON array
@@ -143,6 +159,11 @@ impl SqliteStore {
 }
 
 crate::sql::impl_sql_store!(sqlite_store, super::SqliteStore, sqlx::Sqlite);
+
+/// Nothing under these locks is left half-changed by a panic.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 fn bulk_error(e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {

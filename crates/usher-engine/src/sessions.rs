@@ -28,9 +28,7 @@ use usher_core::{
     ClientSnapshot, Clock, EndReason, Listable, NewSession, SessionId, SessionInfo, SessionKind,
     SessionPolicy, SessionQuery, SessionRecord, Timestamp, Token, TokenHash, User, Username,
 };
-use usher_store::{
-    ChangeKind, EndSessions, LazySession, LiveCursor, LivePage, SessionSelector, Store, Touch,
-};
+use usher_store::{ChangeKind, EndSessions, LazySession, LivePage, SessionSelector, Store, Touch};
 
 /// Ends logged one line each up to this many at once; past it, one line with the count.
 const LOG_EACH_UP_TO: usize = 20;
@@ -40,6 +38,8 @@ const LOG_EACH_UP_TO: usize = 20;
 const LOAD_PAGE: u32 = 2_000;
 /// Pages read ahead of the admission at start.
 const LOAD_AHEAD: usize = 4;
+/// Parts of the store read at once at start.
+const LOAD_PARTS: u32 = 2;
 /// How often the change feed is read: well inside the 1 s promise of SPEC §2.
 const FEED_INTERVAL: Duration = Duration::from_millis(200);
 /// How often idle and absolute timeouts are swept.
@@ -460,26 +460,36 @@ impl Engine {
             }),
         };
         // In pages: a million rows held at once would stay in the allocator long after.
-        // A task reads page after page ahead of the admission, a few pages at most (two
-        // cores, two halves of the work): the reading, the longer half, never waits for
-        // an admission to ask for its next page.
+        // Tasks read page after page ahead of the admission, a few pages at most: the
+        // reading never waits for an admission to ask for its next page. Where the store
+        // can split the reading, two parts are read at once — reading is the longer
+        // half of the work, and with the admission that keeps two cores busy.
         let (pages, mut arriving) = mpsc::channel::<Result<LivePage, EngineError>>(LOAD_AHEAD);
-        let reader = tokio::spawn({
-            let store = engine.inner.store.clone();
-            async move {
-                let mut from = Some(LiveCursor::default());
-                while let Some(cursor) = from.take() {
-                    let page = store
-                        .sessions_live_page(&cursor, LOAD_PAGE)
-                        .await
-                        .map_err(EngineError::from);
-                    from = page.as_ref().ok().and_then(|p| p.next.clone());
-                    if pages.send(page).await.is_err() {
-                        return;
+        let readers: Vec<_> = engine
+            .inner
+            .store
+            .sessions_live_split(LOAD_PARTS)
+            .await?
+            .into_iter()
+            .map(|start| {
+                let store = engine.inner.store.clone();
+                let pages = pages.clone();
+                tokio::spawn(async move {
+                    let mut from = Some(start);
+                    while let Some(cursor) = from.take() {
+                        let page = store
+                            .sessions_live_page(&cursor, LOAD_PAGE)
+                            .await
+                            .map_err(EngineError::from);
+                        from = page.as_ref().ok().and_then(|p| p.next.clone());
+                        if pages.send(page).await.is_err() {
+                            return;
+                        }
                     }
-                }
-            }
-        });
+                })
+            })
+            .collect();
+        drop(pages);
         let live = engine.inner.store.sessions_live_count().await?;
         engine
             .inner
@@ -500,7 +510,7 @@ impl Engine {
             let page = match page {
                 Ok(p) => p,
                 Err(e) => {
-                    reader.abort();
+                    readers.iter().for_each(JoinHandle::abort);
                     return Err(e);
                 }
             };
@@ -509,7 +519,9 @@ impl Engine {
             }
             engine.inner.store.sessions_live_page_done(page);
         }
-        reader.await.map_err(|e| EngineError::Load(e.to_string()))?;
+        for reader in readers {
+            reader.await.map_err(|e| EngineError::Load(e.to_string()))?;
+        }
         Ok(engine)
     }
 

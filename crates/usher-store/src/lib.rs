@@ -108,6 +108,11 @@ pub(crate) enum LiveAfter {
     Start,
     Row(i64),
     Id(SessionId),
+    /// Rows after `after`, up to and including `until`: one part of a split reading.
+    Rows {
+        after: i64,
+        until: i64,
+    },
 }
 
 /// One page of live sessions; `next` is `None` at the end.
@@ -175,6 +180,13 @@ pub trait Store: Send + Sync + 'static {
     /// reading: for loading a million of them at start without holding all their rows
     /// at once.
     async fn sessions_live_page(&self, from: &LiveCursor, limit: u32) -> Result<LivePage>;
+    /// Up to `parts` starting points of readings that together give every live session
+    /// once, each read page by page with [`Store::sessions_live_page`] — at the same
+    /// time, on several cores, where the backend can (SQLite: ranges of rows).
+    async fn sessions_live_split(&self, parts: u32) -> Result<Vec<LiveCursor>> {
+        let _ = parts;
+        Ok(vec![LiveCursor::default()])
+    }
     /// A page of [`Store::sessions_live_page`] its reader is done with, handed back so
     /// that the backend frees it where it suits the backend.
     fn sessions_live_page_done(&self, page: LivePage) {

@@ -42,19 +42,24 @@ impl PgStore {
         &self.pool
     }
 
-    /// Live sessions by id (the engine loads them all at start), through the index of
-    /// live ones (`sessions_live`, there since migration 0001).
     fn live_page_done(&self, page: LivePage) {
         drop(page);
     }
 
+    /// One reading: the server's own parallelism is its business.
+    async fn live_split(&self, _parts: u32) -> Result<Vec<LiveCursor>> {
+        Ok(vec![LiveCursor::default()])
+    }
+
+    /// Live sessions by id (the engine loads them all at start), through the index of
+    /// live ones (`sessions_live`, there since migration 0001).
     async fn live_page(&self, from: &LiveCursor, limit: u32) -> Result<LivePage> {
         let sql = format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE ended_at IS NULL AND id > $1 ORDER BY id LIMIT $2"
         );
         let after = match &from.0 {
             LiveAfter::Id(id) => id.as_str(),
-            LiveAfter::Start | LiveAfter::Row(_) => "",
+            LiveAfter::Start | LiveAfter::Row(_) | LiveAfter::Rows { .. } => "",
         };
         let sessions = sqlx::query_as::<_, SessionRow>(AssertSqlSafe(sql))
             .bind(after)

@@ -463,6 +463,10 @@ macro_rules! impl_sql_store {
                     self.live_page(from, limit).await
                 }
 
+                async fn sessions_live_split(&self, parts: u32) -> Result<Vec<crate::LiveCursor>> {
+                    self.live_split(parts).await
+                }
+
                 fn sessions_live_page_done(&self, page: crate::LivePage) {
                     self.live_page_done(page);
                 }

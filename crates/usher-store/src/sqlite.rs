@@ -18,10 +18,11 @@ pub(crate) struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     path: PathBuf,
-    /// The connection a load reads its pages with, kept from one page to the next
-    /// (opening one a page cost a schema read each, and its memory map started cold);
-    /// closed after the last page, so that the file's mapped pages leave memory.
-    bulk: Arc<std::sync::Mutex<Option<rusqlite::Connection>>>,
+    /// The connections a load reads its pages with (one per part of a split reading),
+    /// kept from one page to the next (opening one a page cost a schema read each, and
+    /// its memory map started cold); closed after a part's last page, so that the
+    /// file's mapped pages leave memory.
+    bulk: Arc<std::sync::Mutex<Vec<rusqlite::Connection>>>,
     /// Pages the engine has admitted, freed by the thread that reads the next page: the
     /// thread that allocated their strings. Freed by the admitting thread instead, each
     /// free took the reader's allocator arena lock while the reader was allocating the
@@ -79,27 +80,62 @@ impl SqliteStore {
     /// (issue 9). Here the rows are decoded where SQLite steps through them.
     async fn live_page(&self, from: &LiveCursor, limit: u32) -> Result<LivePage> {
         let path = self.path.clone();
-        let after = match from.0 {
-            LiveAfter::Row(row) => row,
-            LiveAfter::Start | LiveAfter::Id(_) => 0,
+        let (after, until) = match from.0 {
+            LiveAfter::Row(row) => (row, None),
+            LiveAfter::Rows { after, until } => (after, Some(until)),
+            LiveAfter::Start | LiveAfter::Id(_) => (0, None),
         };
         let bulk = self.bulk.clone();
         let spent = self.spent.clone();
         tokio::task::spawn_blocking(move || {
             drop(std::mem::take(&mut *lock(&spent)));
-            let mut cached = lock(&bulk);
-            let c = match cached.take() {
+            let kept = lock(&bulk).pop();
+            let c = match kept {
                 Some(c) => c,
                 None => open_bulk(&path)?,
             };
-            let page = read_live_page(&c, after, limit)?;
+            let page = read_live_page(&c, after, until, limit)?;
             if page.next.is_some() {
-                *cached = Some(c);
+                lock(&bulk).push(c);
             }
             Ok(page)
         })
         .await
         .map_err(|e| StoreError::Other(format!("reading live sessions: {e}")))?
+    }
+
+    /// Ranges of rows holding about as many live sessions each, found from the first
+    /// and last live row and the table's last row: sessions are written in time order,
+    /// so the live ones lie mostly among the newest rows. A skewed split still reads
+    /// every session once, only less at the same time.
+    async fn live_split(&self, parts: u32) -> Result<Vec<LiveCursor>> {
+        let bounds: (Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT (SELECT rowid FROM sessions INDEXED BY sessions_live
+                     WHERE ended_at IS NULL ORDER BY rowid LIMIT 1),
+                    (SELECT max(rowid) FROM sessions)",
+        )
+        .fetch_one(self.reader())
+        .await?;
+        let (Some(first), Some(last)) = bounds else {
+            return Ok(vec![LiveCursor::default()]);
+        };
+        let parts = i64::from(parts.max(1));
+        let from = first - 1;
+        let step = ((last - from) / parts).max(1);
+        let mut cursors = Vec::new();
+        let mut after = 0;
+        for i in 1..=parts {
+            let until = if i == parts {
+                i64::MAX
+            } else {
+                from + step * i
+            };
+            if until > after {
+                cursors.push(LiveCursor(LiveAfter::Rows { after, until }));
+                after = until;
+            }
+        }
+        Ok(cursors)
     }
 
     fn live_page_done(&self, page: LivePage) {
@@ -193,23 +229,33 @@ fn open_bulk(path: &Path) -> Result<rusqlite::Connection> {
     Ok(c)
 }
 
-fn read_live_page(c: &rusqlite::Connection, after: i64, limit: u32) -> Result<LivePage> {
+fn read_live_page(
+    c: &rusqlite::Connection,
+    after: i64,
+    until: Option<i64>,
+    limit: u32,
+) -> Result<LivePage> {
     let mut stmt = c
         .prepare(
             "SELECT id, token_hash, user_name, kind, ip, first_ip, user_agent, client, host,
                     requests, created_at, last_access_at, rowid
              FROM sessions INDEXED BY sessions_live
-             WHERE ended_at IS NULL AND rowid > ?1 ORDER BY rowid LIMIT ?2",
+             WHERE ended_at IS NULL AND rowid > ?1 AND rowid <= ?3 ORDER BY rowid LIMIT ?2",
         )
         .map_err(bulk_error)?;
-    let mut rows = stmt.query((after, limit)).map_err(bulk_error)?;
+    let mut rows = stmt
+        .query((after, limit, until.unwrap_or(i64::MAX)))
+        .map_err(bulk_error)?;
     let mut sessions = Vec::with_capacity(limit.min(10_000) as usize);
     let mut last = after;
     while let Some(r) = rows.next().map_err(bulk_error)? {
         sessions.push(live_row(r).map_err(bulk_error)?.into_record()?);
         last = r.get(12).map_err(bulk_error)?;
     }
-    let next = (sessions.len() == limit as usize).then_some(LiveCursor(LiveAfter::Row(last)));
+    let next = (sessions.len() == limit as usize).then_some(LiveCursor(match until {
+        Some(until) => LiveAfter::Rows { after: last, until },
+        None => LiveAfter::Row(last),
+    }));
     Ok(LivePage { sessions, next })
 }
 

@@ -1159,7 +1159,10 @@ pub async fn live_sessions_read_in_pages(store: Arc<dyn Store>) {
                     assert_eq!(Some(s), stored.as_ref(), "a page gives sessions as stored");
                 }
                 seen.extend(page.sessions.iter().map(|s| s.id));
-                match page.next {
+                let next = page.next.clone();
+                // Handed back as the engine does: a backend may reuse it for the next.
+                store.sessions_live_page_done(page);
+                match next {
                     Some(next) => from = next,
                     None => break,
                 }

@@ -23,10 +23,11 @@ pub(crate) struct SqliteStore {
     /// its memory map started cold); closed after a part's last page, so that the
     /// file's mapped pages leave memory.
     bulk: Arc<std::sync::Mutex<Vec<rusqlite::Connection>>>,
-    /// Pages the engine has admitted, freed by the thread that reads the next page: the
-    /// thread that allocated their strings. Freed by the admitting thread instead, each
-    /// free took the reader's allocator arena lock while the reader was allocating the
-    /// next page — that contention was a fifth of a restart's CPU (issue 9).
+    /// Pages the engine has admitted, reused by the thread that reads the next page: its
+    /// rows' text goes into their strings, and what is left is freed there. Freed by
+    /// the admitting thread instead, each free took the reader's allocator arena lock
+    /// while the reader was allocating the next page — that contention was a fifth of
+    /// a restart's CPU (issue 9).
     spent: Arc<std::sync::Mutex<Vec<LivePage>>>,
 }
 
@@ -88,13 +89,14 @@ impl SqliteStore {
         let bulk = self.bulk.clone();
         let spent = self.spent.clone();
         tokio::task::spawn_blocking(move || {
-            drop(std::mem::take(&mut *lock(&spent)));
+            let spare: Vec<LivePage> = std::mem::take(&mut *lock(&spent));
             let kept = lock(&bulk).pop();
             let c = match kept {
                 Some(c) => c,
                 None => open_bulk(&path)?,
             };
-            let page = read_live_page(&c, after, until, limit)?;
+            let spare = spare.into_iter().flat_map(|p| p.sessions);
+            let page = read_live_page(&c, after, until, limit, spare)?;
             if page.next.is_some() {
                 lock(&bulk).push(c);
             }
@@ -234,6 +236,7 @@ fn read_live_page(
     after: i64,
     until: Option<i64>,
     limit: u32,
+    mut spare: impl Iterator<Item = usher_core::SessionRecord>,
 ) -> Result<LivePage> {
     let mut stmt = c
         .prepare(
@@ -249,7 +252,11 @@ fn read_live_page(
     let mut sessions = Vec::with_capacity(limit.min(10_000) as usize);
     let mut last = after;
     while let Some(r) = rows.next().map_err(bulk_error)? {
-        sessions.push(live_row(r).map_err(bulk_error)?.into_record()?);
+        let row = live_row(r).map_err(bulk_error)?;
+        sessions.push(match spare.next() {
+            Some(spent) => row.into_record_reusing(spent)?,
+            None => row.into_record()?,
+        });
         last = r.get(12).map_err(bulk_error)?;
     }
     let next = (sessions.len() == limit as usize).then_some(LiveCursor(match until {

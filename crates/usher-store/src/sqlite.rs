@@ -106,10 +106,10 @@ impl SqliteStore {
         .map_err(|e| StoreError::Other(format!("reading live sessions: {e}")))?
     }
 
-    /// Ranges of rows holding about as many live sessions each, found from the first
-    /// and last live row and the table's last row: sessions are written in time order,
-    /// so the live ones lie mostly among the newest rows. A skewed split still reads
-    /// every session once, only less at the same time.
+    /// Ranges of rows holding about as many live sessions each, cut evenly between the
+    /// first live row and the table's last row: sessions are written in time order, so
+    /// the live ones lie mostly among the newest rows. A skewed split still reads every
+    /// session once, only less at the same time.
     async fn live_split(&self, parts: u32) -> Result<Vec<LiveCursor>> {
         let bounds: (Option<i64>, Option<i64>) = sqlx::query_as(
             "SELECT (SELECT rowid FROM sessions INDEXED BY sessions_live

@@ -54,6 +54,11 @@ impl SessionId {
         Ok(Self(out))
     }
 
+    /// The id's ASCII characters, without `as_str`'s UTF-8 check.
+    pub fn as_bytes(&self) -> &[u8; SESSION_ID_LEN] {
+        &self.0
+    }
+
     pub fn as_str(&self) -> &str {
         // Only ASCII from BASE32 is ever stored.
         std::str::from_utf8(&self.0).unwrap_or("")

@@ -20,11 +20,20 @@ pub fn cookie_name(base: &str, https: bool, domain: Option<&str>) -> String {
 /// Works on bytes: another cookie with non-ASCII bytes (an app's `name=José`) must not
 /// hide Usher's.
 pub fn read<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    let name = name.as_bytes();
     let mut found: Option<&[u8]> = None;
-    for (k, v) in pairs(headers) {
-        if k != name.as_bytes() {
-            continue;
-        }
+    // `pairs`, but a pair that cannot be Usher's is skipped on its first bytes rather
+    // than cut in two and trimmed (issue 9: a tenth of a forward-auth check was here).
+    let candidates = headers
+        .get_all(COOKIE)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|b| *b == b';'))
+        .filter_map(|pair| {
+            let rest = pair.trim_ascii_start().strip_prefix(name)?;
+            let v = rest.trim_ascii_start().strip_prefix(b"=")?;
+            Some(v.trim_ascii())
+        });
+    for v in candidates {
         let v = v
             .strip_prefix(b"\"")
             .and_then(|v| v.strip_suffix(b"\""))
@@ -110,6 +119,21 @@ mod tests {
         assert_eq!(
             read(&headers(&["usher_sessionx=1; =; ;;"]), "usher_session"),
             None
+        );
+        assert_eq!(
+            read(
+                &headers(&["a=1;usher_session = spaced ;b"]),
+                "usher_session"
+            ),
+            Some("spaced")
+        );
+        assert_eq!(
+            read(
+                &headers(&["usher_session; usher_session=x"]),
+                "usher_session"
+            ),
+            Some("x"),
+            "a bare name is no value"
         );
     }
 

@@ -85,12 +85,14 @@ fn from_forwarded(ctx: &ClientContext, headers: &HeaderMap) -> Original {
             method: None,
         };
     }
-    let proto = header_str(headers, &names::X_FORWARDED_PROTO).unwrap_or("http");
-    let host = header_str(headers, &names::X_FORWARDED_HOST);
-    let uri = header_str(headers, &names::X_FORWARDED_URI).unwrap_or("/");
-    let url = host
-        .filter(|_| uri.starts_with('/') && matches!(proto, "http" | "https"))
-        .and_then(|h| original_url(&format!("{proto}://{h}{uri}")));
+    // No host, no URL: the other two are then not looked up.
+    let url = header_str(headers, &names::X_FORWARDED_HOST).and_then(|host| {
+        let proto = header_str(headers, &names::X_FORWARDED_PROTO).unwrap_or("http");
+        let uri = header_str(headers, &names::X_FORWARDED_URI).unwrap_or("/");
+        (uri.starts_with('/') && matches!(proto, "http" | "https"))
+            .then(|| original_url(&format!("{proto}://{host}{uri}")))
+            .flatten()
+    });
     Original {
         url,
         method: method(header_str(headers, &names::X_FORWARDED_METHOD)),
@@ -123,12 +125,10 @@ fn original_context(mut ctx: ClientContext, original: &Original) -> ClientContex
 fn allowed(state: &AppState, identity: &Identity, set_cookie: Option<HeaderValue>) -> Response {
     let mut r = StatusCode::OK.into_response();
     crate::access_log::AccessInfo::attach(state, identity, &mut r);
-    identity::set(r.headers_mut(), Some(identity));
+    *r.headers_mut() = identity::answer(identity);
     if let Some(c) = set_cookie {
         r.headers_mut().insert(header::SET_COOKIE, c);
     }
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 

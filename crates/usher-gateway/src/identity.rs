@@ -2,6 +2,7 @@
 //! the reverse proxy's requests and on forward-auth answers alike.
 
 use crate::gate::Identity;
+use http::header::CACHE_CONTROL;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -9,8 +10,9 @@ use usher_core::User;
 
 /// Identity headers. Every one is always set — empty when unknown — so a proxy that
 /// copies them overwrites whatever the client sent (Caddy GHSA-7r4p-vjf4-gxv4). Made
-/// once: the request path builds none.
-pub const HEADERS: [HeaderName; 5] = [
+/// once: the request path builds none (a `static`: indexing a `const` array builds
+/// all five, and drops them, each time).
+pub static HEADERS: [HeaderName; 5] = [
     HeaderName::from_static("remote-user"),
     HeaderName::from_static("remote-groups"),
     HeaderName::from_static("remote-name"),
@@ -18,21 +20,66 @@ pub const HEADERS: [HeaderName; 5] = [
     HeaderName::from_static("x-usher-session"),
 ];
 
+const SESSION: usize = 4;
+
 /// Sets the identity headers for `auth` (all empty for `None`).
 pub fn set(headers: &mut HeaderMap, auth: Option<&Identity>) {
     let [name, groups, display, email] = match auth.and_then(|a| a.user.as_ref()) {
-        Some(user) => of_user(user),
+        Some(user) => of_user(user, |c| c.values.clone()),
         None => std::array::from_fn(|_| HeaderValue::from_static("")),
     };
-    let session = auth
-        .and_then(|a| a.session.as_ref())
-        .map_or_else(|| HeaderValue::from_static(""), |s| value(s.id.as_str()));
     for (h, v) in HEADERS
-        .into_iter()
-        .zip([name, groups, display, email, session])
+        .iter()
+        .cloned()
+        .zip([name, groups, display, email, session(auth)])
     {
         headers.insert(h, v);
     }
+}
+
+/// The headers of a forward-auth answer that lets `identity` through: the identity
+/// headers and `Cache-Control: no-store`. A signed-in user's are a copy of a map made
+/// once per worker thread: five inserts into a new map (hashing each name, growing the
+/// map) were a fifth of a forward-auth answer's own work (issue 9).
+pub fn answer(identity: &Identity) -> HeaderMap {
+    let mut headers = match &identity.user {
+        Some(user) => of_user(user, |c| c.answer.clone()),
+        None => answer_map(None),
+    };
+    // The map already holds this name (empty). Not `insert`: it makes room for a new
+    // entry before looking, and the copy's room is exactly what it holds — it would
+    // grow and rehash the map on every answer.
+    if let Some(v) = headers.get_mut(&HEADERS[SESSION]) {
+        *v = session(Some(identity));
+    }
+    headers
+}
+
+fn answer_map(user: Option<&Arc<User>>) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(HEADERS.len() + 1);
+    set(&mut headers, None);
+    if let Some(user) = user {
+        for (h, v) in HEADERS.iter().zip(user_values(user)) {
+            headers.insert(h.clone(), v);
+        }
+    }
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers
+}
+
+fn session(auth: Option<&Identity>) -> HeaderValue {
+    auth.and_then(|a| a.session.as_ref())
+        .and_then(|s| HeaderValue::from_bytes(s.id.as_bytes()).ok())
+        .unwrap_or_else(|| HeaderValue::from_static(""))
+}
+
+fn user_values(user: &User) -> [HeaderValue; 4] {
+    [
+        value(user.name.as_str()),
+        value(&user.groups_joined()),
+        value(&user.display_name),
+        value(&user.email),
+    ]
 }
 
 /// Raw UTF-8 (obs-text) rather than nothing for names like "José"; control characters,
@@ -44,7 +91,12 @@ fn value(s: &str) -> HeaderValue {
 /// Slots of the per-thread cache below.
 const CACHED_USERS: usize = 64;
 
-type Cached = Option<(Arc<User>, [HeaderValue; 4])>;
+/// What is made once per user: the four values, and the whole answer of forward auth.
+struct Cached {
+    user: Arc<User>,
+    values: [HeaderValue; 4],
+    answer: HeaderMap,
+}
 
 thread_local! {
     /// A user's four values, made once per worker thread rather than once per request
@@ -53,24 +105,23 @@ thread_local! {
     /// count only this thread uses. Keyed by the `Arc<User>` itself — the engine puts a
     /// changed user in a new one, so a change is a miss, and the slot's clone keeps the
     /// address from being reused while cached. Direct-mapped: bounded, nothing to prune.
-    static BY_USER: RefCell<[Cached; CACHED_USERS]> = const {
+    static BY_USER: RefCell<[Option<Cached>; CACHED_USERS]> = const {
         RefCell::new([const { None }; CACHED_USERS])
     };
 }
 
-fn of_user(user: &Arc<User>) -> [HeaderValue; 4] {
+/// `read` of what is cached for `user`, made first if need be.
+fn of_user<T>(user: &Arc<User>, read: impl FnOnce(&Cached) -> T) -> T {
     let slot = (Arc::as_ptr(user) as usize >> 4) % CACHED_USERS;
-    BY_USER.with_borrow_mut(|cache| match &cache[slot] {
-        Some((u, values)) if Arc::ptr_eq(u, user) => values.clone(),
-        _ => {
-            let values = [
-                value(user.name.as_str()),
-                value(&user.groups_joined()),
-                value(&user.display_name),
-                value(&user.email),
-            ];
-            cache[slot] = Some((user.clone(), values.clone()));
-            values
+    BY_USER.with_borrow_mut(|cache| {
+        let entry = &mut cache[slot];
+        match entry {
+            Some(c) if Arc::ptr_eq(&c.user, user) => read(c),
+            _ => read(entry.insert(Cached {
+                user: user.clone(),
+                values: user_values(user),
+                answer: answer_map(Some(user)),
+            })),
         }
     })
 }
@@ -91,7 +142,7 @@ mod tests {
     }
 
     fn values(u: &Arc<User>) -> Vec<String> {
-        of_user(u)
+        of_user(u, |c| c.values.clone())
             .iter()
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .collect()
@@ -109,6 +160,43 @@ mod tests {
         for (i, u) in many.iter().enumerate().rev() {
             assert_eq!(values(u)[0], format!("u{i}"));
         }
+    }
+
+    fn answer_of(u: Option<&Arc<User>>) -> Vec<(String, String)> {
+        let identity = Identity {
+            user: u.cloned(),
+            ..Identity::default()
+        };
+        let mut got: Vec<_> = answer(&identity)
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+            .collect();
+        got.sort();
+        got
+    }
+
+    #[test]
+    fn an_answer_carries_every_identity_header_once_and_no_store() {
+        let pairs = |p: &[(&str, &str)]| -> Vec<(String, String)> {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let ana = user("ana", "Ana");
+        let expected = pairs(&[
+            ("cache-control", "no-store"),
+            ("remote-email", ""),
+            ("remote-groups", "admins,ops"),
+            ("remote-name", "Ana"),
+            ("remote-user", "ana"),
+            ("x-usher-session", ""),
+        ]);
+        assert_eq!(answer_of(Some(&ana)), expected);
+        assert_eq!(answer_of(Some(&ana)), expected, "from the cache");
+        let mut anonymous = answer_of(None);
+        anonymous.retain(|(_, v)| !v.is_empty());
+        assert_eq!(anonymous, pairs(&[("cache-control", "no-store")]));
+        assert_eq!(answer_of(None).len(), 6);
     }
 
     #[test]

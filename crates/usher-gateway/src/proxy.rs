@@ -40,8 +40,9 @@ fn is_reserved(name: &HeaderName) -> bool {
 }
 
 /// Parsed once: a lookup or removal by `&str` parses the name every time, and these
-/// run twice for every proxied request (issue 9).
-const HOP_BY_HOP: [HeaderName; 10] = [
+/// run twice for every proxied request (issue 9). A `static`: each use of a `const`
+/// array of names would build all ten and drop them.
+static HOP_BY_HOP: [HeaderName; 10] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -178,6 +179,11 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names the message has rather than ten removals (each one hashes
+    // a name): most messages carry none of them, or only `Connection`.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     // Headers the `Connection` header names are hop-by-hop too (RFC 9110 §7.6.1) —
     // and a client may name identity headers there to have a proxy drop them.
     let mut named: Vec<HeaderName> = Vec::new();
@@ -195,7 +201,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for n in named {
         headers.remove(n);
     }
-    for n in &HOP_BY_HOP {
+    for n in HOP_BY_HOP.iter() {
         headers.remove(n);
     }
 }
@@ -236,6 +242,8 @@ fn prepare_headers(
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, proto.clone());
     }
+    // Room for the nine below at once: the map then grows (and rehashes) once at most.
+    headers.reserve(crate::identity::HEADERS.len() + 4);
     crate::identity::set(headers, Some(auth));
     headers.insert(X_REAL_IP, ip_value(ctx.ip()));
     let peer = ctx.peer.ip().to_canonical();

@@ -180,13 +180,17 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names the message has rather than ten removals (each one hashes
-    // a name): most messages carry none of them, or only `Connection`.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    // a name): most requests carry none of them, and most answers only `Connection`.
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| HOP_BY_HOP.contains(k))
+        .cloned()
+        .collect();
+    if doomed.is_empty() {
         return;
     }
     // Headers the `Connection` header names are hop-by-hop too (RFC 9110 §7.6.1) —
     // and a client may name identity headers there to have a proxy drop them.
-    let mut named: Vec<HeaderName> = Vec::new();
     for v in headers.get_all(header::CONNECTION) {
         let Ok(v) = v.to_str() else { continue };
         for token in v.split(',').map(str::trim) {
@@ -194,14 +198,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 continue; // removed below anyway, or not a header's name
             }
             if let Ok(n) = HeaderName::from_bytes(token.as_bytes()) {
-                named.push(n);
+                doomed.push(n);
             }
         }
     }
-    for n in named {
-        headers.remove(n);
-    }
-    for n in HOP_BY_HOP.iter() {
+    for n in doomed {
         headers.remove(n);
     }
 }
@@ -265,9 +266,36 @@ fn prepare_headers(
     );
 }
 
-/// An address as a header value. IPv4 is written by hand: `Display` goes through the
-/// formatter (and a padding buffer) per octet, a few percent of a proxied request.
+/// Addresses written per worker thread (see [`ip_value`]).
+const CACHED_IPS: usize = 8;
+
+thread_local! {
+    static IP_VALUES: std::cell::RefCell<[Option<(std::net::IpAddr, HeaderValue)>; CACHED_IPS]> =
+        const { std::cell::RefCell::new([const { None }; CACHED_IPS]) };
+}
+
+/// An address as a header value. Two per proxied request (`X-Real-IP`, and the peer in
+/// `X-Forwarded-For`), mostly the same few addresses (a load balancer's, a client's
+/// keeping its connection): a value written before is cloned from a small per-thread
+/// cache (direct-mapped by address; a clone touches a count only this thread uses).
 fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    let slot = match ip {
+        std::net::IpAddr::V4(v4) => u32::from(v4) as usize,
+        std::net::IpAddr::V6(v6) => u128::from(v6) as usize,
+    } % CACHED_IPS;
+    IP_VALUES.with_borrow_mut(|cache| match &cache[slot] {
+        Some((cached, value)) if *cached == ip => value.clone(),
+        _ => {
+            let value = write_ip(ip);
+            cache[slot] = Some((ip, value.clone()));
+            value
+        }
+    })
+}
+
+/// IPv4 is written by hand: `Display` goes through the formatter (and a padding buffer)
+/// per octet, a few percent of a proxied request.
+fn write_ip(ip: std::net::IpAddr) -> HeaderValue {
     let std::net::IpAddr::V4(v4) = ip else {
         return HeaderValue::from_maybe_shared(bytes::Bytes::from(ip.to_string()))
             .unwrap_or_else(|_| HeaderValue::from_static(""));
@@ -340,10 +368,38 @@ mod tests {
             let ip: std::net::IpAddr = ip.parse().unwrap();
             assert_eq!(ip_value(ip).to_str().unwrap(), ip.to_string());
         }
-        for o in 0..=255u8 {
-            let ip = std::net::IpAddr::from([o, 255 - o, 0, o]);
-            assert_eq!(ip_value(ip).to_str().unwrap(), ip.to_string());
+        // Twice: the second time many come from the per-thread cache, whose slots the
+        // first pass shared between addresses.
+        for _ in 0..2 {
+            for o in 0..=255u8 {
+                let ip = std::net::IpAddr::from([o, 255 - o, 0, o]);
+                assert_eq!(ip_value(ip).to_str().unwrap(), ip.to_string());
+            }
         }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, X-Custom, Remote-User"),
+            ("keep-alive", "timeout=5"),
+            ("x-custom", "1"),
+            ("remote-user", "mallory"),
+            ("content-type", "text/plain"),
+            ("transfer-encoding", "chunked"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type"]);
+        // Nothing hop-by-hop: nothing goes.
+        let mut plain = HeaderMap::new();
+        plain.insert(header::HOST, HeaderValue::from_static("a"));
+        plain.insert(header::COOKIE, HeaderValue::from_static("b=1"));
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain.len(), 2);
     }
 
     #[test]

@@ -76,6 +76,12 @@ impl PgStore {
         Ok(LivePage { sessions, next })
     }
 
+    /// A flush of request counts alone needs no path of its own here: the batch below is
+    /// already one statement.
+    async fn touches_alone(&self, _touches: &[Touch]) -> Result<Option<u64>> {
+        Ok(None)
+    }
+
     /// Up to a thousand sessions' activity in one UPDATE, the batch bound as arrays:
     /// one round trip to the server instead of one per session.
     async fn touch_batch(

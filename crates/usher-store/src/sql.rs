@@ -4,8 +4,9 @@
 //! The SQL is the common subset SQLite and PostgreSQL both speak: `$n` parameters,
 //! `ON CONFLICT DO NOTHING`, `CASE` instead of `MAX()`/`GREATEST()`, `CAST` instead of
 //! `::`. A backend provides `write()` (a write transaction), `reader()` (a pool), and
-//! `before_change()` (anything to do before appending to the change feed), and
-//! `touch_batch()` (many sessions' activity in one statement: the dialects differ).
+//! `before_change()` (anything to do before appending to the change feed),
+//! `touch_batch()` (many sessions' activity in one statement: the dialects differ), and
+//! `touches_alone()` (a flush of request counts alone its own way, or `None`).
 
 macro_rules! impl_sql_store {
     ($module:ident, $store:ty, $db:ty) => {
@@ -497,6 +498,11 @@ macro_rules! impl_sql_store {
                 async fn write_behind(&self, created: &[LazySession], touches: &[Touch]) -> Result<u64> {
                     if touches.is_empty() && created.is_empty() {
                         return Ok(0);
+                    }
+                    if created.is_empty()
+                        && let Some(n) = self.touches_alone(touches).await?
+                    {
+                        return Ok(n);
                     }
                     let mut tx = self.write().await?;
                     for lazy in created {

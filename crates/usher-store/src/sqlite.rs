@@ -49,7 +49,7 @@ impl SqliteStore {
             // Batching keeps the fsync count to about one per flush interval.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(BUSY_TIMEOUT);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
@@ -277,35 +277,47 @@ fn bulk_error(e: rusqlite::Error) -> StoreError {
 /// it never waits for the writer). By rowid, not by id: ids are random, so id order
 /// visits the table's pages at random — a restart with a million took 7.5 s instead of
 /// 2.3 (issue 9). `INDEXED BY`: the live sessions' own index, never the whole table.
-/// A read-only connection for [`read_live_page`], reading the file through a memory
-/// map (no copy of each page into SQLite's cache).
-fn open_bulk(path: &Path) -> Result<rusqlite::Connection> {
-    use rusqlite::OpenFlags;
+/// How long a writer queues behind another — the sqlx writer, the flush's connection,
+/// the CLI in another process — before the store counts as unavailable.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A rusqlite connection to the store's file that waits for other writers as the sqlx
+/// ones do, with `pragmas` set.
+fn open_rusqlite(
+    path: &Path,
+    flags: rusqlite::OpenFlags,
+    pragmas: &[(&str, &dyn rusqlite::ToSql)],
+) -> Result<rusqlite::Connection> {
     let c = rusqlite::Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        flags | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(bulk_error)?;
-    c.busy_timeout(Duration::from_secs(5)).map_err(bulk_error)?;
-    c.pragma_update(None, "mmap_size", 1i64 << 32)
-        .map_err(bulk_error)?;
+    c.busy_timeout(BUSY_TIMEOUT).map_err(bulk_error)?;
+    for (name, value) in pragmas {
+        c.pragma_update(None, name, value).map_err(bulk_error)?;
+    }
     Ok(c)
 }
 
-/// The read-write connection of [`SqliteStore::touches_alone`].
-fn open_flusher(path: &Path) -> Result<rusqlite::Connection> {
-    use rusqlite::OpenFlags;
-    let c = rusqlite::Connection::open_with_flags(
+/// A read-only connection for [`read_live_page`], reading the file through a memory
+/// map (no copy of each page into SQLite's cache).
+fn open_bulk(path: &Path) -> Result<rusqlite::Connection> {
+    open_rusqlite(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        &[("mmap_size", &(1i64 << 32))],
     )
-    .map_err(bulk_error)?;
-    c.busy_timeout(Duration::from_secs(5)).map_err(bulk_error)?;
-    c.pragma_update(None, "synchronous", "FULL")
-        .map_err(bulk_error)?;
-    c.pragma_update(None, "foreign_keys", true)
-        .map_err(bulk_error)?;
-    Ok(c)
+}
+
+/// The read-write connection of [`SqliteStore::touches_alone`], with the sqlx
+/// writer's durability and checks.
+fn open_flusher(path: &Path) -> Result<rusqlite::Connection> {
+    open_rusqlite(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
+        &[("synchronous", &"FULL"), ("foreign_keys", &true)],
+    )
 }
 
 fn read_live_page(
@@ -360,4 +372,25 @@ fn live_row<'a>(r: &'a rusqlite::Row<'_>) -> rusqlite::Result<crate::rows::LiveR
         created_at: r.get(10)?,
         last_access_at: r.get(11)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flush's connection writes with the durability the sqlx writer promises
+    /// (SECURITY.md: an acknowledged count survives power loss), and checks foreign keys.
+    #[test]
+    fn the_flush_connection_has_the_writers_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("usher.db");
+        // The store makes the file; the flush only ever opens it.
+        assert!(open_flusher(&path).is_err(), "no file, no flush");
+        drop(rusqlite::Connection::open(&path).unwrap());
+        let c = open_flusher(&path).unwrap();
+        let pragma =
+            |name: &str| -> i64 { c.pragma_query_value(None, name, |r| r.get(0)).unwrap() };
+        assert_eq!(pragma("synchronous"), 2, "FULL");
+        assert_eq!(pragma("foreign_keys"), 1);
+    }
 }

@@ -24,17 +24,11 @@ const SESSION: usize = 4;
 
 /// Sets the identity headers for `auth` (all empty for `None`).
 pub fn set(headers: &mut HeaderMap, auth: Option<&Identity>) {
-    let [name, groups, display, email] = match auth.and_then(|a| a.user.as_ref()) {
+    let values = match auth.and_then(|a| a.user.as_ref()) {
         Some(user) => of_user(user, |c| c.values.clone()),
-        None => std::array::from_fn(|_| HeaderValue::from_static("")),
+        None => empty(),
     };
-    for (h, v) in HEADERS
-        .iter()
-        .cloned()
-        .zip([name, groups, display, email, session(auth)])
-    {
-        headers.insert(h, v);
-    }
+    insert_all(headers, values, session(auth));
 }
 
 /// The headers of a forward-auth answer that lets `identity` through: the identity
@@ -44,7 +38,7 @@ pub fn set(headers: &mut HeaderMap, auth: Option<&Identity>) {
 pub fn answer(identity: &Identity) -> HeaderMap {
     let mut headers = match &identity.user {
         Some(user) => of_user(user, |c| c.answer.clone()),
-        None => answer_map(None),
+        None => answer_map(empty()),
     };
     // The map already holds this name (empty). Not `insert`: it makes room for a new
     // entry before looking, and the copy's room is exactly what it holds — it would
@@ -55,16 +49,27 @@ pub fn answer(identity: &Identity) -> HeaderMap {
     headers
 }
 
-fn answer_map(user: Option<&Arc<User>>) -> HeaderMap {
+/// A forward-auth answer's headers for a user's four `values`, the session's left
+/// empty for [`answer`] to fill.
+fn answer_map(values: [HeaderValue; 4]) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(HEADERS.len() + 1);
-    set(&mut headers, None);
-    if let Some(user) = user {
-        for (h, v) in HEADERS.iter().zip(user_values(user)) {
-            headers.insert(h.clone(), v);
-        }
-    }
+    insert_all(&mut headers, values, HeaderValue::from_static(""));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers
+}
+
+fn insert_all(headers: &mut HeaderMap, user: [HeaderValue; 4], session: HeaderValue) {
+    for (h, v) in HEADERS
+        .iter()
+        .cloned()
+        .zip(user.into_iter().chain([session]))
+    {
+        headers.insert(h, v);
+    }
+}
+
+fn empty() -> [HeaderValue; 4] {
+    std::array::from_fn(|_| HeaderValue::from_static(""))
 }
 
 fn session(auth: Option<&Identity>) -> HeaderValue {
@@ -117,11 +122,14 @@ fn of_user<T>(user: &Arc<User>, read: impl FnOnce(&Cached) -> T) -> T {
         let entry = &mut cache[slot];
         match entry {
             Some(c) if Arc::ptr_eq(&c.user, user) => read(c),
-            _ => read(entry.insert(Cached {
-                user: user.clone(),
-                values: user_values(user),
-                answer: answer_map(Some(user)),
-            })),
+            _ => {
+                let values = user_values(user);
+                read(entry.insert(Cached {
+                    user: user.clone(),
+                    answer: answer_map(values.clone()),
+                    values,
+                }))
+            }
         }
     })
 }

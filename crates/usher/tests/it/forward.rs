@@ -284,3 +284,33 @@ async fn an_ended_session_is_refused_by_forward_auth() {
     assert_eq!(app.logout(&cookie).await, 303);
     assert_eq!(ask().await.unwrap().status(), 401);
 }
+
+/// The answer's headers are made once per user and copied (issue 9): each of a user's
+/// sessions must still get its own session id, every time.
+#[tokio::test]
+async fn each_of_a_users_sessions_is_named_in_its_own_answers() {
+    let (app, first) = app_with_alice().await;
+    let second = app.login("alice", "alice-password").await;
+    let sid = |cookie: String| {
+        let app = &app;
+        async move {
+            let r = client()
+                .get(app.url("/usher/auth/request"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["remote-user"], "alice");
+            r.headers()["x-usher-session"].to_str().unwrap().to_owned()
+        }
+    };
+    let (a, b) = (sid(first.clone()).await, sid(second.clone()).await);
+    assert_eq!(a.len(), 12);
+    assert_eq!(b.len(), 12);
+    assert_ne!(a, b, "two sessions, two ids");
+    for _ in 0..5 {
+        assert_eq!(sid(first.clone()).await, a);
+        assert_eq!(sid(second.clone()).await, b);
+    }
+}

@@ -24,15 +24,11 @@ pub fn read<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     let mut found: Option<&[u8]> = None;
     // `pairs`, but a pair that cannot be Usher's is skipped on its first bytes rather
     // than cut in two and trimmed (issue 9: a tenth of a forward-auth check was here).
-    let candidates = headers
-        .get_all(COOKIE)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|b| *b == b';'))
-        .filter_map(|pair| {
-            let rest = pair.trim_ascii_start().strip_prefix(name)?;
-            let v = rest.trim_ascii_start().strip_prefix(b"=")?;
-            Some(v.trim_ascii())
-        });
+    let candidates = pieces(headers).filter_map(|pair| {
+        let rest = pair.trim_ascii_start().strip_prefix(name)?;
+        let v = rest.trim_ascii_start().strip_prefix(b"=")?;
+        Some(v.trim_ascii())
+    });
     for v in candidates {
         let v = v
             .strip_prefix(b"\"")
@@ -48,14 +44,18 @@ pub fn read<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Every `name=value` pair of every `Cookie` header, trimmed, as bytes.
 pub fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    pieces(headers).filter_map(|pair| {
+        let eq = pair.iter().position(|b| *b == b'=')?;
+        Some((pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()))
+    })
+}
+
+/// Every `;`-separated piece of every `Cookie` header, untrimmed.
+fn pieces(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
     headers
         .get_all(COOKIE)
         .iter()
         .flat_map(|value| value.as_bytes().split(|b| *b == b';'))
-        .filter_map(|pair| {
-            let eq = pair.iter().position(|b| *b == b'=')?;
-            Some((pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()))
-        })
 }
 
 /// A `Set-Cookie` value carrying `value`. No `Max-Age`: the cookie lives as long as the

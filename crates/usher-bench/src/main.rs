@@ -148,6 +148,9 @@ fn wrk_script(dir: &Path, cookies: &[String]) -> anyhow::Result<PathBuf> {
 #[derive(Clone, Copy)]
 struct Measured {
     rps: f64,
+    /// CPU time (user + system) the servers spent per request, in µs: what a request
+    /// costs, whatever share of the cores the load generator took (NaN: not measured).
+    cpu_us: f64,
     p99_ms: f64,
     /// Share of the machine's CPU time the host gave to others during the run.
     steal: f64,
@@ -201,7 +204,57 @@ pub(crate) fn wrk(url: &str, seconds: u64, script: Option<&Path>) -> anyhow::Res
     let (total, stolen) = cpu_times();
     let steal = stolen.saturating_sub(stolen_before) as f64
         / total.saturating_sub(total_before).max(1) as f64;
-    Ok(Measured { rps, p99_ms, steal })
+    Ok(Measured {
+        rps,
+        cpu_us: f64::NAN,
+        p99_ms,
+        steal,
+    })
+}
+
+/// [`wrk`], with the CPU time that the server processes `pids` spent per request.
+fn wrk_cpu(
+    url: &str,
+    seconds: u64,
+    script: Option<&Path>,
+    pids: &[u32],
+) -> anyhow::Result<Measured> {
+    let before = cpu_seconds(pids);
+    let started = Instant::now();
+    let mut m = wrk(url, seconds, script)?;
+    let requests = m.rps * started.elapsed().as_secs_f64().min(seconds as f64);
+    m.cpu_us = (cpu_seconds(pids) - before) * 1e6 / requests.max(1.0);
+    Ok(m)
+}
+
+/// User + system CPU seconds the processes `pids` (all their threads) have used.
+/// `/proc/PID/stat` counts in USER_HZ ticks, 100 a second on Linux whatever the kernel's
+/// own tick: 10 ms grain, against the seconds of CPU a run takes.
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .map(|stat| {
+            // Fields after the command name (which may hold spaces), from field 3 on:
+            // utime and stime are fields 14 and 15.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            f.iter().sum::<u64>() as f64 / 100.0
+        })
+        .sum()
+}
+
+/// The pids of `pid`'s children (nginx's workers).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 fn parse_latency(v: &str) -> f64 {
@@ -302,7 +355,7 @@ pub(crate) fn metric(usher: SocketAddr, line_prefix: &str) -> anyhow::Result<f64
 /// forward auth with a free auth server), and the guarded one (asks Usher, with the
 /// shipped configuration).
 struct Nginx {
-    _proc: NginxProc,
+    proc: NginxProc,
     base: u16,
     ideal: u16,
     guarded: u16,
@@ -359,8 +412,16 @@ fn start_nginx(dir: &Path, usher: SocketAddr, up: u16) -> anyhow::Result<Nginx> 
     for port in [guarded, base, ideal] {
         wait_port(port)?;
     }
+    // A listening port is the master's; the workers (whose CPU the runs count) follow.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for _ in 0..100 {
+        if children(proc.0.id()).len() >= cores {
+            break;
+        }
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
     Ok(Nginx {
-        _proc: proc,
+        proc,
         base,
         ideal,
         guarded,
@@ -371,7 +432,7 @@ fn report(rows: &[Row], sessions: usize, seconds: u64) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| scenario | baseline | baseline req/s | usher req/s | ratio | usher p99 | CPU stolen | target |\n|---|---|---|---|---|---|---|---|"
+        "| scenario | baseline | baseline req/s | usher req/s | ratio | usher p99 | server CPU µs/request, baseline → usher | CPU stolen | target |\n|---|---|---|---|---|---|---|---|---|"
     );
     for r in rows {
         let b = median(r.base.iter().map(|m| m.rps).collect());
@@ -387,6 +448,10 @@ fn report(rows: &[Row], sessions: usize, seconds: u64) -> String {
                 .map(|(u, b)| u.rps / b.rps)
                 .collect(),
         );
+        let (cpu_b, cpu_u) = (
+            median(r.base.iter().map(|m| m.cpu_us).collect()),
+            median(r.usher.iter().map(|m| m.cpu_us).collect()),
+        );
         let steal = median(
             r.usher
                 .iter()
@@ -396,13 +461,16 @@ fn report(rows: &[Row], sessions: usize, seconds: u64) -> String {
         );
         let _ = writeln!(
             out,
-            "| {} | {} | {b:.0} | {u:.0} | {ratio:.2} | {p99:.2} ms | {steal:.0}% | {} |",
-            r.scenario, r.baseline, r.target
+            "| {} | {} | {b:.0} | {u:.0} | {ratio:.2} | {p99:.2} ms | {cpu_b:.1} → {cpu_u:.1} ({:.2}×) | {steal:.0}% | {} |",
+            r.scenario,
+            r.baseline,
+            cpu_u / cpu_b,
+            r.target
         );
     }
     let _ = writeln!(
         out,
-        "\n{} sessions, {} round(s) of {seconds} s per side, medians (the ratio: the median of each round's ratio); wrk -t2 -c64 on loopback, every side sent the same requests (a cookie each, rotating over the sessions). CPU stolen: the host's share of the machine's CPU time during the runs (/proc/stat), median.",
+        "\n{} sessions, {} round(s) of {seconds} s per side, medians (the ratio: the median of each round's ratio); wrk -t2 -c64 on loopback, every side sent the same requests (a cookie each, rotating over the sessions). Server CPU: user + system time of the server processes (Usher, nginx's workers, the bare server; /proc/PID/stat) per request answered — what a request costs, whatever share of the 2 cores wrk took. CPU stolen: the host's share of the machine's CPU time during the runs (/proc/stat), median.",
         sessions,
         rows.first().map_or(0, |r| r.usher.len())
     );
@@ -441,13 +509,19 @@ fn main() -> anyhow::Result<()> {
     let (usher_port, up) = (free_port()?, free_port()?);
     let usher = SocketAddr::from(([127, 0, 0, 1], usher_port));
     let nginx = start_nginx(dir.path(), usher, up)?;
-    let _usher = start_usher_with(
+    let usher_proc = start_usher_with(
         dir.path(),
         &db,
         usher_port,
         &[("USHER_UPSTREAM_URL", format!("http://127.0.0.1:{up}"))],
     )?;
-    let (_baseline, baseline) = start_baseline()?;
+    let (baseline_proc, baseline) = start_baseline()?;
+    // Every server of the runs below, nginx's workers too: an idle one costs nothing,
+    // so the sum is the CPU that one side's requests took (nginx is the upstream of
+    // both sides of the proxy comparison).
+    let master = nginx.proc.0.id();
+    let mut servers = vec![usher_proc.0.id(), baseline_proc.0.id(), master];
+    servers.extend(children(master));
     let want = |name: &str| args.scenario.as_deref().is_none_or(|s| s == name);
 
     let mut rows = Vec::new();
@@ -469,20 +543,23 @@ fn main() -> anyhow::Result<()> {
         for _ in 0..rounds {
             // Every side gets the same requests, cookies included: the driver's cost
             // per request is then the same on both sides of a ratio.
-            plain.base.push(wrk(
+            plain.base.push(wrk_cpu(
                 &format!("http://127.0.0.1:{}/", nginx.base),
                 seconds,
                 Some(&script),
+                &servers,
             )?);
-            ideal.base.push(wrk(
+            ideal.base.push(wrk_cpu(
                 &format!("http://127.0.0.1:{}/", nginx.ideal),
                 seconds,
                 Some(&script),
+                &servers,
             )?);
-            let m = wrk(
+            let m = wrk_cpu(
                 &format!("http://127.0.0.1:{}/", nginx.guarded),
                 seconds,
                 Some(&script),
+                &servers,
             )?;
             ideal.usher.push(m);
             plain.usher.push(m);
@@ -509,18 +586,24 @@ fn main() -> anyhow::Result<()> {
         let flushes = "usher_flush_duration_seconds_count";
         let (mut requests, mut txs, mut secs) = (0.0, 0.0, 0.0);
         for _ in 0..rounds {
-            row.base
-                .push(wrk(&format!("http://{baseline}/"), seconds, Some(&script))?);
-            own.base.push(wrk(
+            row.base.push(wrk_cpu(
+                &format!("http://{baseline}/"),
+                seconds,
+                Some(&script),
+                &servers,
+            )?);
+            own.base.push(wrk_cpu(
                 &format!("http://{usher}/usher/healthz"),
                 seconds,
                 Some(&script),
+                &servers,
             )?);
             let before = metric(usher, flushes)?;
-            let m = wrk(
+            let m = wrk_cpu(
                 &format!("http://{usher}/usher/auth/request"),
                 seconds,
                 Some(&script),
+                &servers,
             )?;
             txs += metric(usher, flushes)? - before;
             requests += m.rps * seconds as f64;
@@ -583,13 +666,18 @@ fn main() -> anyhow::Result<()> {
             target: "≥ 0.9",
         };
         for _ in 0..rounds {
-            row.base.push(wrk(
+            row.base.push(wrk_cpu(
                 &format!("http://127.0.0.1:{}/", nginx.base),
                 seconds,
                 Some(&script),
+                &servers,
             )?);
-            row.usher
-                .push(wrk(&format!("http://{usher}/"), seconds, Some(&script))?);
+            row.usher.push(wrk_cpu(
+                &format!("http://{usher}/"),
+                seconds,
+                Some(&script),
+                &servers,
+            )?);
         }
         rows.push(row);
     }
@@ -609,7 +697,7 @@ fn main() -> anyhow::Result<()> {
             anonymous: q(args.anonymous, 200_000, 5_000),
             max_anonymous: q(args.max_anonymous, 100_000, 2_000),
         };
-        drop(_usher);
+        drop(usher_proc);
         table.push_str("\n### Anonymous flood (issue 5)\n\n");
         table.push_str(&flood::run(dir.path(), &db, sessions, &script, &f)?);
     }

@@ -30,6 +30,8 @@ use usher_core::{
 };
 use usher_store::{ChangeKind, EndSessions, LazySession, LivePage, SessionSelector, Store, Touch};
 
+/// Sessions a flush collects between two yields to the other tasks of its worker.
+const YIELD_EVERY: usize = 256;
 /// Ends logged one line each up to this many at once; past it, one line with the count.
 const LOG_EACH_UP_TO: usize = 20;
 /// Live sessions read per query at start. Small pages: the rows a page decodes are
@@ -1253,7 +1255,16 @@ impl Engine {
         let mut touches = Vec::new();
         let mut created = Vec::new();
         let cols = &self.inner.columns;
-        while let Ok(s) = rx.try_recv() {
+        // What is queued now, and no more: a session touched again while this runs is
+        // queued again, and a flush that chased those would never end under load.
+        let queued = rx.len();
+        for n in 0..queued {
+            // Collecting ten thousand touches takes milliseconds of one async worker;
+            // the requests waiting on that worker go first now and then (issue 9: p99).
+            if n % YIELD_EVERY == YIELD_EVERY - 1 {
+                tokio::task::yield_now().await;
+            }
+            let Ok(s) = rx.try_recv() else { break };
             self.inner.dirty_count.fetch_sub(1, Ordering::Relaxed);
             if !s.is_live(cols) {
                 continue;

@@ -931,3 +931,37 @@ async fn the_first_address_of_a_session_that_moved_is_kept() {
     let reloaded = f.engine().await;
     assert_eq!(addresses(&reloaded), want);
 }
+
+/// A flush takes what was queued when it began: sessions touched again while it runs
+/// (it yields to other tasks as it collects) wait for the next one, so a flush ends
+/// under any load instead of chasing the requests.
+#[tokio::test]
+async fn a_flush_under_load_takes_what_was_queued_and_ends() {
+    let f = fixture().await;
+    let engine = f.engine().await;
+    let mut tokens = Vec::new();
+    // More than one yield's worth of sessions.
+    for _ in 0..300 {
+        let (token, _) = engine.create(None, SessionKind::Web, &REQ).await.unwrap();
+        engine.authenticate(&token, &REQ).await.unwrap().unwrap();
+        tokens.push(token);
+    }
+    let load = tokio::spawn({
+        let engine = engine.clone();
+        let tokens = tokens.clone();
+        async move {
+            loop {
+                for t in &tokens {
+                    engine.authenticate(t, &REQ).await.unwrap().unwrap();
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    let flushed = tokio::time::timeout(Duration::from_secs(30), engine.flush())
+        .await
+        .expect("the flush ended while requests kept coming")
+        .unwrap();
+    load.abort();
+    assert_eq!(flushed, 300, "each queued session once");
+}

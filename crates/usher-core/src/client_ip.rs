@@ -61,6 +61,9 @@ pub struct Resolved {
     pub believed: Option<ClientIpHeader>,
     /// A header from a trusted peer could not be read; the peer address was used.
     pub malformed: bool,
+    /// The peer is one of the trusted proxies (an IPv4-mapped IPv6 peer as its IPv4
+    /// address), so the other forwarded headers it sends are believed too.
+    pub peer_trusted: bool,
 }
 
 /// Resolves the client IP of a request from `peer` and the values of the configured
@@ -72,12 +75,14 @@ pub fn resolve<'a>(
     values: impl Iterator<Item = &'a [u8]>,
 ) -> Resolved {
     let peer = peer.to_canonical();
+    let peer_trusted = trusted.contains(peer);
     let fallback = |malformed| Resolved {
         ip: peer,
         believed: None,
         malformed,
+        peer_trusted,
     };
-    if !trusted.contains(peer) {
+    if !peer_trusted {
         return fallback(false);
     }
     let mut entries: Vec<IpAddr> = Vec::new();
@@ -111,6 +116,7 @@ pub fn resolve<'a>(
         ip,
         believed: Some(header),
         malformed: false,
+        peer_trusted,
     }
 }
 
@@ -181,6 +187,18 @@ mod tests {
             header,
             values.iter().map(|v| v.as_bytes()),
         )
+    }
+
+    #[test]
+    fn the_peer_is_trusted_by_its_canonical_address() {
+        for peer in ["127.0.0.1", "::ffff:127.0.0.1", "::ffff:10.1.2.3"] {
+            let r = run(peer, ClientIpHeader::XForwardedFor, &[]);
+            assert!(r.peer_trusted, "{peer}");
+        }
+        for peer in ["203.0.113.9", "::ffff:203.0.113.9", "::1"] {
+            let r = run(peer, ClientIpHeader::XForwardedFor, &["1.2.3.4"]);
+            assert!(!r.peer_trusted, "{peer}");
+        }
     }
 
     #[test]

@@ -40,7 +40,9 @@ impl ClientContext {
         if resolved.malformed {
             malformed(state, peer, header);
         }
-        let peer_trusted = settings.trusted.contains(peer.ip());
+        // Decided with the client IP, on the canonical address: a dual-stack listener
+        // sees an IPv4 proxy as ::ffff:a.b.c.d.
+        let peer_trusted = resolved.peer_trusted;
         let forwarded = |name: &http::HeaderName| {
             peer_trusted
                 .then(|| headers.get(name))
@@ -155,12 +157,16 @@ pub(crate) mod names {
     pub const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
     pub const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
 
-    /// `proxy.client_ip_header`'s name, parsed once, for the same reason.
+    const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+    /// `proxy.client_ip_header`'s name, parsed once (constants: a `from_static` in the
+    /// match would check the name on every request), for the same reason.
     pub fn client_ip(h: usher_core::client_ip::ClientIpHeader) -> HeaderName {
         use usher_core::client_ip::ClientIpHeader as H;
         match h {
-            H::XForwardedFor => HeaderName::from_static("x-forwarded-for"),
-            H::XRealIp => HeaderName::from_static("x-real-ip"),
+            H::XForwardedFor => X_FORWARDED_FOR,
+            H::XRealIp => X_REAL_IP,
             H::Forwarded => http::header::FORWARDED,
         }
     }

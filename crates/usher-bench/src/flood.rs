@@ -152,6 +152,7 @@ pub fn run(
         &format!("http://{usher}/usher/auth/request"),
         2,
         Some(script),
+        &[],
     )
     .context("a signed-in session was refused after the flood")?;
 

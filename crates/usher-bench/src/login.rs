@@ -64,13 +64,13 @@ pub fn run(rt: &tokio::runtime::Runtime, dir: &Path, seconds: u64) -> anyhow::Re
         &[("USHER_ADMIN_PASSWORD", PASSWORD.to_owned())],
     )?;
     let health = format!("http://{addr}/usher/healthz");
-    let alone = wrk(&health, seconds, None)?;
+    let alone = wrk(&health, seconds, None, &[])?;
 
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let wrk_thread = {
         let health = health.clone();
-        std::thread::spawn(move || wrk(&health, seconds, None))
+        std::thread::spawn(move || wrk(&health, seconds, None, &[]))
     };
     let started = Instant::now();
     rt.block_on(async {

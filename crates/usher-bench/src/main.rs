@@ -175,7 +175,14 @@ fn cpu_times() -> (u64, u64) {
     (fields.iter().sum(), fields.get(7).copied().unwrap_or(0))
 }
 
-pub(crate) fn wrk(url: &str, seconds: u64, script: Option<&Path>) -> anyhow::Result<Measured> {
+/// One wrk run; with the CPU time the server processes `pids` spent per request
+/// (NaN when `pids` is empty).
+pub(crate) fn wrk(
+    url: &str,
+    seconds: u64,
+    script: Option<&Path>,
+    pids: &[u32],
+) -> anyhow::Result<Measured> {
     let mut cmd = Command::new("wrk");
     cmd.args(["-t2", "-c64", "--latency", "-d"])
         .arg(format!("{seconds}s"));
@@ -183,6 +190,7 @@ pub(crate) fn wrk(url: &str, seconds: u64, script: Option<&Path>) -> anyhow::Res
         cmd.arg("-s").arg(s);
     }
     let (total_before, stolen_before) = cpu_times();
+    let cpu_before = cpu_seconds(pids);
     let out = cmd
         .arg(url)
         .output()
@@ -201,30 +209,20 @@ pub(crate) fn wrk(url: &str, seconds: u64, script: Option<&Path>) -> anyhow::Res
     if text.contains("Non-2xx") {
         bail!("{url}: non-2xx answers under load:\n{text}");
     }
+    let cpu = cpu_seconds(pids) - cpu_before;
     let (total, stolen) = cpu_times();
     let steal = stolen.saturating_sub(stolen_before) as f64
         / total.saturating_sub(total_before).max(1) as f64;
     Ok(Measured {
         rps,
-        cpu_us: f64::NAN,
+        cpu_us: if pids.is_empty() {
+            f64::NAN
+        } else {
+            cpu * 1e6 / (rps * seconds as f64).max(1.0)
+        },
         p99_ms,
         steal,
     })
-}
-
-/// [`wrk`], with the CPU time that the server processes `pids` spent per request.
-fn wrk_cpu(
-    url: &str,
-    seconds: u64,
-    script: Option<&Path>,
-    pids: &[u32],
-) -> anyhow::Result<Measured> {
-    let before = cpu_seconds(pids);
-    let started = Instant::now();
-    let mut m = wrk(url, seconds, script)?;
-    let requests = m.rps * started.elapsed().as_secs_f64().min(seconds as f64);
-    m.cpu_us = (cpu_seconds(pids) - before) * 1e6 / requests.max(1.0);
-    Ok(m)
 }
 
 /// User + system CPU seconds the processes `pids` (all their threads) have used.
@@ -543,19 +541,19 @@ fn main() -> anyhow::Result<()> {
         for _ in 0..rounds {
             // Every side gets the same requests, cookies included: the driver's cost
             // per request is then the same on both sides of a ratio.
-            plain.base.push(wrk_cpu(
+            plain.base.push(wrk(
                 &format!("http://127.0.0.1:{}/", nginx.base),
                 seconds,
                 Some(&script),
                 &servers,
             )?);
-            ideal.base.push(wrk_cpu(
+            ideal.base.push(wrk(
                 &format!("http://127.0.0.1:{}/", nginx.ideal),
                 seconds,
                 Some(&script),
                 &servers,
             )?);
-            let m = wrk_cpu(
+            let m = wrk(
                 &format!("http://127.0.0.1:{}/", nginx.guarded),
                 seconds,
                 Some(&script),
@@ -586,20 +584,20 @@ fn main() -> anyhow::Result<()> {
         let flushes = "usher_flush_duration_seconds_count";
         let (mut requests, mut txs, mut secs) = (0.0, 0.0, 0.0);
         for _ in 0..rounds {
-            row.base.push(wrk_cpu(
+            row.base.push(wrk(
                 &format!("http://{baseline}/"),
                 seconds,
                 Some(&script),
                 &servers,
             )?);
-            own.base.push(wrk_cpu(
+            own.base.push(wrk(
                 &format!("http://{usher}/usher/healthz"),
                 seconds,
                 Some(&script),
                 &servers,
             )?);
             let before = metric(usher, flushes)?;
-            let m = wrk_cpu(
+            let m = wrk(
                 &format!("http://{usher}/usher/auth/request"),
                 seconds,
                 Some(&script),
@@ -666,13 +664,13 @@ fn main() -> anyhow::Result<()> {
             target: "≥ 0.9",
         };
         for _ in 0..rounds {
-            row.base.push(wrk_cpu(
+            row.base.push(wrk(
                 &format!("http://127.0.0.1:{}/", nginx.base),
                 seconds,
                 Some(&script),
                 &servers,
             )?);
-            row.usher.push(wrk_cpu(
+            row.usher.push(wrk(
                 &format!("http://{usher}/"),
                 seconds,
                 Some(&script),

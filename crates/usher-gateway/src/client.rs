@@ -40,8 +40,7 @@ impl ClientContext {
         if resolved.malformed {
             malformed(state, peer, header);
         }
-        // Decided with the client IP, on the canonical address: a dual-stack listener
-        // sees an IPv4 proxy as ::ffff:a.b.c.d.
+        // Decided once, with the client IP (the list is not searched twice a request).
         let peer_trusted = resolved.peer_trusted;
         let forwarded = |name: &http::HeaderName| {
             peer_trusted

@@ -23,6 +23,8 @@ pub struct Options {
     pub engine: EngineConfig,
     /// `Some`: the server's time only moves when the test says so.
     pub manual_clock: bool,
+    /// Where to listen; 127.0.0.1 on a free port when `None`.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for Options {
@@ -37,6 +39,7 @@ impl Default for Options {
                 max_anonymous: 100_000,
             },
             manual_clock: false,
+            listen: None,
         }
     }
 }
@@ -75,7 +78,9 @@ impl TestApp {
             (None, Arc::new(SystemClock))
         };
         let server = Server::build(
-            "127.0.0.1:0".parse().unwrap(),
+            options
+                .listen
+                .unwrap_or_else(|| "127.0.0.1:0".parse().unwrap()),
             options.gateway,
             options.engine,
             store.clone(),

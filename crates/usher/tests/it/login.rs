@@ -534,6 +534,34 @@ async fn whoami_reports_what_usher_believed() {
     assert_eq!(r["peer_trusted"], true);
 }
 
+/// On a dual-stack listener an IPv4 proxy arrives as ::ffff:a.b.c.d: it is trusted
+/// as its IPv4 address, for the client IP and X-Forwarded-Proto alike.
+#[tokio::test]
+async fn a_trusted_proxy_on_a_dual_stack_listener_is_believed() {
+    let app = TestApp::spawn_with(usher_testkit::Options {
+        listen: Some("[::]:0".parse().unwrap()),
+        ..Default::default()
+    })
+    .await;
+    let r: serde_json::Value = client()
+        .get(format!("http://127.0.0.1:{}/usher/whoami", app.addr.port()))
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        r["peer"].as_str().unwrap().split(']').next(),
+        Some("[::ffff:127.0.0.1")
+    );
+    assert_eq!(r["peer_trusted"], true);
+    assert_eq!(r["client_ip"], "203.0.113.9");
+    assert_eq!(r["https"], true);
+}
+
 #[tokio::test]
 async fn failed_logins_slow_down_and_never_lock_out_for_good() {
     let app = TestApp::spawn_with(usher_testkit::Options {

@@ -17,12 +17,17 @@ const MAX_CLIENTS: usize = 100_000;
 pub struct ClientText {
     pub user_agent: Arc<str>,
     pub host: Arc<str>,
-    summary: OnceLock<Box<str>>,
+    summary: OnceLock<Arc<str>>,
 }
 
 impl ClientText {
     /// "Firefox 131 on Linux", worked out once per client when first asked for.
     pub fn summary(&self) -> &str {
+        self.shared_summary()
+    }
+
+    /// The summary itself, shared (a flush hands it to the store without a copy).
+    pub fn shared_summary(&self) -> &Arc<str> {
         self.summary
             .get_or_init(|| user_agent::summarize(&self.user_agent).into())
     }
@@ -70,7 +75,7 @@ impl Interner {
         }
         let summary = match summary {
             "" => OnceLock::new(),
-            s => OnceLock::from(Box::from(s)),
+            s => OnceLock::from(Arc::from(s)),
         };
         let text = Arc::new(ClientText {
             user_agent,

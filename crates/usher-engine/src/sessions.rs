@@ -233,16 +233,14 @@ impl LiveSession {
             self.unclaim(delta);
             return None;
         };
-        let client = text.summary().to_owned();
-        let (user_agent, host) = (text.user_agent.to_string(), text.host.to_string());
         Some(Touch {
             id: self.id,
             requests: delta,
             last_access_at: self.last_access_at(cols),
             ip,
-            user_agent,
-            client,
-            host,
+            user_agent: text.user_agent.clone(),
+            client: text.shared_summary().clone(),
+            host: text.host.clone(),
         })
     }
 
@@ -1285,7 +1283,8 @@ impl Engine {
         }
         let started = std::time::Instant::now();
         let (created, slots): (Vec<LazySession>, Vec<u32>) = created.into_iter().unzip();
-        match self.inner.store.write_behind(&created, &touches).await {
+        let written = touches.len();
+        match self.inner.store.write_behind(&created, touches).await {
             Ok(_) => {
                 // A lazy session ended while this write was in flight was ended in
                 // memory alone (the store did not have it yet); now the store has it
@@ -1299,9 +1298,9 @@ impl Engine {
                 }
                 let m = &self.inner.metrics;
                 m.flush_seconds.observe(started.elapsed().as_secs_f64());
-                m.flush_batch.observe(touches.len() as f64);
+                m.flush_batch.observe(written as f64);
                 self.end_in_store(late).await;
-                Ok(touches.len())
+                Ok(written)
             }
             Err(e) => {
                 self.store_failed();

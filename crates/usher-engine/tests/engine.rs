@@ -488,7 +488,7 @@ impl Store for GatedStore {
     async fn write_behind(
         &self,
         c: &[usher_store::LazySession],
-        t: &[usher_store::Touch],
+        t: Vec<usher_store::Touch>,
     ) -> usher_store::Result<u64> {
         if self.before_commit {
             self.committed.notify_one();

@@ -311,12 +311,12 @@ pub async fn sessions_create_and_find(store: Arc<dyn Store>) {
 pub async fn touches_add_up_and_never_go_back(store: Arc<dyn Store>) {
     let s = login(&store, None, t(0)).await;
     store
-        .write_behind(&[], &[touch(s.id, 5, t(20))])
+        .write_behind(&[], vec![touch(s.id, 5, t(20))])
         .await
         .unwrap();
     // An older flush landing late must not move last access backwards.
     store
-        .write_behind(&[], &[touch(s.id, 2, t(15))])
+        .write_behind(&[], vec![touch(s.id, 2, t(15))])
         .await
         .unwrap();
     let got = store.session_get(&s.id).await.unwrap().unwrap();
@@ -356,7 +356,7 @@ pub async fn a_flush_of_many_sessions(store: Arc<dyn Store>) {
     later.ip = "2001:db8::9".parse().unwrap();
     touches.push(later.clone());
     touches.push(touch(twice, 2, t(11)));
-    let n = store.write_behind(&[], &touches).await.unwrap();
+    let n = store.write_behind(&[], touches).await.unwrap();
     assert_eq!(
         n, 1_099,
         "every live session once, the ended one not at all"
@@ -369,7 +369,7 @@ pub async fn a_flush_of_many_sessions(store: Arc<dyn Store>) {
             assert_eq!(got.requests, 1_051 + 5 + 2, "both touches counted");
             assert_eq!(got.last_access_at, t(12), "the latest access");
             // The later touch's client: the last one claimed.
-            assert_eq!(got.user_agent, touch(twice, 0, t(0)).user_agent);
+            assert_eq!(*got.user_agent, *touch(twice, 0, t(0)).user_agent);
         } else {
             assert_eq!(got.requests, i as u64 + 1);
             assert_eq!(got.last_access_at, t(10));
@@ -377,14 +377,11 @@ pub async fn a_flush_of_many_sessions(store: Arc<dyn Store>) {
         }
     }
     // The hostile client lands as it was sent when it is the last touch.
-    store
-        .write_behind(&[], std::slice::from_ref(&later))
-        .await
-        .unwrap();
+    store.write_behind(&[], vec![later.clone()]).await.unwrap();
     let got = store.session_get(&twice).await.unwrap().unwrap();
     assert_eq!(
-        (got.user_agent, got.client, got.ip),
-        (later.user_agent, later.client, later.ip)
+        (&*got.user_agent, &*got.client, got.ip),
+        (&*later.user_agent, &*later.client, later.ip)
     );
 }
 
@@ -399,7 +396,7 @@ pub async fn touches_never_revive_ended_sessions(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let n = store
-        .write_behind(&[], &[touch(s.id, 3, t(9))])
+        .write_behind(&[], vec![touch(s.id, 3, t(9))])
         .await
         .unwrap();
     assert_eq!(n, 0);
@@ -843,7 +840,7 @@ pub async fn a_limit_evicts_the_least_recently_used(store: Arc<dyn Store>) {
     let (b, _) = login_limited(&store, "alice", t(2), limit).await.unwrap();
     // `a` was used after `b`: `b` is the least recently used.
     store
-        .write_behind(&[], &[touch(a.id, 1, t(3))])
+        .write_behind(&[], vec![touch(a.id, 1, t(3))])
         .await
         .unwrap();
     let (c, evicted) = login_limited(&store, "alice", t(4), limit).await.unwrap();
@@ -1018,7 +1015,7 @@ pub async fn lazy_anonymous_sessions_are_written_behind(store: Arc<dyn Store>) {
     let a = lazy(hash);
     // Created and touched in the same flush: the insert comes first.
     store
-        .write_behind(std::slice::from_ref(&a), &[touch(a.session.id, 2, t(3))])
+        .write_behind(std::slice::from_ref(&a), vec![touch(a.session.id, 2, t(3))])
         .await
         .unwrap();
     let got = store.session_by_token(&hash).await.unwrap().unwrap();
@@ -1033,7 +1030,7 @@ pub async fn lazy_anonymous_sessions_are_written_behind(store: Arc<dyn Store>) {
     // Another node adopting the same cookie: skipped, not an error, first one stays.
     let b = lazy(hash);
     store
-        .write_behind(std::slice::from_ref(&b), &[])
+        .write_behind(std::slice::from_ref(&b), vec![])
         .await
         .unwrap();
     assert_eq!(store.session_get(&b.session.id).await.unwrap(), None);
@@ -1074,12 +1071,12 @@ pub async fn inactive_users_report_last_login_ip_and_activity(store: Arc<dyn Sto
     // carol: never. dave: signed in lately.
     let a = login(&store, Some("alice"), t(10)).await;
     store
-        .write_behind(&[], &[touch(a.id, 1, t(20))])
+        .write_behind(&[], vec![touch(a.id, 1, t(20))])
         .await
         .unwrap();
     let b = login(&store, Some("bob"), t(10)).await;
     store
-        .write_behind(&[], &[touch(b.id, 9, t(500))])
+        .write_behind(&[], vec![touch(b.id, 9, t(500))])
         .await
         .unwrap();
     login(&store, Some("dave"), t(400)).await;
@@ -1126,7 +1123,7 @@ pub async fn live_sessions_read_in_pages(store: Arc<dyn Store>) {
     odd.client.host = "h\u{e9}te:8443".into();
     store.session_create(&odd, "Odd \"client\"").await.unwrap();
     store
-        .write_behind(&[], &[touch(odd.id, 41, t(8))])
+        .write_behind(&[], vec![touch(odd.id, 41, t(8))])
         .await
         .unwrap();
     made.push(odd.id);

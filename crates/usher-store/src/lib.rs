@@ -35,9 +35,11 @@ pub struct Touch {
     /// Latest access; the stored value only ever moves forward.
     pub last_access_at: Timestamp,
     pub ip: IpAddr,
-    pub user_agent: String,
-    pub client: String,
-    pub host: String,
+    /// Shared, not copied: a flush carries ten thousand of these, and the engine holds
+    /// one copy of each client's strings already.
+    pub user_agent: Arc<str>,
+    pub client: Arc<str>,
+    pub host: Arc<str>,
 }
 
 /// Which sessions to end.
@@ -203,7 +205,9 @@ pub trait Store: Send + Sync + 'static {
     /// last flush (lazy sessions are written behind; one whose token is already stored
     /// is skipped), then the touches. Touches of ended sessions are ignored,
     /// `last_access_at` never moves backwards. Returns the sessions updated.
-    async fn write_behind(&self, created: &[LazySession], touches: &[Touch]) -> Result<u64>;
+    ///
+    /// The touches are the store's: a backend may take them to a thread of its own.
+    async fn write_behind(&self, created: &[LazySession], touches: Vec<Touch>) -> Result<u64>;
 
     // --- history ---
     async fn event_record(&self, event: &Event) -> Result<()>;

@@ -78,8 +78,8 @@ impl PgStore {
 
     /// A flush of request counts alone needs no path of its own here: the batch below is
     /// already one statement.
-    async fn touches_alone(&self, _touches: &[Touch]) -> Result<Option<u64>> {
-        Ok(None)
+    async fn touches_alone(&self, touches: Vec<Touch>) -> Result<Result<u64, Vec<Touch>>> {
+        Ok(Err(touches))
     }
 
     /// Up to a thousand sessions' activity in one UPDATE, the batch bound as arrays:
@@ -100,9 +100,9 @@ impl PgStore {
             requests.push(i64::try_from(t.requests).unwrap_or(i64::MAX));
             at.push(crate::rows::ms(t.last_access_at));
             ips.push(t.ip.to_string());
-            agents.push(t.user_agent.as_str());
-            clients.push(t.client.as_str());
-            hosts.push(t.host.as_str());
+            agents.push(&*t.user_agent);
+            clients.push(&*t.client);
+            hosts.push(&*t.host);
         }
         let r = sqlx::query(
             "UPDATE sessions SET requests = sessions.requests + t.requests,

@@ -6,7 +6,7 @@
 //! `::`. A backend provides `write()` (a write transaction), `reader()` (a pool), and
 //! `before_change()` (anything to do before appending to the change feed),
 //! `touch_batch()` (many sessions' activity in one statement: the dialects differ), and
-//! `touches_alone()` (a flush of request counts alone its own way, or `None`).
+//! `touches_alone()` (a flush of request counts alone its own way, or the touches back).
 
 macro_rules! impl_sql_store {
     ($module:ident, $store:ty, $db:ty) => {
@@ -495,15 +495,18 @@ macro_rules! impl_sql_store {
                     Ok(ended)
                 }
 
-                async fn write_behind(&self, created: &[LazySession], touches: &[Touch]) -> Result<u64> {
+                async fn write_behind(&self, created: &[LazySession], touches: Vec<Touch>) -> Result<u64> {
                     if touches.is_empty() && created.is_empty() {
                         return Ok(0);
                     }
-                    if created.is_empty()
-                        && let Some(n) = self.touches_alone(touches).await?
-                    {
-                        return Ok(n);
-                    }
+                    let touches = if created.is_empty() {
+                        match self.touches_alone(touches).await? {
+                            Ok(n) => return Ok(n),
+                            Err(back) => back,
+                        }
+                    } else {
+                        touches
+                    };
                     let mut tx = self.write().await?;
                     for lazy in created {
                         // Another node may have adopted the same anonymous cookie first.
@@ -512,7 +515,7 @@ macro_rules! impl_sql_store {
                             insert_change(&mut tx, lazy.session.created_at, &ChangeKind::SessionCreated(lazy.session.id)).await?;
                         }
                     }
-                    let n = apply_touches(&mut tx, touches).await?;
+                    let n = apply_touches(&mut tx, &touches).await?;
                     tx.commit().await?;
                     Ok(n)
                 }

@@ -7,6 +7,7 @@
 //! Needs `wrk` and `nginx` (Debian packages) and a release build of `usher`, which it
 //! makes with cargo first.
 
+mod compare;
 mod flood;
 mod history;
 mod login;
@@ -62,6 +63,12 @@ struct Args {
     /// profile against the same data afterwards.
     #[arg(long)]
     keep: bool,
+    /// Another `usher` binary (an earlier commit's) to load at the same time as this
+    /// build's, on copies of the same sessions, reporting the ratio of their CPU time per
+    /// request: `/usher/auth/request`, or the reverse proxy with `--scenario
+    /// reverse-proxy`. Default 6 rounds of 8 s.
+    #[arg(long, value_name = "USHER_BINARY")]
+    compare: Option<PathBuf>,
 }
 
 /// A child process killed when dropped.
@@ -286,7 +293,23 @@ pub(crate) fn start_usher_with(
     port: u16,
     env: &[(&str, String)],
 ) -> anyhow::Result<Proc> {
-    let bin = workspace_root().join("target/release/usher");
+    start_usher_bin(
+        &workspace_root().join("target/release/usher"),
+        dir,
+        db,
+        port,
+        env,
+    )
+}
+
+/// [`start_usher_with`] for the `usher` binary at `bin`.
+pub(crate) fn start_usher_bin(
+    bin: &Path,
+    dir: &Path,
+    db: &Path,
+    port: u16,
+    env: &[(&str, String)],
+) -> anyhow::Result<Proc> {
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--store"])
         .arg(format!("sqlite://{}", db.display()))
@@ -502,6 +525,17 @@ fn main() -> anyhow::Result<()> {
     let cookies = rt.block_on(seed(&db, sessions))?;
     eprintln!("seeded {sessions} sessions in {:.1?}", started.elapsed());
     let script = wrk_script(dir.path(), &cookies)?;
+    if let Some(other) = &args.compare {
+        let c = compare::Compare {
+            other,
+            this: workspace_root().join("target/release/usher"),
+            proxy: args.scenario.as_deref() == Some("reverse-proxy"),
+            rounds: args.rounds.unwrap_or(6),
+            seconds: args.seconds.unwrap_or(8),
+        };
+        println!("{}", compare::run(&c, dir.path(), &db, &script)?);
+        return Ok(());
+    }
     // Usher proxies to the upstream that nginx serves (a fixed 200), so the reverse
     // proxy and nginx's proxy_pass are measured against the same app.
     let (usher_port, up) = (free_port()?, free_port()?);

@@ -1,0 +1,156 @@
+//! `--compare OTHER`: this build's Usher and another `usher` binary (an earlier
+//! commit's, say) under the same load at the same time, each on its own copy of the
+//! same sessions. Alternating runs on this shared 2-core machine swing by ±15% from
+//! one run to the next; loaded together, both servers meet the same drift, and the
+//! ratio of what a request costs each (CPU time per request) shows changes of a few
+//! percent (issue 9).
+//!
+//!     git worktree add /tmp/before HEAD~1
+//!     CARGO_TARGET_DIR=/tmp/before-target cargo build --release -p usher --manifest-path /tmp/before/Cargo.toml
+//!     cargo run --release -p usher-bench -- --compare /tmp/before-target/release/usher [--scenario reverse-proxy]
+
+use crate::{Proc, cpu_seconds, free_port, median, start_baseline, start_usher_bin};
+use anyhow::{Context, bail};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub(crate) struct Compare<'a> {
+    pub other: &'a Path,
+    pub this: PathBuf,
+    /// The reverse proxy (to the bare server as the upstream) instead of
+    /// `/usher/auth/request`.
+    pub proxy: bool,
+    pub rounds: usize,
+    pub seconds: u64,
+}
+
+/// One side's share of a round: requests answered, CPU seconds spent.
+struct Side {
+    requests: f64,
+    cpu: f64,
+}
+
+impl Side {
+    fn us_per_request(&self) -> f64 {
+        self.cpu * 1e6 / self.requests.max(1.0)
+    }
+}
+
+/// `db` is seeded already; `script` sends its cookies. Returns the report.
+pub(crate) fn run(c: &Compare, dir: &Path, db: &Path, script: &Path) -> anyhow::Result<String> {
+    // Each server writes its own copy: two writers on one SQLite file would wait on
+    // each other's flushes.
+    let other_dir = dir.join("other");
+    std::fs::create_dir_all(&other_dir)?;
+    let other_db = other_dir.join("usher.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", db.display()));
+        if from.exists() {
+            std::fs::copy(&from, format!("{}{suffix}", other_db.display()))?;
+        }
+    }
+    let _upstream: Option<Proc>;
+    let mut env = Vec::new();
+    if c.proxy {
+        let (p, addr) = start_baseline()?;
+        _upstream = Some(p);
+        env.push(("USHER_UPSTREAM_URL", format!("http://{addr}")));
+    } else {
+        _upstream = None;
+    }
+    let path = if c.proxy { "/" } else { "/usher/auth/request" };
+    let (this_port, other_port) = (free_port()?, free_port()?);
+    let this = start_usher_bin(&c.this, dir, db, this_port, &env)?;
+    let other = start_usher_bin(c.other, &other_dir, &other_db, other_port, &env)?;
+    let mut out = String::new();
+    let mut ratios = Vec::new();
+    let mut rates = Vec::new();
+    for round in 1..=c.rounds {
+        let (a, b) = together(
+            [
+                (this.0.id(), format!("http://127.0.0.1:{this_port}{path}")),
+                (other.0.id(), format!("http://127.0.0.1:{other_port}{path}")),
+            ],
+            c.seconds,
+            script,
+        )?;
+        let ratio = a.us_per_request() / b.us_per_request();
+        writeln!(
+            out,
+            "- round {round}: this build {:.0} requests, {:.2} µs CPU/request; other {:.0} requests, {:.2} µs CPU/request; CPU ratio {ratio:.3}",
+            a.requests,
+            a.us_per_request(),
+            b.requests,
+            b.us_per_request(),
+        )?;
+        ratios.push(ratio);
+        rates.push(a.requests / b.requests.max(1.0));
+    }
+    writeln!(
+        out,
+        "\n{}: CPU per request, this build / {}: **{:.3}** (median of {} rounds; requests answered {:.3}). Both loaded at once by a wrk -t1 -c32 each, on copies of the same sessions{}.",
+        if c.proxy {
+            "Reverse proxy to the bare server"
+        } else {
+            "`/usher/auth/request`"
+        },
+        c.other.display(),
+        median(ratios),
+        c.rounds,
+        median(rates),
+        if c.proxy {
+            " (one bare hyper server is the upstream of both)"
+        } else {
+            ""
+        }
+    )?;
+    Ok(out)
+}
+
+/// Two wrk runs at once, one per server; each server's requests and CPU time.
+fn together(
+    servers: [(u32, String); 2],
+    seconds: u64,
+    script: &Path,
+) -> anyhow::Result<(Side, Side)> {
+    let before: Vec<f64> = servers
+        .iter()
+        .map(|(pid, _)| cpu_seconds(&[*pid]))
+        .collect();
+    let children = servers
+        .iter()
+        .map(|(_, url)| {
+            Command::new("wrk")
+                .args(["-t1", "-c32", "-d"])
+                .arg(format!("{seconds}s"))
+                .arg("-s")
+                .arg(script)
+                .arg(url)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .context("running wrk (apt-get install wrk)")
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut sides = Vec::new();
+    for ((child, (pid, url)), cpu_before) in children.into_iter().zip(&servers).zip(before) {
+        let out = child.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("Non-2xx") {
+            bail!("{url}: non-2xx answers under load:\n{text}");
+        }
+        // "  123456 requests in 10.00s, ..."
+        let requests = text
+            .lines()
+            .find_map(|l| l.trim().split_once(" requests in "))
+            .and_then(|(n, _)| n.parse::<f64>().ok())
+            .with_context(|| format!("wrk printed no request count:\n{text}"))?;
+        sides.push(Side {
+            requests,
+            cpu: cpu_seconds(&[*pid]) - cpu_before,
+        });
+    }
+    let b = sides.pop().context("two sides")?;
+    let a = sides.pop().context("two sides")?;
+    Ok((a, b))
+}

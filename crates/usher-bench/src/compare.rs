@@ -9,11 +9,12 @@
 //!     CARGO_TARGET_DIR=/tmp/before-target cargo build --release -p usher --manifest-path /tmp/before/Cargo.toml
 //!     cargo run --release -p usher-bench -- --compare /tmp/before-target/release/usher [--scenario reverse-proxy]
 
-use crate::{Proc, cpu_seconds, free_port, median, start_baseline, start_usher_bin};
-use anyhow::{Context, bail};
+use crate::{
+    cpu_seconds, free_port, median, start_baseline, start_usher_bin, wrk_finish, wrk_start,
+};
+use anyhow::Context;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 pub(crate) struct Compare<'a> {
     pub other: &'a Path,
@@ -50,15 +51,15 @@ pub(crate) fn run(c: &Compare, dir: &Path, db: &Path, script: &Path) -> anyhow::
             std::fs::copy(&from, format!("{}{suffix}", other_db.display()))?;
         }
     }
-    let _upstream: Option<Proc>;
-    let mut env = Vec::new();
-    if c.proxy {
-        let (p, addr) = start_baseline()?;
-        _upstream = Some(p);
-        env.push(("USHER_UPSTREAM_URL", format!("http://{addr}")));
+    let upstream = if c.proxy {
+        Some(start_baseline()?)
     } else {
-        _upstream = None;
-    }
+        None
+    };
+    let env: Vec<_> = upstream
+        .iter()
+        .map(|(_, addr)| ("USHER_UPSTREAM_URL", format!("http://{addr}")))
+        .collect();
     let path = if c.proxy { "/" } else { "/usher/auth/request" };
     let (this_port, other_port) = (free_port()?, free_port()?);
     let this = start_usher_bin(&c.this, dir, db, this_port, &env)?;
@@ -118,35 +119,15 @@ fn together(
         .iter()
         .map(|(pid, _)| cpu_seconds(&[*pid]))
         .collect();
-    let children = servers
+    let runs = servers
         .iter()
-        .map(|(_, url)| {
-            Command::new("wrk")
-                .args(["-t1", "-c32", "-d"])
-                .arg(format!("{seconds}s"))
-                .arg("-s")
-                .arg(script)
-                .arg(url)
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .context("running wrk (apt-get install wrk)")
-        })
+        .map(|(_, url)| wrk_start(url, seconds, Some(script), 1, 32))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut sides = Vec::new();
-    for ((child, (pid, url)), cpu_before) in children.into_iter().zip(&servers).zip(before) {
-        let out = child.wait_with_output()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        if text.contains("Non-2xx") {
-            bail!("{url}: non-2xx answers under load:\n{text}");
-        }
-        // "  123456 requests in 10.00s, ..."
-        let requests = text
-            .lines()
-            .find_map(|l| l.trim().split_once(" requests in "))
-            .and_then(|(n, _)| n.parse::<f64>().ok())
-            .with_context(|| format!("wrk printed no request count:\n{text}"))?;
+    for ((run, (pid, url)), cpu_before) in runs.into_iter().zip(&servers).zip(before) {
+        let out = wrk_finish(run, url)?;
         sides.push(Side {
-            requests,
+            requests: out.requests,
             cpu: cpu_seconds(&[*pid]) - cpu_before,
         });
     }

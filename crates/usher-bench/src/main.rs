@@ -182,52 +182,90 @@ fn cpu_times() -> (u64, u64) {
     (fields.iter().sum(), fields.get(7).copied().unwrap_or(0))
 }
 
-/// One wrk run; with the CPU time the server processes `pids` spent per request
-/// (NaN when `pids` is empty).
+/// wrk against `url` for `seconds`, started: `connections` over `threads` threads,
+/// each request from `script` when given. [`wrk_finish`] reads what it printed.
+pub(crate) fn wrk_start(
+    url: &str,
+    seconds: u64,
+    script: Option<&Path>,
+    threads: u32,
+    connections: u32,
+) -> anyhow::Result<Child> {
+    let mut cmd = Command::new("wrk");
+    cmd.arg(format!("-t{threads}"))
+        .arg(format!("-c{connections}"))
+        .args(["--latency", "-d"])
+        .arg(format!("{seconds}s"));
+    if let Some(s) = script {
+        cmd.arg("-s").arg(s);
+    }
+    cmd.arg(url)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running wrk (apt-get install wrk)")
+}
+
+/// What one wrk run measured.
+pub(crate) struct WrkOutput {
+    pub rps: f64,
+    /// Requests answered in all.
+    pub requests: f64,
+    pub p99_ms: f64,
+}
+
+/// Waits for a run of [`wrk_start`]; any answer but 2xx fails it.
+pub(crate) fn wrk_finish(child: Child, url: &str) -> anyhow::Result<WrkOutput> {
+    let out = child.wait_with_output().context("waiting for wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("Non-2xx") {
+        bail!("{url}: non-2xx answers under load:\n{text}");
+    }
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .with_context(|| format!("wrk printed no rate:\n{text}"))?;
+    // "  123456 requests in 10.00s, 12.34MB read"
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.parse::<f64>().ok())
+        .with_context(|| format!("wrk printed no request count:\n{text}"))?;
+    let p99_ms = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(|v| parse_latency(v.trim()))
+        .unwrap_or(f64::NAN);
+    Ok(WrkOutput {
+        rps,
+        requests,
+        p99_ms,
+    })
+}
+
+/// One wrk run (2 threads, 64 connections); with the CPU time the server processes
+/// `pids` spent per request (NaN when `pids` is empty).
 pub(crate) fn wrk(
     url: &str,
     seconds: u64,
     script: Option<&Path>,
     pids: &[u32],
 ) -> anyhow::Result<Measured> {
-    let mut cmd = Command::new("wrk");
-    cmd.args(["-t2", "-c64", "--latency", "-d"])
-        .arg(format!("{seconds}s"));
-    if let Some(s) = script {
-        cmd.arg("-s").arg(s);
-    }
     let (total_before, stolen_before) = cpu_times();
     let cpu_before = cpu_seconds(pids);
-    let out = cmd
-        .arg(url)
-        .output()
-        .context("running wrk (apt-get install wrk)")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let rps = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .with_context(|| format!("wrk printed no rate:\n{text}"))?;
-    let p99_ms = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("99%"))
-        .map(|v| parse_latency(v.trim()))
-        .unwrap_or(f64::NAN);
-    if text.contains("Non-2xx") {
-        bail!("{url}: non-2xx answers under load:\n{text}");
-    }
+    let out = wrk_finish(wrk_start(url, seconds, script, 2, 64)?, url)?;
     let cpu = cpu_seconds(pids) - cpu_before;
     let (total, stolen) = cpu_times();
     let steal = stolen.saturating_sub(stolen_before) as f64
         / total.saturating_sub(total_before).max(1) as f64;
     Ok(Measured {
-        rps,
+        rps: out.rps,
         cpu_us: if pids.is_empty() {
             f64::NAN
         } else {
-            cpu * 1e6 / (rps * seconds as f64).max(1.0)
+            cpu * 1e6 / out.requests.max(1.0)
         },
-        p99_ms,
+        p99_ms: out.p99_ms,
         steal,
     })
 }
@@ -507,6 +545,34 @@ fn main() -> anyhow::Result<()> {
     } else {
         args.sessions
     };
+    // Checked before anything is built or seeded.
+    let compare_with = args
+        .compare
+        .as_ref()
+        .map(|other| {
+            // Absolute: the server runs in a working directory of its own.
+            std::fs::canonicalize(other)
+                .with_context(|| format!("--compare {}: no such usher binary", other.display()))
+        })
+        .transpose()?;
+    let compare = match &compare_with {
+        None => None,
+        Some(other) => Some(compare::Compare {
+            other,
+            this: workspace_root().join("target/release/usher"),
+            proxy: match args.scenario.as_deref() {
+                None | Some("auth-endpoint") => false,
+                Some("reverse-proxy") => true,
+                Some(s) => {
+                    bail!(
+                        "--compare measures auth-endpoint (the default) or reverse-proxy, not {s:?}"
+                    )
+                }
+            },
+            rounds: args.rounds.unwrap_or(6),
+            seconds: args.seconds.unwrap_or(8),
+        }),
+    };
     let status = Command::new(env!("CARGO"))
         .args(["build", "--release", "-p", "usher", "-p", "usher-bench"])
         .current_dir(workspace_root())
@@ -525,15 +591,8 @@ fn main() -> anyhow::Result<()> {
     let cookies = rt.block_on(seed(&db, sessions))?;
     eprintln!("seeded {sessions} sessions in {:.1?}", started.elapsed());
     let script = wrk_script(dir.path(), &cookies)?;
-    if let Some(other) = &args.compare {
-        let c = compare::Compare {
-            other,
-            this: workspace_root().join("target/release/usher"),
-            proxy: args.scenario.as_deref() == Some("reverse-proxy"),
-            rounds: args.rounds.unwrap_or(6),
-            seconds: args.seconds.unwrap_or(8),
-        };
-        println!("{}", compare::run(&c, dir.path(), &db, &script)?);
+    if let Some(c) = &compare {
+        println!("{}", compare::run(c, dir.path(), &db, &script)?);
         return Ok(());
     }
     // Usher proxies to the upstream that nginx serves (a fixed 200), so the reverse

@@ -516,18 +516,22 @@ async fn over_https_through_a_trusted_proxy_the_cookie_is_host_prefixed_and_secu
     assert_eq!(ok.status(), 200);
 }
 
+/// What `/usher/whoami` says of the request `req` (which must be sent to it).
+async fn whoami(req: reqwest::RequestBuilder) -> serde_json::Value {
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
 #[tokio::test]
 async fn whoami_reports_what_usher_believed() {
     let app = TestApp::spawn().await;
-    let r: serde_json::Value = client()
-        .get(app.url("/usher/whoami"))
-        .header("x-forwarded-for", "203.0.113.9, 10.0.0.1")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = whoami(
+        client()
+            .get(app.url("/usher/whoami"))
+            .header("x-forwarded-for", "203.0.113.9, 10.0.0.1"),
+    )
+    .await;
     // 127.0.0.1 is trusted by default; 10.0.0.1 is not, so it is the client.
     assert_eq!(r["client_ip"], "10.0.0.1");
     assert_eq!(r["believed_header"], "x-forwarded-for");
@@ -543,16 +547,13 @@ async fn a_trusted_proxy_on_a_dual_stack_listener_is_believed() {
         ..Default::default()
     })
     .await;
-    let r: serde_json::Value = client()
-        .get(format!("http://127.0.0.1:{}/usher/whoami", app.addr.port()))
-        .header("x-forwarded-for", "203.0.113.9")
-        .header("x-forwarded-proto", "https")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = whoami(
+        client()
+            .get(format!("http://127.0.0.1:{}/usher/whoami", app.addr.port()))
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("x-forwarded-proto", "https"),
+    )
+    .await;
     assert_eq!(
         r["peer"].as_str().unwrap().split(']').next(),
         Some("[::ffff:127.0.0.1")

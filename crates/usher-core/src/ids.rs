@@ -102,11 +102,17 @@ impl Token {
     /// Reads a token from cookie text; anything that is not exactly 43 base64url
     /// characters of 32 bytes is simply not a token.
     pub fn parse(s: &str) -> Option<Self> {
+        Self::parse_bytes(s.as_bytes())
+    }
+
+    /// [`Token::parse`] of text not yet known to be UTF-8 (base64 is ASCII: anything
+    /// else fails to decode).
+    pub fn parse_bytes(s: &[u8]) -> Option<Self> {
         if s.len() != TOKEN_TEXT_LEN {
             return None;
         }
         let mut out = [0u8; 32];
-        match URL_SAFE_NO_PAD.decode_slice(s.as_bytes(), &mut out) {
+        match URL_SAFE_NO_PAD.decode_slice(s, &mut out) {
             Ok(32) => Some(Self(out)),
             _ => None,
         }

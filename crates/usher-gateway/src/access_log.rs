@@ -188,7 +188,8 @@ pub async fn middleware(
     else {
         return next.run(req).await;
     };
-    let Some((pending, ctx)) = Pending::begin(&state, peer, &req) else {
+    let head = crate::head::Head::scan(req.headers());
+    let Some((pending, ctx)) = Pending::begin(&state, peer, &req, &head) else {
         return next.run(req).await;
     };
     req.extensions_mut().insert(ctx);
@@ -216,9 +217,10 @@ impl Pending {
         state: &AppState,
         peer: SocketAddr,
         req: &http::Request<B>,
+        head: &crate::head::Head<'_>,
     ) -> Option<(Self, ClientContext)> {
         state.access_log.as_ref()?;
-        let ctx = ClientContext::new(state, peer, req.headers(), req.uri());
+        let ctx = ClientContext::new(state, peer, head, req.uri());
         let pending = Self {
             started: Instant::now(),
             at: state.engine.clock().now(),

@@ -11,11 +11,10 @@
 use crate::app::AppState;
 use crate::client::ClientContext;
 use crate::gate::Identity;
+use crate::head::Head;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use dashmap::DashMap;
-use http::HeaderMap;
-use http::header::AUTHORIZATION;
 use jiff::SignedDuration;
 use sha2::{Digest, Sha256};
 use usher_core::{SessionId, SessionKind, Timestamp, Token, Username};
@@ -141,10 +140,10 @@ impl ApiClients {
         &self,
         state: &AppState,
         ctx: &ClientContext,
-        headers: &HeaderMap,
+        head: &Head<'_>,
         track: bool,
     ) -> Result<Option<Identity>, EngineError> {
-        let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        let Some(value) = head.authorization.and_then(|v| v.to_str().ok()) else {
             return Ok(None);
         };
         let Some((name, credential_key)) = self.user_of(state, ctx, value).await? else {

@@ -5,6 +5,7 @@ use crate::access_log::{self, AccessLog};
 use crate::client::ClientContext;
 use crate::cookie;
 use crate::csrf::CsrfKey;
+use crate::head::Head;
 use crate::proxy::Proxy;
 use crate::{GatewaySettings, admin, api, forward, gate, health, login, me, whoami};
 use axum::Router;
@@ -46,15 +47,11 @@ impl AppState {
 
     /// The token in the session cookie, and whether it is an anonymous cookie Usher
     /// issued (which may be adopted as a lazy anonymous session).
-    pub(crate) fn cookie_token(
-        &self,
-        ctx: &ClientContext,
-        headers: &HeaderMap,
-    ) -> Option<(Token, bool)> {
-        let value = cookie::read(headers, self.cookie_name(ctx))?;
-        match Token::parse(value) {
+    pub(crate) fn cookie_token(&self, ctx: &ClientContext, head: &Head) -> Option<(Token, bool)> {
+        let value = cookie::read_in(head.cookies(), self.cookie_name(ctx))?;
+        match Token::parse_bytes(value) {
             Some(t) => Some((t, false)),
-            None => crate::anonymous::read(self.csrf.key_bytes(), value),
+            None => crate::anonymous::read(self.csrf.key_bytes(), std::str::from_utf8(value).ok()?),
         }
     }
 
@@ -64,7 +61,7 @@ impl AppState {
         ctx: &ClientContext,
         headers: &HeaderMap,
     ) -> Result<Option<Authenticated>, EngineError> {
-        match self.cookie_token(ctx, headers) {
+        match self.cookie_token(ctx, &Head::scan(headers)) {
             Some((token, _)) => self.engine.find(&token).await,
             None => Ok(None),
         }

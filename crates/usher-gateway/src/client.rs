@@ -1,14 +1,14 @@
 //! What Usher knows about the client of one request: its address (through trusted
 //! proxies only), whether it came over https, the host it asked for, its User-Agent.
 
-use http::HeaderMap;
-use http::header::{HOST, USER_AGENT};
+use http::HeaderValue;
 use std::net::{IpAddr, SocketAddr};
 use usher_core::client_ip::{self, ClientIpHeader, Resolved};
 use usher_engine::RequestInfo;
 
 use crate::app::AppState;
 use crate::error::HttpError;
+use crate::head::Head;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use http::request::Parts;
 use std::sync::Arc;
@@ -25,48 +25,44 @@ pub struct ClientContext {
 }
 
 impl ClientContext {
-    pub fn new(state: &AppState, peer: SocketAddr, headers: &HeaderMap, uri: &http::Uri) -> Self {
+    pub fn new(state: &AppState, peer: SocketAddr, head: &Head<'_>, uri: &http::Uri) -> Self {
         let settings = &state.settings;
         let header = settings.client_ip_header;
         let resolved = client_ip::resolve(
             peer.ip(),
             &settings.trusted,
             header,
-            headers
-                .get_all(names::client_ip(header))
-                .iter()
-                .map(|v| v.as_bytes()),
+            head.client_ip(header).map(|v| v.as_bytes()),
         );
         if resolved.malformed {
             malformed(state, peer, header);
         }
         // Decided once, with the client IP (the list is not searched twice a request).
         let peer_trusted = resolved.peer_trusted;
-        let forwarded = |name: &http::HeaderName| {
+        let forwarded = |value: Option<&HeaderValue>| {
             peer_trusted
-                .then(|| headers.get(name))
+                .then_some(value)
                 .flatten()
                 .and_then(|v| v.to_str().ok())
                 .map(|s| s.split(',').next().unwrap_or("").trim().to_owned())
                 .filter(|s| !s.is_empty())
         };
-        let https = match forwarded(&names::X_FORWARDED_PROTO) {
+        let https = match forwarded(head.x_forwarded_proto) {
             Some(p) => p.eq_ignore_ascii_case("https"),
             None => uri.scheme_str() == Some("https"),
         };
-        let host = forwarded(&names::X_FORWARDED_HOST)
+        let host = forwarded(head.x_forwarded_host)
             .filter(|h| valid_host(h))
             .or_else(|| {
-                headers
-                    .get(HOST)
+                head.host
                     .and_then(|v| v.to_str().ok())
                     .filter(|h| valid_host(h))
                     .map(str::to_owned)
             })
             .or_else(|| uri.authority().map(|a| a.to_string()))
             .unwrap_or_default();
-        let user_agent = headers
-            .get(USER_AGENT)
+        let user_agent = head
+            .user_agent
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             .unwrap_or_default();
         Self {
@@ -140,21 +136,19 @@ impl FromRequestParts<Arc<AppState>> for ClientContext {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0)
             .ok_or_else(|| HttpError::Internal("no peer address on the request".into()))?;
-        Ok(Self::new(state, peer, &parts.headers, &parts.uri))
+        Ok(Self::new(
+            state,
+            peer,
+            &Head::scan(&parts.headers),
+            &parts.uri,
+        ))
     }
 }
 
-/// Names of the headers read on every request of a proxy, parsed once: a lookup by
-/// `&str` parses and validates the name each time (issue 9: a few percent of a
-/// forward-auth request).
+/// The client IP headers' names, parsed once: a lookup by `&str` parses and validates
+/// the name each time (issue 9: a few percent of a forward-auth request).
 pub(crate) mod names {
     use http::HeaderName;
-    pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-    pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-    pub const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
-    pub const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
-    pub const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
-    pub const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
 
     const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
     const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");

@@ -3,8 +3,8 @@
 //! Reading is strict: a name that appears twice with different values (cookie tossing
 //! from a sibling domain) binds to nothing, and look-alike names are never read.
 
-use http::HeaderMap;
 use http::header::COOKIE;
+use http::{HeaderMap, HeaderValue};
 
 /// The cookie name to use for a request: `__Host-` over https (no Domain allowed),
 /// `__Secure-` over https when a cookie domain is configured, the bare name over http.
@@ -20,11 +20,17 @@ pub fn cookie_name(base: &str, https: bool, domain: Option<&str>) -> String {
 /// Works on bytes: another cookie with non-ASCII bytes (an app's `name=José`) must not
 /// hide Usher's.
 pub fn read<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    read_in(headers.get_all(COOKIE).iter(), name).and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// [`read`] over the values of the `Cookie` headers, as bytes (a token is decoded
+/// from them without a UTF-8 check first).
+pub fn read_in<'a>(values: impl Iterator<Item = &'a HeaderValue>, name: &str) -> Option<&'a [u8]> {
     let name = name.as_bytes();
     let mut found: Option<&[u8]> = None;
     // `pairs`, but a pair that cannot be Usher's is skipped on its first bytes rather
     // than cut in two and trimmed (issue 9: a tenth of a forward-auth check was here).
-    let candidates = pieces(headers).filter_map(|pair| {
+    let candidates = split(values).filter_map(|pair| {
         let rest = pair.trim_ascii_start().strip_prefix(name)?;
         let v = rest.trim_ascii_start().strip_prefix(b"=")?;
         Some(v.trim_ascii())
@@ -39,7 +45,7 @@ pub fn read<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
             _ => found = Some(v),
         }
     }
-    found.and_then(|v| std::str::from_utf8(v).ok())
+    found
 }
 
 /// Every `name=value` pair of every `Cookie` header, trimmed, as bytes.
@@ -52,10 +58,28 @@ pub fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
 
 /// Every `;`-separated piece of every `Cookie` header, untrimmed.
 fn pieces(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .flat_map(|value| value.as_bytes().split(|b| *b == b';'))
+    split(headers.get_all(COOKIE).iter())
+}
+
+fn split<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> impl Iterator<Item = &'a [u8]> {
+    values.flat_map(|value| {
+        // memchr's vector search, not `split`'s byte at a time: a cookie header is
+        // scanned on every request (issue 9).
+        let mut rest = Some(value.as_bytes());
+        std::iter::from_fn(move || {
+            let r = rest?;
+            Some(match memchr::memchr(b';', r) {
+                Some(i) => {
+                    rest = Some(&r[i + 1..]);
+                    &r[..i]
+                }
+                None => {
+                    rest = None;
+                    r
+                }
+            })
+        })
+    })
 }
 
 /// A `Set-Cookie` value carrying `value`. No `Max-Age`: the cookie lives as long as the
@@ -82,7 +106,6 @@ pub fn clear(name: &str, https: bool, domain: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     fn headers(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();

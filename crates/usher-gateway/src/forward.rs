@@ -9,14 +9,15 @@
 //! and it is not offered as a place to return to.
 
 use crate::app::AppState;
-use crate::client::{ClientContext, names};
+use crate::client::ClientContext;
 use crate::gate::{self, Identity, Verdict};
+use crate::head::Head;
 use crate::identity;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::{HeaderValue, Method, StatusCode, header};
 use std::sync::Arc;
 
 pub fn router() -> Router<Arc<AppState>> {
@@ -34,9 +35,8 @@ struct Original {
     method: Option<String>,
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &http::HeaderName) -> Option<&'a str> {
-    headers
-        .get(name)
+fn header_str(value: Option<&HeaderValue>) -> Option<&str> {
+    value
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -61,24 +61,24 @@ fn method(text: Option<&str>) -> Option<String> {
 }
 
 /// nginx: `X-Original-URL` and `X-Original-Method`, else the `X-Forwarded-*` set.
-fn from_nginx(ctx: &ClientContext, headers: &HeaderMap) -> Original {
+fn from_nginx(ctx: &ClientContext, head: &Head) -> Original {
     if !ctx.peer_trusted {
         return Original {
             url: None,
             method: None,
         };
     }
-    match header_str(headers, &names::X_ORIGINAL_URL) {
+    match header_str(head.x_original_url) {
         Some(u) => Original {
             url: original_url(u),
-            method: method(header_str(headers, &names::X_ORIGINAL_METHOD)),
+            method: method(header_str(head.x_original_method)),
         },
-        None => from_forwarded(ctx, headers),
+        None => from_forwarded(ctx, head),
     }
 }
 
 /// Traefik and Caddy: `X-Forwarded-Proto`, `-Host`, `-Uri`, `-Method`.
-fn from_forwarded(ctx: &ClientContext, headers: &HeaderMap) -> Original {
+fn from_forwarded(ctx: &ClientContext, head: &Head) -> Original {
     if !ctx.peer_trusted {
         return Original {
             url: None,
@@ -86,16 +86,16 @@ fn from_forwarded(ctx: &ClientContext, headers: &HeaderMap) -> Original {
         };
     }
     // No host, no URL: the other two are then not looked up.
-    let url = header_str(headers, &names::X_FORWARDED_HOST).and_then(|host| {
-        let proto = header_str(headers, &names::X_FORWARDED_PROTO).unwrap_or("http");
-        let uri = header_str(headers, &names::X_FORWARDED_URI).unwrap_or("/");
+    let url = header_str(head.x_forwarded_host).and_then(|host| {
+        let proto = header_str(head.x_forwarded_proto).unwrap_or("http");
+        let uri = header_str(head.x_forwarded_uri).unwrap_or("/");
         (uri.starts_with('/') && matches!(proto, "http" | "https"))
             .then(|| original_url(&format!("{proto}://{host}{uri}")))
             .flatten()
     });
     Original {
         url,
-        method: method(header_str(headers, &names::X_FORWARDED_METHOD)),
+        method: method(header_str(head.x_forwarded_method)),
     }
 }
 
@@ -163,28 +163,28 @@ impl Endpoint {
         self,
         state: &AppState,
         ctx: ClientContext,
-        headers: &HeaderMap,
+        head: &Head<'_>,
     ) -> Response {
         match self {
-            Self::Nginx => nginx_answer(state, ctx, headers).await,
-            Self::Forward => forward_answer(state, ctx, headers).await,
+            Self::Nginx => nginx_answer(state, ctx, head).await,
+            Self::Forward => forward_answer(state, ctx, head).await,
         }
     }
 }
 
 async fn nginx(State(state): State<Arc<AppState>>, ctx: ClientContext, req: Request) -> Response {
-    nginx_answer(&state, ctx, req.headers()).await
+    nginx_answer(&state, ctx, &Head::scan(req.headers())).await
 }
 
 async fn forward(State(state): State<Arc<AppState>>, ctx: ClientContext, req: Request) -> Response {
-    forward_answer(&state, ctx, req.headers()).await
+    forward_answer(&state, ctx, &Head::scan(req.headers())).await
 }
 
-async fn nginx_answer(state: &AppState, ctx: ClientContext, headers: &HeaderMap) -> Response {
-    let original = from_nginx(&ctx, headers);
+async fn nginx_answer(state: &AppState, ctx: ClientContext, head: &Head<'_>) -> Response {
+    let original = from_nginx(&ctx, head);
     let ctx = original_context(ctx, &original);
     let path = original.url.as_ref().map(url::Url::path);
-    match gate::decide(state, &ctx, headers, path).await {
+    match gate::decide(state, &ctx, head, path).await {
         Ok(Verdict::Pass {
             identity,
             set_cookie,
@@ -213,17 +213,17 @@ async fn nginx_answer(state: &AppState, ctx: ClientContext, headers: &HeaderMap)
     }
 }
 
-async fn forward_answer(state: &AppState, ctx: ClientContext, headers: &HeaderMap) -> Response {
-    let original = from_forwarded(&ctx, headers);
+async fn forward_answer(state: &AppState, ctx: ClientContext, head: &Head<'_>) -> Response {
+    let original = from_forwarded(&ctx, head);
     let ctx = original_context(ctx, &original);
     let path = original.url.as_ref().map(url::Url::path);
-    match gate::decide(state, &ctx, headers, path).await {
+    match gate::decide(state, &ctx, head, path).await {
         Ok(Verdict::Pass {
             identity,
             set_cookie,
         }) => allowed(state, &identity, set_cookie),
         Ok(Verdict::SignIn) => {
-            if !gate::is_browser(headers) {
+            if !gate::is_browser(head.map()) {
                 return with_empty_identity(gate::unauthorized_json(state));
             }
             let method = original.method.as_deref().unwrap_or("GET");

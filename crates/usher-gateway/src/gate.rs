@@ -6,6 +6,7 @@ use crate::access_log::AccessInfo;
 use crate::app::AppState;
 use crate::client::ClientContext;
 use crate::error::HttpError;
+use crate::head::Head;
 use crate::{anonymous, cookie, demo};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -62,7 +63,7 @@ impl Verdict {
 pub async fn decide(
     state: &AppState,
     ctx: &ClientContext,
-    headers: &HeaderMap,
+    head: &Head<'_>,
     path: Option<&str>,
 ) -> Result<Verdict, HttpError> {
     let started = std::time::Instant::now();
@@ -71,7 +72,7 @@ pub async fn decide(
         .settings
         .rules
         .is_ignored(path, &ctx.user_agent, ctx.ip());
-    let verdict = match check(state, ctx, headers, path, track).await {
+    let verdict = match check(state, ctx, head, path, track).await {
         Ok(v) => v,
         Err(e) => {
             metrics.outcomes.error.inc();
@@ -88,10 +89,7 @@ pub async fn decide(
     };
     // No cookie and no credential at all: a ping or a script, not a person (yet).
     // Counted apart, so it never becomes a session.
-    if track
-        && !headers.contains_key(header::COOKIE)
-        && !headers.contains_key(header::AUTHORIZATION)
-    {
+    if track && !head.has_cookie() && head.authorization.is_none() {
         state
             .engine
             .cookieless()
@@ -104,7 +102,7 @@ pub async fn decide(
 async fn check(
     state: &AppState,
     ctx: &ClientContext,
-    headers: &HeaderMap,
+    head: &Head<'_>,
     path: Option<&str>,
     track: bool,
 ) -> Result<Verdict, HttpError> {
@@ -114,7 +112,7 @@ async fn check(
     let req = ctx.request_info();
     // The cookie names a signed-in session (a bare token) or an anonymous one.
     let mut returned: Option<Token> = None;
-    if let Some((token, issued)) = state.cookie_token(ctx, headers) {
+    if let Some((token, issued)) = state.cookie_token(ctx, head) {
         if let Some(auth) = engine.find(&token).await? {
             // An anonymous session opens public paths only.
             if auth.user.is_none() && !public() {
@@ -134,7 +132,7 @@ async fn check(
     // would make the future of every request — hyper moves it into place each time —
     // kilobytes larger (issue 9).
     if let Some(identity) =
-        Box::pin(state.api_clients.authenticate(state, ctx, headers, track)).await?
+        Box::pin(state.api_clients.authenticate(state, ctx, head, track)).await?
     {
         return Ok(Verdict::pass(identity));
     }
@@ -169,9 +167,21 @@ pub async fn handle(
 /// A request outside Usher's prefix, answered by the server loop directly (issue 9:
 /// the router costs about a quarter of a request this cheap) or through the router.
 pub(crate) async fn serve(state: &AppState, ctx: ClientContext, req: Request) -> Response {
-    // A `Uri` shares its bytes: the path is not copied.
-    let uri = req.uri().clone();
-    match decide(state, &ctx, req.headers(), Some(uri.path())).await {
+    let verdict = {
+        let head = Head::scan(req.headers());
+        decide(state, &ctx, &head, Some(req.uri().path())).await
+    };
+    answer(state, ctx, verdict, req).await
+}
+
+/// What the gate answers `req` once [`decide`] has given its `verdict`.
+pub(crate) async fn answer(
+    state: &AppState,
+    ctx: ClientContext,
+    verdict: Result<Verdict, HttpError>,
+    req: Request,
+) -> Response {
+    match verdict {
         Ok(Verdict::Pass {
             identity,
             set_cookie,

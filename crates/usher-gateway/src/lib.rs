@@ -20,6 +20,7 @@ mod error;
 mod form;
 mod forward;
 mod gate;
+mod head;
 pub(crate) mod health;
 mod identity;
 mod login;

@@ -9,6 +9,7 @@ use crate::client::ClientContext;
 use crate::connections::{Connections, InFlight, Tracked};
 use crate::csrf::CsrfKey;
 use crate::forward::Endpoint;
+use crate::head::Head;
 use crate::proxy::Proxy;
 use axum::extract::ConnectInfo;
 use axum::response::Response;
@@ -262,6 +263,16 @@ async fn serve_one(
     Ok(resp.map(|body| Tracked::new(body, in_flight)))
 }
 
+/// How far a request answered without the router got while its headers were read.
+enum Step {
+    Answered(Response),
+    /// The gate's verdict, for the request itself (which the reverse proxy takes).
+    Decided(
+        ClientContext,
+        Result<crate::gate::Verdict, crate::error::HttpError>,
+    ),
+}
+
 async fn answer(
     state: Arc<AppState>,
     app: axum::Router,
@@ -269,25 +280,34 @@ async fn answer(
     req: Request<Incoming>,
 ) -> Response {
     if let Some(direct) = Direct::of(&state.settings.prefix, req.uri().path()) {
-        let head = req.method() == http::Method::HEAD;
-        let (pending, ctx) = match crate::access_log::Pending::begin(&state, peer, &req) {
-            Some((p, ctx)) => (Some(p), ctx),
-            None => (
-                None,
-                ClientContext::new(&state, peer, req.headers(), req.uri()),
-            ),
+        let head_only = req.method() == http::Method::HEAD;
+        // One pass over the headers serves the client context and the decision.
+        let (pending, step) = {
+            let head = Head::scan(req.headers());
+            let (pending, ctx) = match crate::access_log::Pending::begin(&state, peer, &req, &head)
+            {
+                Some((p, ctx)) => (Some(p), ctx),
+                None => (None, ClientContext::new(&state, peer, &head, req.uri())),
+            };
+            let step = match direct {
+                Direct::ForwardAuth(endpoint) => {
+                    Step::Answered(endpoint.answer(&state, ctx, &head).await)
+                }
+                Direct::Gate => {
+                    let path = Some(req.uri().path());
+                    let verdict = crate::gate::decide(&state, &ctx, &head, path).await;
+                    Step::Decided(ctx, verdict)
+                }
+            };
+            (pending, step)
         };
-        let resp = match direct {
-            Direct::ForwardAuth(endpoint) => endpoint.answer(&state, ctx, req.headers()).await,
+        let resp = match step {
+            Step::Answered(resp) => resp,
             // Boxed: the reverse proxy's future is kilobytes, and hyper moves the
             // service's future into place on every request — this one stays small.
-            Direct::Gate => {
-                Box::pin(crate::gate::serve(
-                    &state,
-                    ctx,
-                    req.map(axum::body::Body::new),
-                ))
-                .await
+            Step::Decided(ctx, verdict) => {
+                let req = req.map(axum::body::Body::new);
+                Box::pin(crate::gate::answer(&state, ctx, verdict, req)).await
             }
         };
         if let Some(p) = pending {
@@ -295,7 +315,7 @@ async fn answer(
         }
         // As the router would: hyper drops a HEAD answer's body on HTTP/1, but on
         // HTTP/2 a body is a protocol error for the client.
-        return if head { without_body(resp) } else { resp };
+        return if head_only { without_body(resp) } else { resp };
     }
     let mut req = req.map(axum::body::Body::new);
     req.extensions_mut().insert(ConnectInfo(peer));

@@ -10,6 +10,7 @@
 mod compare;
 mod flood;
 mod history;
+mod instructions;
 mod login;
 mod paced;
 mod scale;
@@ -69,6 +70,11 @@ struct Args {
     /// reverse-proxy`. Default 6 rounds of 8 s.
     #[arg(long, value_name = "USHER_BINARY")]
     compare: Option<PathBuf>,
+    /// Instructions per request under valgrind's callgrind, the bare server's and
+    /// `/usher/auth/request`'s, with Usher's heaviest functions: repeatable whatever
+    /// the machine's neighbours do (needs valgrind).
+    #[arg(long, conflicts_with = "compare")]
+    instructions: bool,
 }
 
 /// A child process killed when dropped.
@@ -86,7 +92,12 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
 }
 
 pub(crate) fn wait_port(port: u16) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    wait_port_within(port, Duration::from_secs(20))
+}
+
+/// [`wait_port`], for a server that takes longer to start (under valgrind).
+pub(crate) fn wait_port_within(port: u16, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
             bail!("nothing listens on {port}");
@@ -348,6 +359,27 @@ pub(crate) fn start_usher_bin(
     port: u16,
     env: &[(&str, String)],
 ) -> anyhow::Result<Proc> {
+    let proc = Proc(
+        usher_command(bin, dir, db, port, env)?
+            .spawn()
+            .context("starting usher")?,
+    );
+    if let Err(e) = wait_port(port) {
+        let log =
+            std::fs::read_to_string(dir.join(format!("usher-{port}.log"))).unwrap_or_default();
+        bail!("{e}; usher said:\n{log}");
+    }
+    Ok(proc)
+}
+
+/// The command [`start_usher_bin`] runs (its log in `dir/usher-PORT.log`).
+pub(crate) fn usher_command(
+    bin: &Path,
+    dir: &Path,
+    db: &Path,
+    port: u16,
+    env: &[(&str, String)],
+) -> anyhow::Result<Command> {
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--store"])
         .arg(format!("sqlite://{}", db.display()))
@@ -361,27 +393,27 @@ pub(crate) fn start_usher_bin(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let proc = Proc(cmd.spawn().context("starting usher")?);
-    if let Err(e) = wait_port(port) {
-        let log =
-            std::fs::read_to_string(dir.join(format!("usher-{port}.log"))).unwrap_or_default();
-        bail!("{e}; usher said:\n{log}");
-    }
-    Ok(proc)
+    Ok(cmd)
 }
 
 /// The bare hyper server of `src/bin/baseline.rs`.
 fn start_baseline() -> anyhow::Result<(Proc, SocketAddr)> {
     let port = free_port()?;
-    let child = Command::new(workspace_root().join("target/release/baseline"))
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let child = baseline_command(port)
         .spawn()
         .context("starting the baseline")?;
     let proc = Proc(child);
     wait_port(port)?;
     Ok((proc, SocketAddr::from(([127, 0, 0, 1], port))))
+}
+
+/// The command [`start_baseline`] runs.
+pub(crate) fn baseline_command(port: u16) -> Command {
+    let mut cmd = Command::new(workspace_root().join("target/release/baseline"));
+    cmd.arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    cmd
 }
 
 /// Resident memory of a process, in KiB.
@@ -591,6 +623,13 @@ fn main() -> anyhow::Result<()> {
     let cookies = rt.block_on(seed(&db, sessions))?;
     eprintln!("seeded {sessions} sessions in {:.1?}", started.elapsed());
     let script = wrk_script(dir.path(), &cookies)?;
+    if args.instructions {
+        println!(
+            "{}",
+            instructions::run(dir.path(), &db, &script, seconds, args.keep)?
+        );
+        return Ok(());
+    }
     if let Some(c) = &compare {
         println!("{}", compare::run(c, dir.path(), &db, &script)?);
         return Ok(());

@@ -1,30 +1,54 @@
 //! Latency at a fixed request rate (issue 9: "p99 ≤ 1 ms at half of that load"). wrk
 //! from Debian only drives as fast as it can, so this sends `rate` requests a second
-//! from 64 keep-alive connections, each on its own tick, and times every answer from
-//! the moment its request was written.
+//! from 64 keep-alive connections and times every answer from the moment its request
+//! was written.
 //!
 //! The driver shares the 2 cores with the server, so it is made to cost as little as
-//! it can: one thread, one current-thread runtime, requests formatted once, answers
-//! read off the socket with only their status line and length parsed. (The hyper
-//! client it replaced spent more CPU per request than the bare server it measured,
-//! and the machine's queueing then showed as the server's latency: p99 ≈ 3 ms for the
-//! bare server too.) Ticks are tokio's (1 ms grain), so requests leave in small
-//! bursts rather than perfectly spread: if anything, that is harder on the server.
+//! it can: requests formatted once, answers read off the socket with only their status
+//! line and length parsed, on one current-thread runtime. (The hyper client it replaced
+//! spent more CPU per request than the bare server it measured, and the machine's
+//! queueing then showed as the server's latency: p99 ≈ 3 ms for the bare server too.)
 //!
-//! The driver thread runs at real-time priority when the system allows it (root, here):
-//! with three busy threads on two cores, a woken driver otherwise waits for a time slice
-//! (~3 ms under EEVDF) before it reads an answer that has long arrived, and that wait
-//! was counted as the server's: the bare server measured p99 3.5–3.7 ms at half load,
-//! 1.0–1.6 ms with the driver raised. The driver's work per request is a few µs, so
-//! raising it takes next to nothing from the server — as a load generator on another
-//! machine would. It is a thread of its own, which ends with the run.
+//! The requests leave on a schedule kept by a pacer thread, every `1 / rate` seconds in
+//! turn over the connections, released in batches every 100 µs. tokio's timers have a
+//! 1 ms grain: ticked by them, the connections' requests all left on the same
+//! millisecond, a burst of ~70 at half load that the server drained in ~250 µs, and the
+//! last of each burst waited for all the others — traffic no set of clients sends.
+//!
+//! The driver and the pacer run at real-time priority when the system allows it (root,
+//! here): with three busy threads on two cores, a woken driver otherwise waits for a
+//! time slice (~3 ms under EEVDF) before it reads an answer that has long arrived, and
+//! that wait was counted as the server's: the bare server measured p99 3.5–3.7 ms at
+//! half load, 1.0–1.6 ms with the driver raised. Their work per request is a few µs, so
+//! raising them takes next to nothing from the server — as a load generator on another
+//! machine would. They are threads of their own, which end with the run.
 
 use anyhow::{Context, bail};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 const CONNECTIONS: u32 = 64;
+
+/// How often at most the pacer wakes: the requests due meanwhile leave together.
+const BATCH: Duration = Duration::from_micros(100);
+
+/// Real-time priority (FIFO, the lowest level) for the calling thread, if allowed.
+fn raise() -> bool {
+    use thread_priority::{
+        RealtimeThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Min,
+        ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+    )
+    .is_ok()
+}
 
 pub struct Latency {
     /// The driver ran at real-time priority (see the module's note).
@@ -54,39 +78,68 @@ pub fn run(url: &str, cookies: &[String], rate: f64, seconds: u64) -> anyhow::Re
     if requests.is_empty() {
         bail!("no cookies to send");
     }
-    let period = Duration::from_secs_f64(f64::from(CONNECTIONS) / rate.max(1.0));
+    let gap = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let go: Arc<Vec<Notify>> = Arc::new((0..CONNECTIONS).map(|_| Notify::new()).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    // Set once every connection is open: the pacer starts then.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let pacer = {
+        let (go, stop) = (go.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let realtime = raise();
+            if ready_rx.recv().is_err() {
+                return realtime;
+            }
+            let started = Instant::now();
+            let end = started + Duration::from_secs(seconds);
+            let mut i: u64 = 0;
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                // Every request whose time has come: on time to within the batch.
+                while started + gap.mul_f64(i as f64) <= now {
+                    go[(i % u64::from(CONNECTIONS)) as usize].notify_one();
+                    i += 1;
+                }
+                let next = started + gap.mul_f64(i as f64);
+                std::thread::park_timeout(next.saturating_duration_since(now).max(BATCH));
+            }
+            stop.store(true, Ordering::Release);
+            for g in go.iter() {
+                g.notify_one();
+            }
+            realtime
+        })
+    };
     // Its own thread, raised for the run (see the module's note); it ends with it.
     let driver = std::thread::spawn(move || {
-        use thread_priority::{
-            RealtimeThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
-            set_thread_priority_and_policy, thread_native_id,
-        };
-        let realtime = set_thread_priority_and_policy(
-            thread_native_id(),
-            ThreadPriority::Min,
-            ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
-        )
-        .is_ok();
+        let realtime = raise();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         let started = Instant::now();
         let micros: Vec<u32> = rt.block_on(async {
-            let requests = std::sync::Arc::new(requests);
-            let end = tokio::time::Instant::now() + Duration::from_secs(seconds);
+            let requests = Arc::new(requests);
+            let mut streams = Vec::new();
+            for _ in 0..CONNECTIONS {
+                let stream = TcpStream::connect(&authority).await?;
+                stream.set_nodelay(true)?;
+                streams.push(stream);
+            }
             let mut tasks = Vec::new();
-            for c in 0..CONNECTIONS {
-                let (authority, requests) = (authority.clone(), requests.clone());
+            for (c, mut stream) in streams.into_iter().enumerate() {
+                let (go, stop, requests) = (go.clone(), stop.clone(), requests.clone());
                 tasks.push(tokio::spawn(async move {
-                    let mut stream = TcpStream::connect(&authority).await?;
-                    stream.set_nodelay(true)?;
-                    // Spread the connections' ticks over one period.
-                    let first = tokio::time::Instant::now() + period * c / CONNECTIONS;
-                    let mut tick = tokio::time::interval_at(first, period);
                     let mut times = Vec::new();
                     let mut buf = Vec::with_capacity(4096);
-                    let mut i = c as usize;
-                    while tick.tick().await < end {
+                    let mut i = c;
+                    loop {
+                        go[c].notified().await;
+                        if stop.load(Ordering::Acquire) {
+                            break;
+                        }
                         let req = &requests[i % requests.len()];
                         i += CONNECTIONS as usize;
                         let sent = Instant::now();
@@ -100,6 +153,7 @@ pub fn run(url: &str, cookies: &[String], rate: f64, seconds: u64) -> anyhow::Re
                     Ok::<_, anyhow::Error>(times)
                 }));
             }
+            let _ = ready_tx.send(());
             let mut all = Vec::new();
             for t in tasks {
                 all.extend(t.await??);
@@ -108,9 +162,16 @@ pub fn run(url: &str, cookies: &[String], rate: f64, seconds: u64) -> anyhow::Re
         })?;
         Ok::<_, anyhow::Error>((realtime, started, micros))
     });
-    let (realtime, started, mut micros) = driver
+    let driven = driver
         .join()
-        .map_err(|_| anyhow::anyhow!("the paced driver panicked"))??;
+        .map_err(|_| anyhow::anyhow!("the paced driver panicked"));
+    // A driver that failed before the start never set the pacer going: it sees the
+    // channel closed and ends.
+    let paced_realtime = pacer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the pacer panicked"))?;
+    let (realtime, started, mut micros) = driven??;
+    let realtime = realtime && paced_realtime;
     let elapsed = started.elapsed().as_secs_f64();
     micros.sort_unstable();
     let at = |q: f64| {

@@ -33,6 +33,11 @@ use tokio::sync::Notify;
 
 const CONNECTIONS: u32 = 64;
 
+/// Sent but not counted, at the start: connections' first requests, buffers growing,
+/// the kernel still tidying after the throughput runs before — the first second of a
+/// run was slower for the bare server too (as wrk2 leaves out its calibration).
+const WARM_UP: Duration = Duration::from_secs(1);
+
 /// How often at most the pacer wakes: the requests due meanwhile leave together.
 const BATCH: Duration = Duration::from_micros(100);
 
@@ -81,17 +86,20 @@ pub fn run(url: &str, cookies: &[String], rate: f64, seconds: u64) -> anyhow::Re
     let gap = Duration::from_secs_f64(1.0 / rate.max(1.0));
     let go: Arc<Vec<Notify>> = Arc::new((0..CONNECTIONS).map(|_| Notify::new()).collect());
     let stop = Arc::new(AtomicBool::new(false));
+    // When the pacer's first second is over: only requests sent after it count.
+    let measured_from: Arc<std::sync::OnceLock<Instant>> = Arc::default();
     // Set once every connection is open: the pacer starts then.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     let pacer = {
-        let (go, stop) = (go.clone(), stop.clone());
+        let (go, stop, measured_from) = (go.clone(), stop.clone(), measured_from.clone());
         std::thread::spawn(move || {
             let realtime = raise();
             if ready_rx.recv().is_err() {
                 return realtime;
             }
             let started = Instant::now();
-            let end = started + Duration::from_secs(seconds);
+            let from = *measured_from.get_or_init(|| started + WARM_UP);
+            let end = from + Duration::from_secs(seconds);
             let mut i: u64 = 0;
             loop {
                 let now = Instant::now();
@@ -119,7 +127,6 @@ pub fn run(url: &str, cookies: &[String], rate: f64, seconds: u64) -> anyhow::Re
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let started = Instant::now();
         let micros: Vec<u32> = rt.block_on(async {
             let requests = Arc::new(requests);
             let mut streams = Vec::new();
@@ -131,6 +138,7 @@ pub fn run(url: &str, cookies: &[String], rate: f64, seconds: u64) -> anyhow::Re
             let mut tasks = Vec::new();
             for (c, mut stream) in streams.into_iter().enumerate() {
                 let (go, stop, requests) = (go.clone(), stop.clone(), requests.clone());
+                let measured_from = measured_from.clone();
                 tasks.push(tokio::spawn(async move {
                     let mut times = Vec::new();
                     let mut buf = Vec::with_capacity(4096);
@@ -148,7 +156,11 @@ pub fn run(url: &str, cookies: &[String], rate: f64, seconds: u64) -> anyhow::Re
                         if status != 200 {
                             bail!("answer {status} at a paced rate");
                         }
-                        times.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                        if measured_from.get().is_some_and(|from| sent >= *from) {
+                            times.push(
+                                u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX),
+                            );
+                        }
                     }
                     Ok::<_, anyhow::Error>(times)
                 }));
@@ -160,7 +172,7 @@ pub fn run(url: &str, cookies: &[String], rate: f64, seconds: u64) -> anyhow::Re
             }
             Ok::<_, anyhow::Error>(all)
         })?;
-        Ok::<_, anyhow::Error>((realtime, started, micros))
+        Ok::<_, anyhow::Error>((realtime, micros))
     });
     let driven = driver
         .join()
@@ -170,9 +182,9 @@ pub fn run(url: &str, cookies: &[String], rate: f64, seconds: u64) -> anyhow::Re
     let paced_realtime = pacer
         .join()
         .map_err(|_| anyhow::anyhow!("the pacer panicked"))?;
-    let (realtime, started, mut micros) = driven??;
+    let (realtime, mut micros) = driven??;
     let realtime = realtime && paced_realtime;
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = seconds.max(1) as f64;
     micros.sort_unstable();
     let at = |q: f64| {
         let i = ((micros.len() as f64 * q) as usize).min(micros.len().saturating_sub(1));

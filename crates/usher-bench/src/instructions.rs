@@ -1,6 +1,7 @@
 //! `--instructions`: what a request costs in instructions, counted by valgrind's
-//! callgrind — the bare server's `/` and Usher's `/usher/auth/request`, each under the
-//! same wrk load. Times on this shared 2-core machine swing by ±15% from run to run;
+//! callgrind — the bare server's `/` and Usher's `/usher/auth/request` (or, with
+//! `--scenario reverse-proxy`, Usher's proxying to a bare upstream that runs natively
+//! and is not counted), each under the same wrk load. Times on this shared 2-core machine swing by ±15% from run to run;
 //! an instruction count does not move with the neighbours, so a change of a few
 //! percent in Usher's own work shows (issue 9: "profile … callgrind for repeatable
 //! instruction counts"). What it cannot see: the kernel's share (most of a request on
@@ -44,6 +45,7 @@ pub(crate) fn run(
     db: &Path,
     script: &Path,
     seconds: u64,
+    proxy: bool,
     kept: bool,
 ) -> anyhow::Result<String> {
     let bare = {
@@ -57,14 +59,24 @@ pub(crate) fn run(
             seconds,
         )?
     };
+    // The reverse proxy's upstream: a bare server, not counted (it runs natively).
+    let upstream = if proxy {
+        Some(crate::start_baseline()?)
+    } else {
+        None
+    };
     let usher = {
         let port = free_port()?;
         let bin = crate::workspace_root().join("target/release/usher");
-        let env = [("USHER_STORE_FLUSH_INTERVAL", "1h".to_owned())];
+        let mut env = vec![("USHER_STORE_FLUSH_INTERVAL", "1h".to_owned())];
+        if let Some((_, addr)) = &upstream {
+            env.push(("USHER_UPSTREAM_URL", format!("http://{addr}")));
+        }
+        let path = if proxy { "/" } else { "/usher/auth/request" };
         count(
             usher_command(&bin, dir, db, port, &env)?,
             port,
-            &format!("http://127.0.0.1:{port}/usher/auth/request"),
+            &format!("http://127.0.0.1:{port}{path}"),
             &dir.join("usher.callgrind"),
             script,
             seconds,
@@ -72,10 +84,12 @@ pub(crate) fn run(
     };
     let mut out =
         String::from("| server | requests counted | instructions per request |\n|---|---|---|\n");
-    for (name, c) in [
-        ("bare hyper server `/`", &bare),
-        ("usher `/usher/auth/request`", &usher),
-    ] {
+    let usher_name = if proxy {
+        "usher reverse proxy `/` → a bare upstream (not counted)"
+    } else {
+        "usher `/usher/auth/request`"
+    };
+    for (name, c) in [("bare hyper server `/`", &bare), (usher_name, &usher)] {
         writeln!(
             out,
             "| {name} | {:.0} | {:.0} |",

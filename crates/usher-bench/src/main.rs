@@ -71,8 +71,9 @@ struct Args {
     #[arg(long, value_name = "USHER_BINARY")]
     compare: Option<PathBuf>,
     /// Instructions per request under valgrind's callgrind, the bare server's and
-    /// `/usher/auth/request`'s, with Usher's heaviest functions: repeatable whatever
-    /// the machine's neighbours do (needs valgrind).
+    /// `/usher/auth/request`'s (or the reverse proxy's, to a bare upstream, with
+    /// `--scenario reverse-proxy`), with Usher's heaviest functions: repeatable
+    /// whatever the machine's neighbours do (needs valgrind).
     #[arg(long, conflicts_with = "compare")]
     instructions: bool,
 }
@@ -397,7 +398,7 @@ pub(crate) fn usher_command(
 }
 
 /// The bare hyper server of `src/bin/baseline.rs`.
-fn start_baseline() -> anyhow::Result<(Proc, SocketAddr)> {
+pub(crate) fn start_baseline() -> anyhow::Result<(Proc, SocketAddr)> {
     let port = free_port()?;
     let child = baseline_command(port)
         .spawn()
@@ -568,6 +569,18 @@ fn report(rows: &[Row], sessions: usize, seconds: u64) -> String {
     out
 }
 
+/// Whether `--compare` or `--instructions` (`flag`) is to measure the reverse proxy
+/// rather than `/usher/auth/request`: the two scenarios they know.
+fn proxied(flag: &str, scenario: Option<&str>) -> anyhow::Result<bool> {
+    match scenario {
+        None | Some("auth-endpoint") => Ok(false),
+        Some("reverse-proxy") => Ok(true),
+        Some(s) => {
+            bail!("{flag} measures auth-endpoint (the default) or reverse-proxy, not {s:?}")
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let seconds = args.seconds.unwrap_or(if args.quick { 2 } else { 10 });
@@ -578,6 +591,11 @@ fn main() -> anyhow::Result<()> {
         args.sessions
     };
     // Checked before anything is built or seeded.
+    let instructions_of_proxy = if args.instructions {
+        proxied("--instructions", args.scenario.as_deref())?
+    } else {
+        false
+    };
     let compare_with = args
         .compare
         .as_ref()
@@ -592,15 +610,7 @@ fn main() -> anyhow::Result<()> {
         Some(other) => Some(compare::Compare {
             other,
             this: workspace_root().join("target/release/usher"),
-            proxy: match args.scenario.as_deref() {
-                None | Some("auth-endpoint") => false,
-                Some("reverse-proxy") => true,
-                Some(s) => {
-                    bail!(
-                        "--compare measures auth-endpoint (the default) or reverse-proxy, not {s:?}"
-                    )
-                }
-            },
+            proxy: proxied("--compare", args.scenario.as_deref())?,
             rounds: args.rounds.unwrap_or(6),
             seconds: args.seconds.unwrap_or(8),
         }),
@@ -626,7 +636,14 @@ fn main() -> anyhow::Result<()> {
     if args.instructions {
         println!(
             "{}",
-            instructions::run(dir.path(), &db, &script, seconds, args.keep)?
+            instructions::run(
+                dir.path(),
+                &db,
+                &script,
+                seconds,
+                instructions_of_proxy,
+                args.keep
+            )?
         );
         return Ok(());
     }

@@ -156,22 +156,19 @@ async fn check(
     })
 }
 
+/// A request outside Usher's prefix that came through the router; the server loop
+/// answers the rest itself (issue 9: the router costs about a quarter of a request
+/// this cheap), with [`decide`] and [`answer`] as here.
 pub async fn handle(
     State(state): State<Arc<AppState>>,
     ctx: ClientContext,
     req: Request,
 ) -> Response {
-    serve(&state, ctx, req).await
-}
-
-/// A request outside Usher's prefix, answered by the server loop directly (issue 9:
-/// the router costs about a quarter of a request this cheap) or through the router.
-pub(crate) async fn serve(state: &AppState, ctx: ClientContext, req: Request) -> Response {
     let verdict = {
         let head = Head::scan(req.headers());
-        decide(state, &ctx, &head, Some(req.uri().path())).await
+        decide(&state, &ctx, &head, Some(req.uri().path())).await
     };
-    answer(state, ctx, verdict, req).await
+    answer(&state, ctx, verdict, req).await
 }
 
 /// What the gate answers `req` once [`decide`] has given its `verdict`.

@@ -1,7 +1,9 @@
 //! Latency at a fixed request rate (issue 9: "p99 ≤ 1 ms at half of that load"). wrk
 //! from Debian only drives as fast as it can, so this sends `rate` requests a second
 //! from 64 keep-alive connections and times every answer from the moment its request
-//! was written.
+//! was due — a request due while its connection still waits for the previous answer
+//! counts that wait too, as wrk2 does (timed from the write, an overloaded server's
+//! queueing would not show).
 //!
 //! The driver shares the 2 cores with the server, so it is made to cost as little as
 //! it can: requests formatted once, answers read off the socket with only their status
@@ -25,11 +27,9 @@
 
 use anyhow::{Context, bail};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
 
 const CONNECTIONS: u32 = 64;
 
@@ -56,7 +56,7 @@ fn raise() -> bool {
 }
 
 pub struct Latency {
-    /// The driver ran at real-time priority (see the module's note).
+    /// The driver and the pacer ran at real-time priority (see the module's note).
     pub realtime: bool,
     pub rate: f64,
     pub p50_ms: f64,
@@ -84,43 +84,37 @@ pub fn run(url: &str, cookies: &[String], rate: f64, seconds: u64) -> anyhow::Re
         bail!("no cookies to send");
     }
     let gap = Duration::from_secs_f64(1.0 / rate.max(1.0));
-    let go: Arc<Vec<Notify>> = Arc::new((0..CONNECTIONS).map(|_| Notify::new()).collect());
-    let stop = Arc::new(AtomicBool::new(false));
-    // When the pacer's first second is over: only requests sent after it count.
-    let measured_from: Arc<std::sync::OnceLock<Instant>> = Arc::default();
-    // Set once every connection is open: the pacer starts then.
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
-    let pacer = {
-        let (go, stop, measured_from) = (go.clone(), stop.clone(), measured_from.clone());
-        std::thread::spawn(move || {
-            let realtime = raise();
-            if ready_rx.recv().is_err() {
-                return realtime;
+    // Each connection's requests, as the instants the pacer released them: a request
+    // released while its connection still waits for the previous answer waits in this
+    // queue, and that wait is counted (wrk2's correction for coordinated omission).
+    let (releases, queues): (Vec<_>, Vec<_>) = (0..CONNECTIONS)
+        .map(|_| tokio::sync::mpsc::unbounded_channel::<Instant>())
+        .unzip();
+    // Sent once every connection is open: the pacer starts then.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Instant>();
+    let pacer = std::thread::spawn(move || {
+        let realtime = raise();
+        let Ok(started) = ready_rx.recv() else {
+            return realtime;
+        };
+        let end = started + WARM_UP + Duration::from_secs(seconds);
+        let mut i: u64 = 0;
+        loop {
+            let now = Instant::now();
+            if now >= end {
+                break;
             }
-            let started = Instant::now();
-            let from = *measured_from.get_or_init(|| started + WARM_UP);
-            let end = from + Duration::from_secs(seconds);
-            let mut i: u64 = 0;
-            loop {
-                let now = Instant::now();
-                if now >= end {
-                    break;
-                }
-                // Every request whose time has come: on time to within the batch.
-                while started + gap.mul_f64(i as f64) <= now {
-                    go[(i % u64::from(CONNECTIONS)) as usize].notify_one();
-                    i += 1;
-                }
-                let next = started + gap.mul_f64(i as f64);
-                std::thread::park_timeout(next.saturating_duration_since(now).max(BATCH));
+            // Every request whose time has come: on time to within the batch.
+            while started + gap.mul_f64(i as f64) <= now {
+                let _ = releases[(i % u64::from(CONNECTIONS)) as usize].send(now);
+                i += 1;
             }
-            stop.store(true, Ordering::Release);
-            for g in go.iter() {
-                g.notify_one();
-            }
-            realtime
-        })
-    };
+            let next = started + gap.mul_f64(i as f64);
+            std::thread::park_timeout(next.saturating_duration_since(now).max(BATCH));
+        }
+        // Dropping the senders ends the connections once their queues are empty.
+        realtime
+    });
     // Its own thread, raised for the run (see the module's note); it ends with it.
     let driver = std::thread::spawn(move || {
         let realtime = raise();
@@ -135,37 +129,33 @@ pub fn run(url: &str, cookies: &[String], rate: f64, seconds: u64) -> anyhow::Re
                 stream.set_nodelay(true)?;
                 streams.push(stream);
             }
+            // Only requests released after the warm-up count.
+            let measured_from = Instant::now() + WARM_UP;
             let mut tasks = Vec::new();
-            for (c, mut stream) in streams.into_iter().enumerate() {
-                let (go, stop, requests) = (go.clone(), stop.clone(), requests.clone());
-                let measured_from = measured_from.clone();
+            for ((c, mut stream), mut queue) in streams.into_iter().enumerate().zip(queues) {
+                let requests = requests.clone();
                 tasks.push(tokio::spawn(async move {
                     let mut times = Vec::new();
                     let mut buf = Vec::with_capacity(4096);
                     let mut i = c;
-                    loop {
-                        go[c].notified().await;
-                        if stop.load(Ordering::Acquire) {
-                            break;
-                        }
+                    while let Some(released) = queue.recv().await {
                         let req = &requests[i % requests.len()];
                         i += CONNECTIONS as usize;
-                        let sent = Instant::now();
                         stream.write_all(req).await?;
                         let status = read_answer(&mut stream, &mut buf).await?;
                         if status != 200 {
                             bail!("answer {status} at a paced rate");
                         }
-                        if measured_from.get().is_some_and(|from| sent >= *from) {
+                        if released >= measured_from {
                             times.push(
-                                u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX),
+                                u32::try_from(released.elapsed().as_micros()).unwrap_or(u32::MAX),
                             );
                         }
                     }
                     Ok::<_, anyhow::Error>(times)
                 }));
             }
-            let _ = ready_tx.send(());
+            let _ = ready_tx.send(measured_from - WARM_UP);
             let mut all = Vec::new();
             for t in tasks {
                 all.extend(t.await??);
@@ -178,7 +168,8 @@ pub fn run(url: &str, cookies: &[String], rate: f64, seconds: u64) -> anyhow::Re
         .join()
         .map_err(|_| anyhow::anyhow!("the paced driver panicked"));
     // A driver that failed before the start never set the pacer going: it sees the
-    // channel closed and ends.
+    // channel closed and ends. One that failed later drops the queues; the pacer runs
+    // out its time sending into them.
     let paced_realtime = pacer
         .join()
         .map_err(|_| anyhow::anyhow!("the pacer panicked"))?;

@@ -76,6 +76,10 @@ struct Args {
     /// whatever the machine's neighbours do (needs valgrind).
     #[arg(long, conflicts_with = "compare")]
     instructions: bool,
+    /// auth-endpoint: only the latency, paced at this many requests a second (Usher's
+    /// and the bare server's), without the throughput runs that otherwise set the rate.
+    #[arg(long, value_name = "REQUESTS_PER_S")]
+    rate: Option<f64>,
 }
 
 /// A child process killed when dropped.
@@ -730,77 +734,112 @@ fn main() -> anyhow::Result<()> {
             usher: Vec::new(),
             target: "(Usher's own share)",
         };
-        let flushes = "usher_flush_duration_seconds_count";
-        let (mut requests, mut txs, mut secs) = (0.0, 0.0, 0.0);
-        for _ in 0..rounds {
-            row.base.push(wrk(
-                &format!("http://{baseline}/"),
-                seconds,
-                Some(&script),
-                &servers,
-            )?);
-            own.base.push(wrk(
-                &format!("http://{usher}/usher/healthz"),
-                seconds,
-                Some(&script),
-                &servers,
-            )?);
-            let before = metric(usher, flushes)?;
-            let m = wrk(
-                &format!("http://{usher}/usher/auth/request"),
-                seconds,
-                Some(&script),
-                &servers,
-            )?;
-            txs += metric(usher, flushes)? - before;
-            requests += m.rps * seconds as f64;
-            secs += seconds as f64;
-            row.usher.push(m);
-            own.usher.push(m);
-        }
-        let full = median(row.usher.iter().map(|m| m.rps).collect());
-        rows.push(row);
-        rows.push(own);
-        let _ = writeln!(
-            notes,
-            "- SQLite write load while `/usher/auth/request` ran at {:.0} req/s over {} sessions: {txs:.0} flush transactions in {secs:.0} s = {:.2} per 1 s flush interval (target ≤ 1, whatever the request rate).",
-            requests / secs,
-            sessions,
-            txs / secs
-        );
-        // Half the throughput is the load; a quarter shows how much of the tail
-        // is the machine's queueing (the driver shares the cores with the server).
-        for (share, name) in [(2.0, "half"), (4.0, "a quarter of")] {
-            let paced = paced::run(
-                &format!("http://{usher}/usher/auth/request"),
-                &cookies,
-                full / share,
-                seconds,
-            )?;
-            // The same driver at the same rate against the bare server: what the
-            // machine and the driver alone cost.
-            let bare = paced::run(
-                &format!("http://{baseline}/"),
-                &cookies,
-                full / share,
-                seconds,
-            )?;
+        // The paced rates: half the throughput is the load; a quarter shows how
+        // much of the tail is the machine's queueing (the driver shares the cores).
+        let rates = if let Some(rate) = args.rate {
+            vec![(rate, format!("{rate:.0} req/s (--rate)"))]
+        } else {
+            let flushes = "usher_flush_duration_seconds_count";
+            let (mut requests, mut txs, mut secs) = (0.0, 0.0, 0.0);
+            for _ in 0..rounds {
+                row.base.push(wrk(
+                    &format!("http://{baseline}/"),
+                    seconds,
+                    Some(&script),
+                    &servers,
+                )?);
+                own.base.push(wrk(
+                    &format!("http://{usher}/usher/healthz"),
+                    seconds,
+                    Some(&script),
+                    &servers,
+                )?);
+                let before = metric(usher, flushes)?;
+                let m = wrk(
+                    &format!("http://{usher}/usher/auth/request"),
+                    seconds,
+                    Some(&script),
+                    &servers,
+                )?;
+                txs += metric(usher, flushes)? - before;
+                requests += m.rps * seconds as f64;
+                secs += seconds as f64;
+                row.usher.push(m);
+                own.usher.push(m);
+            }
+            let full = median(row.usher.iter().map(|m| m.rps).collect());
+            rows.push(row);
+            rows.push(own);
             let _ = writeln!(
                 notes,
-                "- Latency at {name} that throughput, paced from 64 connections by one driver thread, timed from when each request was due (`src/paced.rs`; it shares the 2 cores{}): `/usher/auth/request` {:.0} req/s, p50 {:.3} ms, **p99 {:.3} ms**, p99.9 {:.3} ms, max {:.1} ms; the bare hyper server at the same rate: p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms (target p99 ≤ 1 ms at half).",
-                if paced.realtime && bare.realtime {
+                "- SQLite write load while `/usher/auth/request` ran at {:.0} req/s over {} sessions: {txs:.0} flush transactions in {secs:.0} s = {:.2} per 1 s flush interval (target ≤ 1, whatever the request rate).",
+                requests / secs,
+                sessions,
+                txs / secs
+            );
+            vec![
+                (full / 2.0, "half that throughput".to_owned()),
+                (full / 4.0, "a quarter of that throughput".to_owned()),
+            ]
+        };
+        // What the machine alone takes from any server's tail, measured just before.
+        let stalls = paced::stalls(if args.quick { 0.5 } else { 5.0 });
+        let _ = writeln!(
+            notes,
+            "- The idle machine itself: a thread spinning on each core lost {:.2}% of its time in stalls of ≥ 200 µs, {:.1} stalls of ≥ 1 ms a second, the longest {:.1} ms (`paced::stalls`) — a request due in one waits, whatever the server.",
+            stalls.share * 100.0,
+            stalls.over_1ms_per_s,
+            stalls.max_ms
+        );
+        // Each side runs `rounds` times, alternating with the other, and the medians are
+        // given: one run's p99 swings several-fold with the machine's stalls above.
+        for (rate, name) in rates {
+            let (mut ours, mut bare) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                ours.push(paced::run(
+                    &format!("http://{usher}/usher/auth/request"),
+                    &cookies,
+                    rate,
+                    seconds,
+                )?);
+                // The same driver at the same rate against the bare server: what the
+                // machine and the driver alone cost.
+                bare.push(paced::run(
+                    &format!("http://{baseline}/"),
+                    &cookies,
+                    rate,
+                    seconds,
+                )?);
+            }
+            let realtime = ours.iter().chain(&bare).all(|l| l.realtime);
+            let med = |v: &[paced::Latency], f: fn(&paced::Latency) -> f64| {
+                median(v.iter().map(f).collect())
+            };
+            let each = |v: &[paced::Latency]| {
+                v.iter()
+                    .map(|l| format!("{:.2}", l.p99_ms))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = writeln!(
+                notes,
+                "- Latency at {name}, paced from 64 connections by one driver thread, timed from when each request was due (`src/paced.rs`; it shares the 2 cores{}), medians of {rounds} round(s) per side, alternating: `/usher/auth/request` {:.0} req/s, p50 {:.3} ms, **p99 {:.3} ms** (each round: {}), p99.9 {:.3} ms, max {:.1} ms; the bare hyper server at the same rate: p50 {:.3} ms, **p99 {:.3} ms** (each round: {}), p99.9 {:.3} ms, max {:.1} ms (target p99 ≤ 1 ms at half).",
+                if realtime {
                     ", at real-time priority"
                 } else {
                     ", at normal priority: the system refused real-time"
                 },
-                paced.rate,
-                paced.p50_ms,
-                paced.p99_ms,
-                paced.p999_ms,
-                paced.max_ms,
-                bare.p50_ms,
-                bare.p99_ms,
-                bare.p999_ms
+                med(&ours, |l| l.rate),
+                med(&ours, |l| l.p50_ms),
+                med(&ours, |l| l.p99_ms),
+                each(&ours),
+                med(&ours, |l| l.p999_ms),
+                med(&ours, |l| l.max_ms),
+                med(&bare, |l| l.p50_ms),
+                med(&bare, |l| l.p99_ms),
+                each(&bare),
+                med(&bare, |l| l.p999_ms),
+                med(&bare, |l| l.max_ms),
             );
         }
     }

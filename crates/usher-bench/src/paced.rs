@@ -24,6 +24,11 @@
 //! half load, 1.0–1.6 ms with the driver raised. Their work per request is a few µs, so
 //! raising them takes next to nothing from the server — as a load generator on another
 //! machine would. They are threads of their own, which end with the run.
+//!
+//! Even so one run's p99 swings several-fold (0.4–7 ms for the bare server at the same
+//! rate, on one machine): the host takes the cores away for milliseconds now and then,
+//! and p99 is the slowest 1%. So each side runs in alternating rounds and the report
+//! gives medians, beside [`stalls`], what the idle machine loses on its own.
 
 use anyhow::{Context, bail};
 use std::sync::Arc;
@@ -224,5 +229,58 @@ async fn read_answer(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Resul
             bail!("the server closed the connection");
         }
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// How much the machine itself stalls a thread that never sleeps: the floor under any
+/// server's tail latency here. On a shared virtual machine the host takes its cores
+/// away now and then for milliseconds; a request due meanwhile waits whatever the
+/// server does (on one such machine: 0.1–0.9% of the time, up to 25 ms at once, with
+/// nothing else running).
+pub struct Stalls {
+    /// Share of the time the spinning threads lost in gaps of ≥ 200 µs.
+    pub share: f64,
+    /// Gaps of ≥ 1 ms a second, summed over the cores.
+    pub over_1ms_per_s: f64,
+    pub max_ms: f64,
+}
+
+/// One thread per core spins on the clock for `seconds` and notes every gap between
+/// two reads of ≥ 200 µs (a read takes ~30 ns: a gap is time the thread did not run).
+pub fn stalls(seconds: f64) -> Stalls {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let span = Duration::from_secs_f64(seconds);
+    let spinners: Vec<_> = (0..cores)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let (mut last, mut lost, mut over_1ms, mut max) =
+                    (start, Duration::ZERO, 0u64, Duration::ZERO);
+                while last - start < span {
+                    let now = Instant::now();
+                    let gap = now - last;
+                    if gap >= Duration::from_micros(200) {
+                        lost += gap;
+                        over_1ms += u64::from(gap >= Duration::from_millis(1));
+                        max = max.max(gap);
+                    }
+                    last = now;
+                }
+                (lost, over_1ms, max)
+            })
+        })
+        .collect();
+    let (mut lost, mut over_1ms, mut max) = (Duration::ZERO, 0, Duration::ZERO);
+    for s in spinners {
+        // A spinner cannot panic; one that did counts as no stall.
+        let (l, o, m) = s.join().unwrap_or_default();
+        lost += l;
+        over_1ms += o;
+        max = max.max(m);
+    }
+    Stalls {
+        share: lost.as_secs_f64() / (seconds * cores as f64),
+        over_1ms_per_s: over_1ms as f64 / seconds,
+        max_ms: max.as_secs_f64() * 1000.0,
     }
 }

@@ -269,13 +269,21 @@ impl hyper::body::Body for Driven {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        if !this.conn_finished
+        // The body first: a small answer's body came in with its head, and the
+        // connection already handed it over — polling the connection then only finds
+        // nothing to read (each poll runs hyper's whole dispatch loop: 7.8 socket reads
+        // tried per proxied request, `usher-bench --instructions`). Only a body still
+        // waiting needs the connection to read on (and to wake this task when it has).
+        let mut frame = Pin::new(&mut this.body).poll_frame(cx);
+        if frame.is_pending()
+            && !this.conn_finished
             && let Some(c) = &mut this.conn
-            && c.conn.poll_without_shutdown(cx).is_ready()
         {
-            this.conn_finished = true;
+            if c.conn.poll_without_shutdown(cx).is_ready() {
+                this.conn_finished = true;
+            }
+            frame = Pin::new(&mut this.body).poll_frame(cx);
         }
-        let frame = Pin::new(&mut this.body).poll_frame(cx);
         if let Poll::Ready(None) = frame {
             this.release();
         }

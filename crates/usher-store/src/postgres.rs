@@ -76,6 +76,15 @@ impl PgStore {
         Ok(LivePage { sessions, next })
     }
 
+    /// The inactive-users report's rows; the planner finds the index of sign-ins itself.
+    async fn inactive_rows(&self, since_ms: i64) -> Result<Vec<crate::rows::InactiveRow>> {
+        let sql = crate::rows::inactive_users_sql("users u");
+        Ok(sqlx::query_as(AssertSqlSafe(sql))
+            .bind(since_ms)
+            .fetch_all(self.reader())
+            .await?)
+    }
+
     /// A flush of request counts alone needs no path of its own here: the batch below is
     /// already one statement.
     async fn touches_alone(&self, touches: Vec<Touch>) -> Result<Result<u64, Vec<Touch>>> {

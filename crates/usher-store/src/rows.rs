@@ -336,14 +336,30 @@ pub(crate) fn change_columns(kind: &ChangeKind) -> (&'static str, &str) {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct InactiveRow {
-    name: String,
-    display_name: String,
-    email: String,
-    disabled: bool,
-    created_at: i64,
-    last_login_at: Option<i64>,
-    last_login_ip: Option<String>,
-    last_activity_at: Option<i64>,
+    pub(crate) name: String,
+    pub(crate) display_name: String,
+    pub(crate) email: String,
+    pub(crate) disabled: bool,
+    pub(crate) created_at: i64,
+    pub(crate) last_login_at: Option<i64>,
+    pub(crate) last_login_ip: Option<String>,
+    pub(crate) last_activity_at: Option<i64>,
+}
+
+/// The inactive-users report's rows: users who have not signed in since `$1` (or
+/// never), with where their last sign-in came from and when they were last active.
+/// `{users}` is where the users are read from: a backend may name an index there.
+pub(crate) fn inactive_users_sql(users: &str) -> String {
+    format!(
+        "SELECT u.name, u.display_name, u.email, u.disabled, u.created_at, u.last_login_at,
+             (SELECT s.first_ip FROM sessions s WHERE s.user_name = u.name
+              ORDER BY s.created_at DESC LIMIT 1) AS last_login_ip,
+             (SELECT MAX(s.last_access_at) FROM sessions s WHERE s.user_name = u.name)
+              AS last_activity_at
+         FROM {users}
+         WHERE u.last_login_at IS NULL OR u.last_login_at < $1
+         ORDER BY u.name"
+    )
 }
 
 impl InactiveRow {

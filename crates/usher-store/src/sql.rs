@@ -6,7 +6,9 @@
 //! `::`. A backend provides `write()` (a write transaction), `reader()` (a pool), and
 //! `before_change()` (anything to do before appending to the change feed),
 //! `touch_batch()` (many sessions' activity in one statement: the dialects differ), and
-//! `touches_alone()` (a flush of request counts alone its own way, or the touches back).
+//! `touches_alone()` (a flush of request counts alone its own way, or the touches back),
+//! and `inactive_rows()` (the inactive-users report's rows: SQLite needs telling which
+//! index to read).
 
 macro_rules! impl_sql_store {
     ($module:ident, $store:ty, $db:ty) => {
@@ -631,19 +633,7 @@ macro_rules! impl_sql_store {
                 }
 
                 async fn inactive_users(&self, since: Timestamp) -> Result<Vec<InactiveUser>> {
-                    let rows: Vec<InactiveRow> = sqlx::query_as(
-                        "SELECT u.name, u.display_name, u.email, u.disabled, u.created_at, u.last_login_at,
-                             (SELECT s.first_ip FROM sessions s WHERE s.user_name = u.name
-                              ORDER BY s.created_at DESC LIMIT 1) AS last_login_ip,
-                             (SELECT MAX(s.last_access_at) FROM sessions s WHERE s.user_name = u.name)
-                              AS last_activity_at
-                         FROM users u
-                         WHERE u.last_login_at IS NULL OR u.last_login_at < $1
-                         ORDER BY u.name",
-                    )
-                    .bind(ms(since))
-                    .fetch_all(self.reader())
-                    .await?;
+                    let rows: Vec<InactiveRow> = self.inactive_rows(ms(since)).await?;
                     let mut out = Vec::with_capacity(rows.len());
                     for row in rows {
                         let u = row.into_inactive()?;

@@ -3,8 +3,8 @@
 //! `--scenario reverse-proxy`, Usher's proxying to a bare upstream that runs natively
 //! and is not counted), each under the same wrk load. Times on this shared 2-core
 //! machine swing by ±15% from run to run; an instruction count does not move with the
-//! neighbours, so a change of a few percent in Usher's own work shows (issue 9: "profile … callgrind for repeatable
-//! instruction counts"). What it cannot see: the kernel's share (most of a request on
+//! neighbours, so a change of a few percent in Usher's own work shows (issue 9:
+//! "profile … callgrind for repeatable instruction counts"). What it cannot see: the kernel's share (most of a request on
 //! loopback), cache misses, and CPU features valgrind hides — SHA-NI among them, so
 //! the token's SHA-256 counts ~3,500 instructions here and a few hundred cycles
 //! natively.

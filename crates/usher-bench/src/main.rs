@@ -585,6 +585,20 @@ fn proxied(flag: &str, scenario: Option<&str>) -> anyhow::Result<bool> {
     }
 }
 
+/// `--rate`, checked: a positive number of requests a second, and only for the
+/// auth-endpoint scenario — given to a full run it would skip the throughput runs
+/// and write docs/BENCHMARKS.md without them.
+fn paced_rate(rate: Option<f64>, scenario: Option<&str>) -> anyhow::Result<Option<f64>> {
+    let Some(rate) = rate else { return Ok(None) };
+    if scenario != Some("auth-endpoint") {
+        bail!("--rate measures the auth endpoint's latency: add --scenario auth-endpoint");
+    }
+    if !(rate.is_finite() && rate >= 1.0) {
+        bail!("--rate {rate}: give the requests a second, 1 or more (e.g. --rate 50000)");
+    }
+    Ok(Some(rate))
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let seconds = args.seconds.unwrap_or(if args.quick { 2 } else { 10 });
@@ -595,6 +609,7 @@ fn main() -> anyhow::Result<()> {
         args.sessions
     };
     // Checked before anything is built or seeded.
+    let rate = paced_rate(args.rate, args.scenario.as_deref())?;
     let instructions_of_proxy = if args.instructions {
         proxied("--instructions", args.scenario.as_deref())?
     } else {
@@ -720,25 +735,25 @@ fn main() -> anyhow::Result<()> {
     }
     let mut notes = String::new();
     if want("auth-endpoint") {
-        let mut row = Row {
-            scenario: "usher /usher/auth/request",
-            baseline: "bare hyper server (200, no work)",
-            base: Vec::new(),
-            usher: Vec::new(),
-            target: "≥ 0.85",
-        };
-        let mut own = Row {
-            scenario: "usher /usher/auth/request",
-            baseline: "usher /usher/healthz (same process, no session work)",
-            base: Vec::new(),
-            usher: Vec::new(),
-            target: "(Usher's own share)",
-        };
         // The paced rates: half the throughput is the load; a quarter shows how
         // much of the tail is the machine's queueing (the driver shares the cores).
-        let rates = if let Some(rate) = args.rate {
+        let rates = if let Some(rate) = rate {
             vec![(rate, format!("{rate:.0} req/s (--rate)"))]
         } else {
+            let mut row = Row {
+                scenario: "usher /usher/auth/request",
+                baseline: "bare hyper server (200, no work)",
+                base: Vec::new(),
+                usher: Vec::new(),
+                target: "≥ 0.85",
+            };
+            let mut own = Row {
+                scenario: "usher /usher/auth/request",
+                baseline: "usher /usher/healthz (same process, no session work)",
+                base: Vec::new(),
+                usher: Vec::new(),
+                target: "(Usher's own share)",
+            };
             let flushes = "usher_flush_duration_seconds_count";
             let (mut requests, mut txs, mut secs) = (0.0, 0.0, 0.0);
             for _ in 0..rounds {
@@ -957,4 +972,42 @@ fn write_report(table: &str) -> anyhow::Result<()> {
     std::fs::write(workspace_root().join("docs/BENCHMARKS.md"), text)?;
     eprintln!("wrote docs/BENCHMARKS.md");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_is_for_the_auth_endpoint_and_positive() {
+        assert_eq!(paced_rate(None, None).unwrap(), None);
+        assert_eq!(
+            paced_rate(Some(5000.0), Some("auth-endpoint")).unwrap(),
+            Some(5000.0)
+        );
+        for scenario in [None, Some("reverse-proxy")] {
+            let e = paced_rate(Some(5000.0), scenario).unwrap_err().to_string();
+            assert!(e.contains("--scenario auth-endpoint"), "{e}");
+        }
+        for bad in [0.0, -5.0, 0.5, f64::NAN, f64::INFINITY] {
+            let e = paced_rate(Some(bad), Some("auth-endpoint"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("1 or more"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn compare_and_instructions_know_two_scenarios() {
+        assert!(!proxied("--compare", None).unwrap());
+        assert!(!proxied("--compare", Some("auth-endpoint")).unwrap());
+        assert!(proxied("--instructions", Some("reverse-proxy")).unwrap());
+        let e = proxied("--instructions", Some("login"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--instructions") && e.contains("\"login\""),
+            "{e}"
+        );
+    }
 }

@@ -4,7 +4,7 @@
 //! sessions of the other scenarios. It reports resident memory at each step and checks
 //! that every signed-in session still works after the flood.
 
-use crate::{Proc, free_port, metric, rss_kib, wait_port, workspace_root, wrk};
+use crate::{Proc, free_port, metric, rss_kib, wait_port, wrk};
 use anyhow::{Context, bail};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -98,7 +98,7 @@ pub fn run(
     f: &Flood,
 ) -> anyhow::Result<String> {
     let port = free_port()?;
-    let child = Command::new(workspace_root().join("target/release/usher"))
+    let child = Command::new(crate::usher_bin())
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--store"])
         .arg(format!("sqlite://{}", db.display()))
         .current_dir(dir)

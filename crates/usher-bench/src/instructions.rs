@@ -67,7 +67,7 @@ pub(crate) fn run(
     };
     let usher = {
         let port = free_port()?;
-        let bin = crate::workspace_root().join("target/release/usher");
+        let bin = crate::usher_bin();
         let mut env = vec![("USHER_STORE_FLUSH_INTERVAL", "1h".to_owned())];
         if let Some((_, addr)) = &upstream {
             env.push(("USHER_UPSTREAM_URL", format!("http://{addr}")));

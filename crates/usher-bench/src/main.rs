@@ -70,6 +70,11 @@ struct Args {
     /// reverse-proxy`. Default 6 rounds of 8 s.
     #[arg(long, value_name = "USHER_BINARY")]
     compare: Option<PathBuf>,
+    /// Bench this `usher` binary (an earlier commit's, kept aside) instead of the
+    /// workspace's release build: the same scenarios and baselines, to set two builds'
+    /// ratios side by side from runs in a row.
+    #[arg(long, value_name = "USHER_BINARY")]
+    usher: Option<PathBuf>,
     /// Instructions per request under valgrind's callgrind, the bare server's and
     /// `/usher/auth/request`'s (or the reverse proxy's, to a bare upstream, with
     /// `--scenario reverse-proxy`), with Usher's heaviest functions: repeatable
@@ -340,6 +345,16 @@ struct Row {
     target: &'static str,
 }
 
+/// The `usher` binary benched: `--usher`, or the workspace's release build.
+static USHER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+pub(crate) fn usher_bin() -> PathBuf {
+    USHER
+        .get()
+        .cloned()
+        .unwrap_or_else(|| workspace_root().join("target/release/usher"))
+}
+
 /// Starts the release `usher serve` on `port` with the store `db` and extra variables.
 pub(crate) fn start_usher_with(
     dir: &Path,
@@ -347,13 +362,7 @@ pub(crate) fn start_usher_with(
     port: u16,
     env: &[(&str, String)],
 ) -> anyhow::Result<Proc> {
-    start_usher_bin(
-        &workspace_root().join("target/release/usher"),
-        dir,
-        db,
-        port,
-        env,
-    )
+    start_usher_bin(&usher_bin(), dir, db, port, env)
 }
 
 /// [`start_usher_with`] for the `usher` binary at `bin`.
@@ -624,11 +633,17 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("--compare {}: no such usher binary", other.display()))
         })
         .transpose()?;
+    if let Some(bin) = &args.usher {
+        // Absolute: the server runs in a working directory of its own.
+        let bin = std::fs::canonicalize(bin)
+            .with_context(|| format!("--usher {}: no such usher binary", bin.display()))?;
+        let _ = USHER.set(bin);
+    }
     let compare = match &compare_with {
         None => None,
         Some(other) => Some(compare::Compare {
             other,
-            this: workspace_root().join("target/release/usher"),
+            this: usher_bin(),
             proxy: proxied("--compare", args.scenario.as_deref())?,
             rounds: args.rounds.unwrap_or(6),
             seconds: args.seconds.unwrap_or(8),

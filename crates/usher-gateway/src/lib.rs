@@ -14,6 +14,7 @@ mod app;
 mod client;
 mod connections;
 mod cookie;
+mod cores;
 mod csrf;
 mod demo;
 mod error;

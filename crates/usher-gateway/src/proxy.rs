@@ -70,8 +70,9 @@ pub struct Proxy {
 
 impl Proxy {
     /// `None` for an upstream URL without a host (the configuration refuses those).
-    pub fn new(upstream: Uri, cookie_name: &str) -> Option<Self> {
-        let pool = Pool::new(&upstream)?;
+    /// `threads`: the serving threads, each of which keeps its own upstream connections.
+    pub fn new(upstream: Uri, cookie_name: &str, threads: usize) -> Option<Self> {
+        let pool = Pool::new(&upstream, threads)?;
         let host = HeaderValue::from_str(upstream.authority()?.as_str()).ok()?;
         Some(Self {
             pool,

@@ -6,7 +6,8 @@ use crate::GatewaySettings;
 use crate::access_log::AccessLog;
 use crate::app::{AppState, router};
 use crate::client::ClientContext;
-use crate::connections::{Connections, InFlight, Tracked};
+use crate::connections::{Connections, InFlight, Opened, Tracked};
+use crate::cores::Cores;
 use crate::csrf::CsrfKey;
 use crate::forward::Endpoint;
 use crate::head::Head;
@@ -86,7 +87,9 @@ impl Server {
         let proxy = settings
             .upstream
             .clone()
-            .map(|u| Proxy::new(u, &settings.cookie_name).ok_or(ServerError::Upstream))
+            .map(|u| {
+                Proxy::new(u, &settings.cookie_name, settings.threads).ok_or(ServerError::Upstream)
+            })
             .transpose()?;
         let access_log = AccessLog::start(
             &settings.access_log,
@@ -163,11 +166,13 @@ impl Server {
         // one or the other a slowloris client would hold its connection forever.
         builder.http1().max_buf_size(64 * 1024);
         builder.http2().timer(TokioTimer::new());
+        let builder = Arc::new(builder);
         let connections = Arc::new(Connections::new(state.settings.header_read_timeout));
         let sweep = tokio::spawn({
             let connections = connections.clone();
             async move { connections.sweep().await }
         });
+        let cores = Cores::start(state.settings.threads)?;
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -182,30 +187,17 @@ impl Server {
                 },
                 () = &mut shutdown => break,
             };
-            let _ = stream.set_nodelay(true);
-            let app = app.clone();
-            let state = state.clone();
-            let opened = connections.open();
-            let conn_state = opened.conn().clone();
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let in_flight = conn_state.begin();
-                serve_one(state.clone(), app.clone(), peer, req, in_flight)
-            });
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .into_owned();
-            let conn = opened.watch(conn);
-            tokio::spawn(async move {
-                match conn.await {
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, peer = %peer, "connection ended with an error");
-                    }
-                    None => {
-                        tracing::debug!(peer = %peer, "closed: no request head within server.header_read_timeout");
-                    }
-                    Some(Ok(())) => {}
+            // Off this runtime's event loop, onto the serving core's.
+            let stream = match stream.into_std() {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, peer = %peer, "accepted connection lost");
+                    continue;
                 }
-            });
+            };
+            let (app, state, builder) = (app.clone(), state.clone(), builder.clone());
+            let opened = connections.open();
+            cores.serve(move || serve_connection(stream, peer, opened, state, app, builder));
         }
         drop(listener);
         state.draining.store(true, Ordering::Release);
@@ -221,8 +213,45 @@ impl Server {
             t.abort();
         }
         tasks.shutdown().await?;
+        cores.stop().await;
         tracing::info!("pending request counts written; bye");
         Ok(())
+    }
+}
+
+/// Serves one accepted connection on the core running this, until it closes.
+async fn serve_connection(
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    opened: Opened,
+    state: Arc<AppState>,
+    app: axum::Router,
+    builder: Arc<Builder<TokioExecutor>>,
+) {
+    let stream = match tokio::net::TcpStream::from_std(stream) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, peer = %peer, "cannot serve an accepted connection");
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let conn_state = opened.conn().clone();
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let in_flight = conn_state.begin();
+        serve_one(state.clone(), app.clone(), peer, req, in_flight)
+    });
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+        .into_owned();
+    match opened.watch(conn).await {
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, peer = %peer, "connection ended with an error");
+        }
+        None => {
+            tracing::debug!(peer = %peer, "closed: no request head within server.header_read_timeout");
+        }
+        Some(Ok(())) => {}
     }
 }
 

@@ -25,6 +25,8 @@ pub struct GatewaySettings {
     pub header_read_timeout: Duration,
     /// How long in-flight requests may take to finish at shutdown.
     pub drain_timeout: Duration,
+    /// Threads serving connections, each with its own event loop ([`crate::cores`]).
+    pub threads: usize,
     pub access_log: AccessLogTarget,
     /// Access log lines as JSON objects instead of Combined Log Format.
     pub access_log_json: bool,
@@ -53,6 +55,7 @@ impl Default for GatewaySettings {
             login_url: None,
             header_read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
+            threads: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
             access_log: AccessLogTarget::Off,
             access_log_json: false,
             metrics_listen: None,

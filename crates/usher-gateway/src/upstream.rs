@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
-/// Idle connections kept at most; more are closed when they come back.
+/// Idle connections kept at most per core; more are closed when they come back.
 const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed rather than reused: upstreams close
 /// idle connections themselves after a while, and a request should not find out.
@@ -73,23 +73,33 @@ struct Idle {
 pub struct Pool {
     /// `host:port` to connect to.
     authority: String,
-    idle: Mutex<VecDeque<Idle>>,
+    /// The idle connections of each serving core ([`crate::cores`]), the last for
+    /// requests served elsewhere: a connection's socket is registered with the event
+    /// loop of the core that opened it, and used from another core every answer would
+    /// be a wake-up across cores.
+    idle: Box<[Mutex<VecDeque<Idle>>]>,
 }
 
 impl Pool {
-    pub fn new(upstream: &Uri) -> Option<Arc<Self>> {
+    /// `threads`: how many serving threads keep idle connections of their own.
+    pub fn new(upstream: &Uri, threads: usize) -> Option<Arc<Self>> {
         let auth = upstream.authority()?;
         let authority = format!("{}:{}", auth.host(), auth.port_u16().unwrap_or(80));
         Some(Arc::new(Self {
             authority,
-            idle: Mutex::new(VecDeque::new()),
+            idle: (0..=threads).map(|_| Mutex::default()).collect(),
         }))
     }
 
+    /// This core's idle connections.
     fn idle(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+        let last = self.idle.len() - 1;
+        let shard = crate::cores::current().map_or(last, |i| i.min(last));
         // The queue is consistent after any panic (a push or a pop), so a poisoned
         // lock is still a good one.
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+        self.idle[shard]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Last in, first out: the warmest connection, and the cold ones age out. Aged

@@ -55,6 +55,8 @@ pub struct Server {
     pub metrics_listen: Option<String>,
     pub header_read_timeout: HumanDuration,
     pub drain_timeout: HumanDuration,
+    /// Threads serving connections; unset: one per CPU the process may use.
+    pub threads: Option<usize>,
 }
 
 impl Default for Server {
@@ -65,6 +67,7 @@ impl Default for Server {
             metrics_listen: None,
             header_read_timeout: HumanDuration::from_secs(10),
             drain_timeout: HumanDuration::from_secs(10),
+            threads: None,
         }
     }
 }
@@ -507,6 +510,11 @@ pub fn resolve(raw: RawConfig) -> anyhow::Result<Settings> {
             .unwrap_or_else(|| PathBuf::from(".")),
         StoreUrl::Postgres { .. } => PathBuf::from("usher-data"),
     };
+    let threads = match raw.server.threads {
+        None => GatewaySettings::default().threads,
+        Some(0) => bail!("server.threads must be 1 or more (leave it out for one thread per CPU)"),
+        Some(n) => n,
+    };
     let gateway = GatewaySettings {
         prefix,
         upstream,
@@ -518,6 +526,7 @@ pub fn resolve(raw: RawConfig) -> anyhow::Result<Settings> {
         login_url,
         header_read_timeout: raw.server.header_read_timeout.as_std(),
         drain_timeout: raw.server.drain_timeout.as_std(),
+        threads,
         access_log,
         access_log_json: raw.log.format == "json",
         metrics_listen,

@@ -1,6 +1,6 @@
-//! The baseline of issue 9: a bare hyper server (HTTP/1.1, keep-alive, the same tokio
-//! runtime Usher uses) that answers every request 200 "ok" and does nothing else — the
-//! most a Rust server on this machine can answer, measured in the same run as Usher.
+//! The baseline of issue 9: a bare hyper server (HTTP/1.1, keep-alive, on tokio's
+//! default multi-thread runtime, as most hyper servers are written) that answers every
+//! request 200 "ok" and does nothing else, measured in the same run as Usher.
 //!
 //!     baseline 127.0.0.1:PORT
 

@@ -199,6 +199,62 @@ async fn kill_9_loses_no_login_or_logout_and_at_most_one_flush_of_counts() {
     server.kill9();
 }
 
+/// The names of the threads `usher serve` runs (Linux: /proc/PID/task/*/comm).
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn server_threads_sets_how_many_threads_serve_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(
+        dir.path(),
+        &[
+            ("USHER_ADMIN_PASSWORD", "admin-password"),
+            ("USHER_SERVER_THREADS", "3"),
+        ],
+    );
+    let mut cores: Vec<_> = thread_names(server.child.id())
+        .into_iter()
+        .filter(|n| n.starts_with("usher-core-"))
+        .collect();
+    cores.sort();
+    assert_eq!(cores, ["usher-core-0", "usher-core-1", "usher-core-2"]);
+    // Connections spread over the three, each served whole: each client signs in and
+    // is let through, again and again, on its own kept-alive connection.
+    let mut tasks = Vec::new();
+    for _ in 0..9 {
+        let base = server.url("");
+        tasks.push(tokio::spawn(async move {
+            let r = browser_login(&base, "admin", "admin-password", "/", None).await;
+            assert_eq!(r.status(), 303);
+            let cookie = session_cookie(&r, "usher_session").unwrap();
+            let client = client();
+            for _ in 0..5 {
+                let status = client
+                    .get(format!("{base}/usher/auth/request"))
+                    .header("cookie", &cookie)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                assert_eq!(status, 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(
+        server.terminate(),
+        "a clean stop with three serving threads"
+    );
+}
+
 #[tokio::test]
 async fn configuration_mistakes_are_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,7 +279,7 @@ async fn configuration_mistakes_are_named() {
     assert_eq!(code, 0);
     assert!(out.contains("\"idle_timeout\": \"5m\""), "{out}");
 
-    let cases: [(&[(&str, &str)], &str); 10] = [
+    let cases: [(&[(&str, &str)], &str); 12] = [
         (&[("USHER_ACCESS_PUBLIC", "status")], "access.public"),
         (&[("USHER_ACCESS_PUBLIC", "/a/[b")], "access.public"),
         (
@@ -246,6 +302,11 @@ async fn configuration_mistakes_are_named() {
             "proxy.client_ip_header",
         ),
         (&[("USHER_SESSIONS_BOGUS", "1")], "bogus"),
+        (
+            &[("USHER_SERVER_THREADS", "0")],
+            "server.threads must be 1 or more",
+        ),
+        (&[("USHER_SERVER_THREADS", "two")], "threads"),
     ];
     for (env, key) in cases {
         let (code, _, err) = usher(dir.path(), &["config", "check"], "", env);

@@ -823,23 +823,33 @@ fn main() -> anyhow::Result<()> {
         );
         // Each side runs `rounds` times, alternating with the other, and the medians are
         // given: one run's p99 swings several-fold with the machine's stalls above.
+        // Each round with the CPU time its server took per request: paced, requests
+        // arrive one by one and each may wake the server, so this is not wrk's figure.
+        let timed = |pid: u32, url: &str, rate: f64| -> anyhow::Result<(paced::Latency, f64)> {
+            let before = cpu_seconds(&[pid]);
+            let latency = paced::run(url, &cookies, rate, seconds)?;
+            let cpu = cpu_seconds(&[pid]) - before;
+            // The warm-up's requests were served too.
+            let sent = rate * (seconds as f64 + paced::WARM_UP.as_secs_f64());
+            Ok((latency, cpu * 1e6 / sent.max(1.0)))
+        };
+        let (usher_pid, bare_pid) = (usher_proc.0.id(), baseline_proc.0.id());
         for (rate, name) in rates {
             let (mut ours, mut bare) = (Vec::new(), Vec::new());
+            let (mut ours_cpu, mut bare_cpu) = (Vec::new(), Vec::new());
             for _ in 0..rounds {
-                ours.push(paced::run(
+                let (l, cpu) = timed(
+                    usher_pid,
                     &format!("http://{usher}/usher/auth/request"),
-                    &cookies,
                     rate,
-                    seconds,
-                )?);
+                )?;
+                ours.push(l);
+                ours_cpu.push(cpu);
                 // The same driver at the same rate against the bare server: what the
                 // machine and the driver alone cost.
-                bare.push(paced::run(
-                    &format!("http://{baseline}/"),
-                    &cookies,
-                    rate,
-                    seconds,
-                )?);
+                let (l, cpu) = timed(bare_pid, &format!("http://{baseline}/"), rate)?;
+                bare.push(l);
+                bare_cpu.push(cpu);
             }
             let realtime = ours.iter().chain(&bare).all(|l| l.realtime);
             let med = |v: &[paced::Latency], f: fn(&paced::Latency) -> f64| {
@@ -853,7 +863,7 @@ fn main() -> anyhow::Result<()> {
             };
             let _ = writeln!(
                 notes,
-                "- Latency at {name}, paced from 64 connections by one driver thread, timed from when each request was due (`src/paced.rs`; it shares the 2 cores{}), medians of {rounds} round(s) per side, alternating: `/usher/auth/request` {:.0} req/s, p50 {:.3} ms, **p99 {:.3} ms** (each round: {}), p99.9 {:.3} ms, max {:.1} ms; the bare hyper server at the same rate: p50 {:.3} ms, **p99 {:.3} ms** (each round: {}), p99.9 {:.3} ms, max {:.1} ms (target p99 ≤ 1 ms at half).",
+                "- Latency at {name}, paced from 64 connections by one driver thread, timed from when each request was due (`src/paced.rs`; it shares the 2 cores{}), medians of {rounds} round(s) per side, alternating: `/usher/auth/request` {:.0} req/s, p50 {:.3} ms, **p99 {:.3} ms** (each round: {}), p99.9 {:.3} ms, max {:.1} ms; the bare hyper server at the same rate: p50 {:.3} ms, **p99 {:.3} ms** (each round: {}), p99.9 {:.3} ms, max {:.1} ms (target p99 ≤ 1 ms at half). Server CPU per request while paced (median): Usher {:.1} µs, the bare server {:.1} µs.",
                 if realtime {
                     ", at real-time priority"
                 } else {
@@ -870,6 +880,8 @@ fn main() -> anyhow::Result<()> {
                 each(&bare),
                 med(&bare, |l| l.p999_ms),
                 med(&bare, |l| l.max_ms),
+                median(ours_cpu),
+                median(bare_cpu),
             );
         }
     }

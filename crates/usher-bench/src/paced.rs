@@ -41,7 +41,7 @@ const CONNECTIONS: u32 = 64;
 /// Sent but not counted, at the start: connections' first requests, buffers growing,
 /// the kernel still tidying after the throughput runs before — the first second of a
 /// run was slower for the bare server too (as wrk2 leaves out its calibration).
-const WARM_UP: Duration = Duration::from_secs(1);
+pub const WARM_UP: Duration = Duration::from_secs(1);
 
 /// How often at most the pacer wakes: the requests due meanwhile leave together.
 const BATCH: Duration = Duration::from_micros(100);

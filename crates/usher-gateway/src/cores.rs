@@ -1,18 +1,21 @@
-//! The threads that serve connections: one single-threaded runtime per core, each with
-//! its own event loop, and every connection served from start to end on one of them.
+//! Serving threads (`server.threads`, off by default): one single-threaded runtime per
+//! thread, each with its own event loop, and every connection served from start to end
+//! on one of them, as nginx's workers.
 //!
 //! On tokio's work-stealing runtime the worker that reads a socket's readiness is often
-//! not the one that runs the task, and the idle one is woken to steal it: the reverse
-//! proxy paid ~3 µs a request more in the kernel than nginx (cross-core wake-ups,
-//! reschedule interrupts — issue 9), whose worker processes each keep their connections
-//! to themselves. Here the accept loop hands each new connection to the core with the
-//! fewest open ones (once per connection, not per request), and from then on its
-//! requests, its upstream connections ([`crate::upstream`] pools them per core) and
-//! their wake-ups stay on that core's thread.
+//! not the one that runs the task, and an idle one is woken to steal it: cross-core
+//! wake-ups on every request (issue 9). Here the accept loop hands each new connection
+//! to the thread with the fewest open ones (once per connection, not per request), and
+//! from then on its requests, its upstream connections ([`crate::upstream`] pools them
+//! per thread) and their wake-ups stay on that thread: 3–4% less CPU per request
+//! (`usher-bench --compare`). The price is the tail: a connection waits while its
+//! thread's CPU is taken by something else, where the shared runtime moves the work to
+//! a free CPU — at 42k req/s paced on 2 shared cores, p99 52 ms against 5.9 ms. Hence
+//! opt-in, for machines that serve little else.
 //!
-//! The cores outlive the server's drain: a store connection opened from a request is
-//! registered with that core's event loop, and the final flush may still use it, so
-//! the cores are stopped last.
+//! The threads outlive the server's drain: a store connection opened from a request is
+//! registered with that thread's event loop, and the final flush may still use it, so
+//! they are stopped last.
 
 use std::cell::Cell;
 use std::future::Future;

@@ -70,7 +70,8 @@ pub struct Proxy {
 
 impl Proxy {
     /// `None` for an upstream URL without a host (the configuration refuses those).
-    /// `threads`: the serving threads, each of which keeps its own upstream connections.
+    /// `threads`: the serving threads ([`crate::cores`]), each of which keeps its own
+    /// upstream connections (0: connections are served on the shared runtime).
     pub fn new(upstream: Uri, cookie_name: &str, threads: usize) -> Option<Self> {
         let pool = Pool::new(&upstream, threads)?;
         let host = HeaderValue::from_str(upstream.authority()?.as_str()).ok()?;

@@ -88,7 +88,8 @@ impl Server {
             .upstream
             .clone()
             .map(|u| {
-                Proxy::new(u, &settings.cookie_name, settings.threads).ok_or(ServerError::Upstream)
+                Proxy::new(u, &settings.cookie_name, settings.threads.unwrap_or(0))
+                    .ok_or(ServerError::Upstream)
             })
             .transpose()?;
         let access_log = AccessLog::start(
@@ -172,7 +173,7 @@ impl Server {
             let connections = connections.clone();
             async move { connections.sweep().await }
         });
-        let cores = Cores::start(state.settings.threads)?;
+        let cores = state.settings.threads.map(Cores::start).transpose()?;
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -187,17 +188,31 @@ impl Server {
                 },
                 () = &mut shutdown => break,
             };
-            // Off this runtime's event loop, onto the serving core's.
-            let stream = match stream.into_std() {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(error = %e, peer = %peer, "accepted connection lost");
-                    continue;
-                }
-            };
             let (app, state, builder) = (app.clone(), state.clone(), builder.clone());
             let opened = connections.open();
-            cores.serve(move || serve_connection(stream, peer, opened, state, app, builder));
+            match &cores {
+                None => {
+                    tokio::spawn(serve_connection(stream, peer, opened, state, app, builder));
+                }
+                Some(cores) => {
+                    // Off this runtime's event loop, onto the serving thread's.
+                    let stream = match stream.into_std() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::debug!(error = %e, peer = %peer, "accepted connection lost");
+                            continue;
+                        }
+                    };
+                    cores.serve(move || async move {
+                        match tokio::net::TcpStream::from_std(stream) {
+                            Ok(s) => serve_connection(s, peer, opened, state, app, builder).await,
+                            Err(e) => {
+                                tracing::debug!(error = %e, peer = %peer, "cannot serve an accepted connection");
+                            }
+                        }
+                    });
+                }
+            }
         }
         drop(listener);
         state.draining.store(true, Ordering::Release);
@@ -213,28 +228,23 @@ impl Server {
             t.abort();
         }
         tasks.shutdown().await?;
-        cores.stop().await;
+        if let Some(cores) = cores {
+            cores.stop().await;
+        }
         tracing::info!("pending request counts written; bye");
         Ok(())
     }
 }
 
-/// Serves one accepted connection on the core running this, until it closes.
+/// Serves one accepted connection until it closes.
 async fn serve_connection(
-    stream: std::net::TcpStream,
+    stream: tokio::net::TcpStream,
     peer: SocketAddr,
     opened: Opened,
     state: Arc<AppState>,
     app: axum::Router,
     builder: Arc<Builder<TokioExecutor>>,
 ) {
-    let stream = match tokio::net::TcpStream::from_std(stream) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(error = %e, peer = %peer, "cannot serve an accepted connection");
-            return;
-        }
-    };
     let _ = stream.set_nodelay(true);
     let conn_state = opened.conn().clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {

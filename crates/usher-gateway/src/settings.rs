@@ -25,8 +25,9 @@ pub struct GatewaySettings {
     pub header_read_timeout: Duration,
     /// How long in-flight requests may take to finish at shutdown.
     pub drain_timeout: Duration,
-    /// Threads serving connections, each with its own event loop ([`crate::cores`]).
-    pub threads: usize,
+    /// `Some(n)`: n threads serve connections, each keeping its own ([`crate::cores`]);
+    /// `None`: the shared work-stealing runtime serves them.
+    pub threads: Option<usize>,
     pub access_log: AccessLogTarget,
     /// Access log lines as JSON objects instead of Combined Log Format.
     pub access_log_json: bool,
@@ -55,7 +56,7 @@ impl Default for GatewaySettings {
             login_url: None,
             header_read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
-            threads: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            threads: None,
             access_log: AccessLogTarget::Off,
             access_log_json: false,
             metrics_listen: None,

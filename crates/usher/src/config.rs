@@ -55,7 +55,7 @@ pub struct Server {
     pub metrics_listen: Option<String>,
     pub header_read_timeout: HumanDuration,
     pub drain_timeout: HumanDuration,
-    /// Threads serving connections; unset: one per CPU the process may use.
+    /// Threads that each serve their own connections; unset: the shared runtime.
     pub threads: Option<usize>,
 }
 
@@ -511,9 +511,10 @@ pub fn resolve(raw: RawConfig) -> anyhow::Result<Settings> {
         StoreUrl::Postgres { .. } => PathBuf::from("usher-data"),
     };
     let threads = match raw.server.threads {
-        None => GatewaySettings::default().threads,
-        Some(0) => bail!("server.threads must be 1 or more (leave it out for one thread per CPU)"),
-        Some(n) => n,
+        Some(0) => bail!(
+            "server.threads must be 1 or more (leave it out to serve connections on the shared runtime)"
+        ),
+        n => n,
     };
     let gateway = GatewaySettings {
         prefix,

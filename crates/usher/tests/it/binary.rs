@@ -210,6 +210,16 @@ fn thread_names(pid: u32) -> Vec<String> {
 
 #[tokio::test]
 async fn server_threads_sets_how_many_threads_serve_connections() {
+    // Unset, the shared runtime serves: no serving threads of their own.
+    let dir = tempfile::tempdir().unwrap();
+    let shared = serve(dir.path(), &[("USHER_ADMIN_PASSWORD", "admin-password")]);
+    let names = thread_names(shared.child.id());
+    assert!(
+        !names.iter().any(|n| n.starts_with("usher-core-")),
+        "{names:?}"
+    );
+    assert!(shared.terminate());
+
     let dir = tempfile::tempdir().unwrap();
     let server = serve(
         dir.path(),

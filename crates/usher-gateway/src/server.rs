@@ -56,6 +56,9 @@ pub struct Server {
     metrics_listener: Option<TcpListener>,
     state: Arc<AppState>,
     tasks: Tasks,
+    /// The serving threads, when `server.threads` is set: running before the server
+    /// says it listens.
+    cores: Option<Cores>,
 }
 
 impl Server {
@@ -126,11 +129,13 @@ impl Server {
             malformed_ip_logged: AtomicBool::new(false),
             cookie_names,
         });
+        let cores = state.settings.threads.map(Cores::start).transpose()?;
         Ok(Self {
             listener,
             metrics_listener,
             state,
             tasks,
+            cores,
         })
     }
 
@@ -149,6 +154,7 @@ impl Server {
             metrics_listener,
             state,
             tasks,
+            cores,
         } = self;
         let metrics_task = metrics_listener.map(|l| {
             let app = axum::Router::new()
@@ -173,7 +179,6 @@ impl Server {
             let connections = connections.clone();
             async move { connections.sweep().await }
         });
-        let cores = state.settings.threads.map(Cores::start).transpose()?;
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {

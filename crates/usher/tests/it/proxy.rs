@@ -7,9 +7,15 @@ use usher_testkit::upstream::{header_values, stream_begun, stream_rest};
 use usher_testkit::{Options, TestApp, Upstream, client};
 
 async fn behind_usher(trusted: bool) -> (TestApp, Upstream) {
+    behind_usher_on(trusted, None).await
+}
+
+/// `threads`: `server.threads` (serving threads of their own), or the shared runtime.
+async fn behind_usher_on(trusted: bool, threads: Option<usize>) -> (TestApp, Upstream) {
     let upstream = Upstream::spawn().await;
     let mut options = Options::default();
     options.gateway.upstream = Some(upstream.uri());
+    options.gateway.threads = threads;
     if !trusted {
         options.gateway.trusted = TrustedProxies::new(vec![]);
     }
@@ -358,4 +364,35 @@ async fn an_upstream_closing_idle_connections_costs_no_request() {
         assert_eq!(r.text().await.unwrap(), format!("conn {i}"));
         assert_eq!(closed.recv().await, Some(i));
     }
+}
+
+/// With `server.threads`, each serving thread keeps its own upstream connections: one
+/// client's requests, served on one thread, go out on one connection again and again,
+/// and a WebSocket is still tunnelled.
+#[tokio::test]
+async fn serving_threads_reuse_their_own_upstream_connections() {
+    let (app, up) = behind_usher_on(false, Some(2)).await;
+    let cookie = app.login("alice", "alice-password").await;
+    let c = client();
+    for i in 0..20 {
+        let r = c
+            .get(app.url(&format!("/page{i}")))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    assert_eq!(up.connections(), 1, "20 requests one after another");
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{}/ws", app.addr),
+    )
+    .unwrap();
+    req.headers_mut().insert("cookie", cookie.parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    ws.send("hello".into()).await.unwrap();
+    let reply = ws.next().await.unwrap().unwrap();
+    assert_eq!(reply.into_text().unwrap().as_str(), "alice:hello");
 }

@@ -176,10 +176,9 @@ async fn large_request_bodies_pass_through() {
     assert_eq!(echo["body_len"], 8 * 1024 * 1024);
 }
 
-#[tokio::test]
-async fn websockets_are_upgraded_through_usher() {
-    let (app, _up) = behind_usher(false).await;
-    let cookie = app.login("alice", "alice-password").await;
+/// Opens a WebSocket through Usher with `cookie` (alice's) and checks the upstream's
+/// echo comes back, tagged with the user Usher told it about.
+async fn websocket_echoes_through(app: &TestApp, cookie: &str) {
     let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
         format!("ws://{}/ws", app.addr),
     )
@@ -190,6 +189,13 @@ async fn websockets_are_upgraded_through_usher() {
     ws.send("hello".into()).await.unwrap();
     let reply = ws.next().await.unwrap().unwrap();
     assert_eq!(reply.into_text().unwrap().as_str(), "alice:hello");
+}
+
+#[tokio::test]
+async fn websockets_are_upgraded_through_usher() {
+    let (app, _up) = behind_usher(false).await;
+    let cookie = app.login("alice", "alice-password").await;
+    websocket_echoes_through(&app, &cookie).await;
     // Only WebSocket is tunnelled: an h2c upgrade would let every request inside the
     // tunnel carry its own identity headers past Usher.
     let echo: serde_json::Value = client()
@@ -385,14 +391,5 @@ async fn serving_threads_reuse_their_own_upstream_connections() {
         r.bytes().await.unwrap();
     }
     assert_eq!(up.connections(), 1, "20 requests one after another");
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-        format!("ws://{}/ws", app.addr),
-    )
-    .unwrap();
-    req.headers_mut().insert("cookie", cookie.parse().unwrap());
-    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
-    assert_eq!(resp.status(), 101);
-    ws.send("hello".into()).await.unwrap();
-    let reply = ws.next().await.unwrap().unwrap();
-    assert_eq!(reply.into_text().unwrap().as_str(), "alice:hello");
+    websocket_echoes_through(&app, &cookie).await;
 }

@@ -9,14 +9,14 @@
 use crate::client::ClientContext;
 use crate::gate::Identity;
 use crate::pages;
-use crate::upstream::{Pool, UpstreamError};
-use axum::body::Body;
+use crate::upstream::{Pool, Tunnel, UpstreamError};
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
 
 /// Whether a client header (compared as a CGI gateway would: case-blind, `_` as `-`)
 /// claims something only Usher or a trusted proxy may say: an identity, or where the
@@ -133,27 +133,27 @@ impl Proxy {
                 Err(e) => self.unavailable(&e),
             };
         };
-        let mut resp = match self.pool.send_upgrade(upstream_req).await {
+        let (mut resp, tunnel) = match self.pool.send_upgrade(upstream_req).await {
             Ok(r) => r,
             Err(e) => return self.unavailable(&e),
         };
-        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let Some(tunnel) = tunnel else {
             strip_hop_by_hop(resp.headers_mut());
-            return resp.map(Body::new).into_response();
-        }
-        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            return resp;
+        };
         tokio::spawn(async move {
-            match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                Ok((client, upstream)) => {
-                    let mut client = TokioIo::new(client);
-                    let mut upstream = TokioIo::new(upstream);
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                }
-                Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+            let Tunnel { mut stream, early } = tunnel;
+            let client = match client_upgrade.await {
+                Ok(c) => c,
+                Err(e) => return tracing::debug!(error = %e, "upgrade failed"),
+            };
+            let mut client = TokioIo::new(client);
+            // What the upstream sent right after its 101 goes first.
+            if client.write_all(&early).await.is_ok() {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut stream).await;
             }
         });
-        let (parts, _) = resp.into_parts();
-        Response::from_parts(parts, Body::empty())
+        resp
     }
 
     fn unavailable(&self, e: &UpstreamError) -> Response {

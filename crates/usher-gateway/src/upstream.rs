@@ -1,72 +1,254 @@
-//! Kept-alive HTTP/1.1 connections to the upstream, each driven by the request that
-//! uses it instead of a task of its own.
+//! Kept-alive HTTP/1.1 connections to the upstream, spoken by hand ([`wire`]) and
+//! driven by the request that uses them instead of a task of their own.
 //!
 //! hyper-util's pooled client runs every connection in a spawned task and hands each
 //! request and response across a channel to it: three task wake-ups per proxied request,
 //! often across the two cores (issue 9: the reverse proxy was 0.8 × nginx, whose one
-//! event loop pays none of them). Here the request's own task polls the connection —
-//! while it waits for the answer, and then from the response body, which the server
-//! polls to send it on — and puts it back in the pool at the body's end. WebSocket
-//! upgrades take a fresh connection of their own, run as a task (the tunnel outlives
-//! the request).
+//! event loop pays none of them). hyper's own connection, polled by the request, cost
+//! a third of a proxied request's instructions still. Here the request writes its head
+//! in one system call, reads the answer's head, and the answer's body — which the server
+//! polls to send it on — reads the rest and puts the connection back in the pool at
+//! its end. A WebSocket upgrade takes a fresh connection, which becomes the tunnel.
+
+pub mod wire;
 
 use axum::body::Body;
-use bytes::Bytes;
-use http::{Request, Response, Uri};
-use hyper::body::{Frame, Incoming, SizeHint};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use bytes::{Buf, Bytes, BytesMut};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::{Frame, SizeHint};
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use wire::{Decoder, Parsed, RequestBody, ResponseHead, Step, WireError};
 
 /// Idle connections kept at most per core; more are closed when they come back.
 const MAX_IDLE: usize = 256;
 /// An idle connection older than this is closed rather than reused: upstreams close
 /// idle connections themselves after a while, and a request should not find out.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Room made in a connection's buffer before each read.
+const READ_BUF: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("cannot connect to the upstream: {0}")]
-    Connect(#[source] std::io::Error),
-    #[error(transparent)]
-    Http(#[from] hyper::Error),
+    Connect(#[source] io::Error),
+    #[error("the upstream connection failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("the upstream's answer is not HTTP/1.1 as Usher reads it: {0}")]
+    Wire(#[from] WireError),
     #[error("the upstream closed the connection without answering")]
     Closed,
+    #[error("the client's request body broke off: {0}")]
+    ClientBody(axum::Error),
 }
 
+/// One connection, and what has been read from it but not yet used.
 struct Conn {
-    send: http1::SendRequest<Body>,
-    conn: http1::Connection<TokioIo<TcpStream>, Body>,
+    stream: TcpStream,
+    buf: BytesMut,
 }
 
 impl Conn {
-    /// Whether a pooled connection can take a request now: it has not been closed by
-    /// the upstream (polling reads the end of stream) and it wants a message. Polled
-    /// with the caller's context, which polls it again while the request is sent.
+    async fn open(authority: &str) -> Result<Self, UpstreamError> {
+        let stream = TcpStream::connect(authority)
+            .await
+            .map_err(UpstreamError::Connect)?;
+        let _ = stream.set_nodelay(true);
+        Ok(Self {
+            stream,
+            buf: BytesMut::with_capacity(READ_BUF),
+        })
+    }
+
+    /// Whether an idle connection can take a request: nothing has arrived on it since
+    /// its last answer — neither its end (the upstream closed it) nor bytes nobody
+    /// asked for. The socket's readiness says so without a system call, mostly.
     fn usable(&mut self, cx: &mut Context<'_>) -> bool {
-        match self.conn.poll_without_shutdown(cx) {
-            Poll::Ready(_) => false,
-            Poll::Pending => matches!(self.send.poll_ready(cx), Poll::Ready(Ok(()))),
+        match self.stream.poll_read_ready(cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => matches!(
+                self.stream.try_read_buf(&mut self.buf),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock
+            ),
+        }
+    }
+
+    /// Reads what has arrived into the buffer: `Ok(0)` at the connection's end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_BUF / 4 {
+            self.buf.reserve(READ_BUF);
+        }
+        loop {
+            match self.stream.try_read_buf(&mut self.buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(self.stream.poll_read_ready(cx))?;
+                }
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    /// Writes the request — its head, then its body if it has one — and reads the
+    /// answer's head.
+    async fn exchange(
+        &mut self,
+        req: &Outgoing,
+        body: Option<Body>,
+    ) -> Result<ResponseHead, Failure> {
+        self.stream
+            .write_all(&req.head)
+            .await
+            .map_err(Failure::Unsent)?;
+        // A body that cannot all be written may still have an answer (the upstream
+        // refused it early, and closed): the answer is what the client gets.
+        let written = match body {
+            Some(body) => self.write_body(body, req.body).await,
+            None => Ok(()),
+        };
+        // An interim answer (103) counts as an answer: the request reached the app.
+        let mut interim = false;
+        loop {
+            match wire::parse_response_head(&mut self.buf, req.is_head, req.upgrade) {
+                Ok(Parsed::Head(head)) => return Ok(head),
+                Ok(Parsed::Interim(len)) => {
+                    self.buf.advance(len);
+                    interim = true;
+                    continue;
+                }
+                Ok(Parsed::Partial) => {}
+                Err(e) => return Err(Failure::Other(e.into())),
+            }
+            let read = poll_fn(|cx| self.poll_fill(cx)).await;
+            if matches!(read, Ok(n) if n > 0) {
+                continue;
+            }
+            // The connection ended before a whole head.
+            written.map_err(Failure::Other)?;
+            let silent = !interim && self.buf.is_empty();
+            return Err(match read {
+                Ok(_) if silent => Failure::Unanswered,
+                Err(e) if silent && e.kind() == io::ErrorKind::ConnectionReset => {
+                    Failure::Unanswered
+                }
+                Ok(_) => Failure::Other(UpstreamError::Closed),
+                Err(e) => Failure::Other(e.into()),
+            });
+        }
+    }
+
+    async fn write_body(
+        &mut self,
+        mut body: Body,
+        framing: RequestBody,
+    ) -> Result<(), UpstreamError> {
+        use http_body_util::BodyExt;
+        let chunked = framing == RequestBody::Chunked;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(UpstreamError::ClientBody)?;
+            // Trailers are not passed on (nor asked for: Usher removes `TE`).
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if chunked {
+                let mut piece = wire::chunk_size_line(data.len())
+                    .chain(data)
+                    .chain(&b"\r\n"[..]);
+                self.stream.write_all_buf(&mut piece).await?;
+            } else {
+                self.stream.write_all(&data).await?;
+            }
+        }
+        if chunked {
+            self.stream.write_all(b"0\r\n\r\n").await?;
+        }
+        Ok(())
+    }
+}
+
+/// A request as it goes out.
+struct Outgoing {
+    head: BytesMut,
+    body: RequestBody,
+    /// It may be sent again after a kept-alive connection closed under it: it has no
+    /// body, and its method is idempotent (RFC 9110 §9.2.2) — or it never left.
+    idempotent: bool,
+    is_head: bool,
+    upgrade: bool,
+}
+
+impl Outgoing {
+    fn new(parts: &http::request::Parts, body: &Body, upgrade: bool) -> Self {
+        use hyper::body::Body as _;
+        let framing = if body.is_end_stream() {
+            RequestBody::Empty
+        } else {
+            match body.size_hint().exact() {
+                Some(0) => RequestBody::Empty,
+                Some(n) => RequestBody::Length(n),
+                None => RequestBody::Chunked,
+            }
+        };
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let mut head = BytesMut::new();
+        wire::write_request_head(&mut head, &parts.method, target, &parts.headers, framing);
+        Self {
+            head,
+            body: framing,
+            idempotent: matches!(
+                parts.method,
+                Method::GET
+                    | Method::HEAD
+                    | Method::OPTIONS
+                    | Method::TRACE
+                    | Method::PUT
+                    | Method::DELETE
+            ),
+            is_head: parts.method == Method::HEAD,
+            upgrade,
         }
     }
 }
 
-/// A connection lives in a box of its own: it is ~700 bytes (hyper's state and
-/// buffers), and every request moved it — out of the pool, through the futures of
-/// the send, into the answer's body and back — where a box moves a pointer (issue 9:
-/// copying was a tenth of the reverse proxy's own work; boxed, a proxied request
-/// costs 3% less CPU, `usher-bench --compare`).
-type Boxed = Box<Conn>;
+/// Why an exchange gave no answer.
+enum Failure {
+    /// The request could not be written: the connection was closed before it left.
+    Unsent(io::Error),
+    /// Written, and the connection closed without a byte of answer.
+    Unanswered,
+    Other(UpstreamError),
+}
+
+impl From<Failure> for UpstreamError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Unsent(e) => e.into(),
+            Failure::Unanswered => Self::Closed,
+            Failure::Other(e) => e,
+        }
+    }
+}
 
 struct Idle {
-    conn: Boxed,
+    conn: Conn,
     since: Instant,
+}
+
+/// A WebSocket's connection to the upstream once it answered 101, with the bytes it
+/// sent after its answer's head.
+pub struct Tunnel {
+    pub stream: TcpStream,
+    pub early: Bytes,
 }
 
 /// The connections to one upstream.
@@ -82,7 +264,7 @@ pub struct Pool {
 
 impl Pool {
     /// `threads`: how many serving threads keep idle connections of their own.
-    pub fn new(upstream: &Uri, threads: usize) -> Option<Arc<Self>> {
+    pub fn new(upstream: &http::Uri, threads: usize) -> Option<Arc<Self>> {
         let auth = upstream.authority()?;
         let authority = format!("{}:{}", auth.host(), auth.port_u16().unwrap_or(80));
         Some(Arc::new(Self {
@@ -104,7 +286,7 @@ impl Pool {
 
     /// Last in, first out: the warmest connection, and the cold ones age out. Aged
     /// ones are closed after the lock is let go (closing is a system call).
-    fn take(&self) -> Option<Boxed> {
+    fn take(&self) -> Option<Conn> {
         let mut aged = Vec::new();
         let found = {
             let mut idle = self.idle();
@@ -120,7 +302,8 @@ impl Pool {
         found
     }
 
-    fn put(&self, conn: Boxed) {
+    /// Back to the pool after a whole answer, when the connection can carry another.
+    fn put(&self, conn: Conn) {
         let mut aged = Vec::new();
         let mut idle = self.idle();
         while idle
@@ -142,17 +325,8 @@ impl Pool {
         drop(aged);
     }
 
-    async fn connect(&self) -> Result<Boxed, UpstreamError> {
-        let stream = TcpStream::connect(&self.authority)
-            .await
-            .map_err(UpstreamError::Connect)?;
-        let _ = stream.set_nodelay(true);
-        let (send, conn) = http1::handshake(TokioIo::new(stream)).await?;
-        Ok(Box::new(Conn { send, conn }))
-    }
-
     /// A pooled connection that can take a request now.
-    async fn take_usable(&self) -> Option<Boxed> {
+    async fn take_usable(&self) -> Option<Conn> {
         while let Some(mut c) = self.take() {
             if poll_fn(|cx| Poll::Ready(c.usable(cx))).await {
                 return Some(c);
@@ -162,159 +336,173 @@ impl Pool {
     }
 
     /// Sends `req` (origin-form URI, `Host` set) and answers with the upstream's
-    /// response, whose body drives the connection and returns it to the pool at its end.
+    /// response, whose body reads the connection and returns it to the pool at its end.
     ///
-    /// A pooled connection the upstream closed before the request left is not an error:
-    /// the request, still whole, goes out once more on a new connection.
+    /// A pooled connection the upstream closed under the request is not an error when
+    /// the request can safely go again ([`Outgoing::idempotent`]): it goes out once more
+    /// on a new connection.
     pub async fn send(
         self: &Arc<Self>,
         req: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
+        let (parts, body) = req.into_parts();
+        let out = Outgoing::new(&parts, &body, false);
+        let body = (out.body != RequestBody::Empty).then_some(body);
+        let retry = body.is_none();
         let (mut conn, pooled) = match self.take_usable().await {
             Some(c) => (c, true),
-            None => (self.connect().await?, false),
+            None => (Conn::open(&self.authority).await?, false),
         };
-        let resp = match attempt(&mut conn, req).await {
-            Ok(resp) => resp,
-            Err(Failed::Unsent(req, _)) if pooled => {
-                conn = self.connect().await?;
-                attempt(&mut conn, *req).await.map_err(Failed::into_error)?
+        let head = match conn.exchange(&out, body).await {
+            Ok(head) => head,
+            Err(Failure::Unsent(_)) if pooled && retry => self.again(&mut conn, &out).await?,
+            Err(Failure::Unanswered) if pooled && retry && out.idempotent => {
+                self.again(&mut conn, &out).await?
             }
-            Err(e) => return Err(e.into_error()),
+            Err(f) => return Err(f.into()),
         };
-        Ok(resp.map(|body| {
-            Body::new(Driven {
-                body,
-                conn: Some(conn),
-                pool: self.clone(),
-                conn_finished: false,
-            })
-        }))
+        Ok(self.respond(conn, head))
     }
 
-    /// A request that asks to upgrade (WebSocket): on a connection of its own, run as a
-    /// task so that it can become the tunnel.
+    async fn again(&self, conn: &mut Conn, out: &Outgoing) -> Result<ResponseHead, UpstreamError> {
+        *conn = Conn::open(&self.authority).await?;
+        Ok(conn.exchange(out, None).await?)
+    }
+
+    /// A request that asks to upgrade (WebSocket), on a connection of its own: the
+    /// tunnel, when the upstream agrees (101).
     pub async fn send_upgrade(
-        &self,
+        self: &Arc<Self>,
         req: Request<Body>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let Conn { mut send, conn } = *self.connect().await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream upgrade connection ended");
-            }
-        });
-        Ok(send.send_request(req).await?)
+    ) -> Result<(Response<Body>, Option<Tunnel>), UpstreamError> {
+        let (parts, body) = req.into_parts();
+        let out = Outgoing::new(&parts, &body, true);
+        let body = (out.body != RequestBody::Empty).then_some(body);
+        let mut conn = Conn::open(&self.authority).await?;
+        let head = conn.exchange(&out, body).await?;
+        if head.status != StatusCode::SWITCHING_PROTOCOLS {
+            return Ok((self.respond(conn, head), None));
+        }
+        let mut resp = Response::new(Body::empty());
+        *resp.status_mut() = head.status;
+        *resp.headers_mut() = head.headers;
+        let tunnel = Tunnel {
+            stream: conn.stream,
+            early: conn.buf.freeze(),
+        };
+        Ok((resp, Some(tunnel)))
     }
-}
 
-/// Why one attempt gave no answer.
-enum Failed {
-    /// The connection closed before the request left: it can be sent again.
-    Unsent(Box<Request<Body>>, hyper::Error),
-    Other(UpstreamError),
-}
+    /// The answer to pass on. Its body, when all of it came in with the head (most
+    /// answers), is taken at once and the connection goes straight back to the pool.
+    fn respond(self: &Arc<Self>, mut conn: Conn, head: ResponseHead) -> Response<Body> {
+        let ResponseHead {
+            status,
+            headers,
+            body: kind,
+            reusable,
+        } = head;
+        let mut decoder = Decoder::new(kind);
+        let in_hand = decoder
+            .remaining()
+            .is_some_and(|n| conn.buf.len() as u64 >= n);
+        let body = if in_hand {
+            let body = match decoder.decode(&mut conn.buf) {
+                Ok(Step::Data(bytes)) => Body::from(bytes),
+                _ => Body::empty(),
+            };
+            self.finish(conn, reusable);
+            body
+        } else {
+            Body::new(Streamed {
+                conn: Some(conn),
+                decoder,
+                reusable,
+                pool: self.clone(),
+            })
+        };
+        let mut resp = Response::new(body);
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        resp
+    }
 
-impl Failed {
-    fn into_error(self) -> UpstreamError {
-        match self {
-            Self::Unsent(_, e) => e.into(),
-            Self::Other(e) => e,
+    /// A connection whose answer has been read whole: kept for the next request when
+    /// it can carry one and nothing unasked-for followed the answer.
+    fn finish(&self, conn: Conn, reusable: bool) {
+        if reusable && conn.buf.is_empty() {
+            self.put(conn);
         }
     }
 }
 
-/// Sends `req` on `conn`, polling the connection until the answer's head is in.
-async fn attempt(conn: &mut Conn, req: Request<Body>) -> Result<Response<Incoming>, Failed> {
-    let Conn { send, conn } = conn;
-    let mut answer = std::pin::pin!(send.try_send_request(req));
-    let answered = poll_fn(|cx| {
-        // The connection first: it writes the request and reads the answer, which the
-        // answer's future then finds.
-        let finished = conn.poll_without_shutdown(cx).is_ready();
-        match answer.as_mut().poll(cx) {
-            Poll::Ready(r) => Poll::Ready(Some(r)),
-            // The connection is done and no answer came: closed mid-request.
-            Poll::Pending if finished => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        }
-    })
-    .await;
-    match answered {
-        Some(Ok(resp)) => Ok(resp),
-        Some(Err(mut e)) => match e.take_message() {
-            Some(req) => Err(Failed::Unsent(Box::new(req), e.into_error())),
-            None => Err(Failed::Other(e.into_error().into())),
-        },
-        None => Err(Failed::Other(UpstreamError::Closed)),
-    }
-}
-
-/// The upstream's response body, which polls its connection as it is read and hands
-/// the connection back to the pool once the whole body has been read.
-struct Driven {
-    body: Incoming,
-    conn: Option<Boxed>,
+/// An answer's body still arriving: read from the connection as the server asks for
+/// it, the connection handed back to the pool once the whole body has been read (and
+/// closed if the body is dropped half-read).
+struct Streamed {
+    conn: Option<Conn>,
+    decoder: Decoder,
+    reusable: bool,
     pool: Arc<Pool>,
-    /// The connection finished (closed, or an error): not polled again, not reused.
-    conn_finished: bool,
 }
 
-impl Driven {
-    fn release(&mut self) {
-        if let Some(c) = self.conn.take()
-            && !self.conn_finished
-        {
-            self.pool.put(c);
-        }
-    }
-}
-
-impl hyper::body::Body for Driven {
+impl hyper::body::Body for Streamed {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         let this = self.get_mut();
-        // The body first: a small answer's body came in with its head, and the
-        // connection already handed it over — polling the connection then only finds
-        // nothing to read (each poll runs hyper's whole dispatch loop: 7.8 socket reads
-        // tried per proxied request, `usher-bench --instructions`). Only a body still
-        // waiting needs the connection to read on (and to wake this task when it has).
-        let mut frame = Pin::new(&mut this.body).poll_frame(cx);
-        if frame.is_pending()
-            && !this.conn_finished
-            && let Some(c) = &mut this.conn
-        {
-            if c.conn.poll_without_shutdown(cx).is_ready() {
-                this.conn_finished = true;
-            }
-            frame = Pin::new(&mut this.body).poll_frame(cx);
+        loop {
+            let Some(conn) = &mut this.conn else {
+                return Poll::Ready(None);
+            };
+            let step = match this.decoder.decode(&mut conn.buf) {
+                Ok(Step::NeedMore) => match ready!(conn.poll_fill(cx)) {
+                    Ok(0) => this
+                        .decoder
+                        .closed()
+                        .map(|()| Step::Done)
+                        .map_err(Into::into),
+                    Ok(_) => continue,
+                    Err(e) => Err(UpstreamError::Io(e)),
+                },
+                other => other.map_err(UpstreamError::from),
+            };
+            return Poll::Ready(match step {
+                Ok(Step::Data(bytes)) => {
+                    if this.decoder.is_done()
+                        && let Some(conn) = this.conn.take()
+                    {
+                        this.pool.finish(conn, this.reusable);
+                    }
+                    Some(Ok(Frame::data(bytes)))
+                }
+                Ok(_) => {
+                    if let Some(conn) = this.conn.take() {
+                        this.pool
+                            .finish(conn, this.reusable && this.decoder.is_done());
+                    }
+                    None
+                }
+                Err(e) => {
+                    this.conn = None;
+                    Some(Err(e))
+                }
+            });
         }
-        if let Poll::Ready(None) = frame {
-            this.release();
-        }
-        frame
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.conn.is_none() || self.decoder.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for Driven {
-    /// A body the server never had to read (HEAD, 204, 304, an empty 200) still leaves
-    /// its connection reusable; one dropped half-read does not (it is closed).
-    fn drop(&mut self) {
-        if hyper::body::Body::is_end_stream(&self.body) {
-            self.release();
+        match self.decoder.remaining() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
         }
     }
 }

@@ -175,6 +175,11 @@ pub fn parse_response_head(
         headers.append(name, value);
     }
     let (body, framed) = body_kind(&headers, status, head)?;
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        // Both framings: the coding won, and the length is a lie to pass on to no one
+        // (RFC 9112 §6.3).
+        headers.remove(header::CONTENT_LENGTH);
+    }
     let reusable = http11 && framed && !wants_close(&headers);
     Ok(Parsed::Head(ResponseHead {
         status,
@@ -571,6 +576,12 @@ mod tests {
                 false
             ),
             Ok((BodyKind::Chunked, false))
+        );
+        let both = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n";
+        let both = head_of(both, false).unwrap();
+        assert!(
+            !both.headers.contains_key(header::CONTENT_LENGTH),
+            "the length is not passed on"
         );
         assert_eq!(
             kind("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false),

@@ -393,3 +393,145 @@ async fn serving_threads_reuse_their_own_upstream_connections() {
     assert_eq!(up.connections(), 1, "20 requests one after another");
     websocket_echoes_through(&app, &cookie).await;
 }
+
+/// An upstream written by hand, to send what hyper's server never would: each request's
+/// path picks a canned answer, written as it stands (`/close-*` answers then close).
+async fn raw_upstream() -> http::Uri {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    fn answer(path: &str) -> &'static [u8] {
+        match path {
+            "/chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-App: raw\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+            "/close-delimited" => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end",
+            "/hints" => b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal",
+            "/both" => b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nboth\r\n0\r\n\r\n",
+            "/two-lengths" => b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\nxx",
+            "/close-garbage" => b"this is not http\r\n\r\n",
+            "/close-cut" => b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+            "/close-silent" => b"",
+            _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        }
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                    if s.write_all(answer(&path)).await.is_err() || path.starts_with("/close-") {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}").parse().unwrap()
+}
+
+/// Every way HTTP/1.1 delimits an answer reaches the client whole — chunked (with an
+/// extension and a trailer), until close, after an interim 103 — and an answer that
+/// is not HTTP as RFC 9112 reads it is a 502, never a guess.
+#[tokio::test]
+async fn upstream_answers_are_read_in_every_framing_and_malformed_ones_refused() {
+    let mut options = Options::default();
+    options.gateway.upstream = Some(raw_upstream().await);
+    let app = TestApp::spawn_with(options).await;
+    app.add_user("alice", "alice-password", false).await;
+    let cookie = app.login("alice", "alice-password").await;
+    let get = |path: &str| client().get(app.url(path)).header("cookie", &cookie).send();
+    for (path, body) in [
+        ("/chunked", "hello world"),
+        ("/close-delimited", "until the end"),
+        ("/hints", "final"),
+        // Both framings: the coding wins (RFC 9112 §6.3).
+        ("/both", "both"),
+        // The connection kept alive after the answers above still works.
+        ("/chunked", "hello world"),
+    ] {
+        let r = get(path).await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.text().await.unwrap(), body, "{path}");
+    }
+    let r = get("/chunked").await.unwrap();
+    assert_eq!(r.headers()["x-app"], "raw");
+    assert!(
+        r.headers()
+            .get("transfer-encoding")
+            .is_none_or(|v| v == "chunked")
+    );
+    for path in ["/two-lengths", "/close-garbage", "/close-silent"] {
+        let r = get(path).await.unwrap();
+        assert_eq!(r.status(), 502, "{path}");
+        assert!(r.text().await.unwrap().contains("not answering"), "{path}");
+    }
+    // Cut inside its body: the client's connection breaks off (before or after the
+    // head, as the server had flushed it), never a short body that looks whole.
+    let whole = match get("/close-cut").await {
+        Ok(r) => r.bytes().await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(!whole, "a body cut short must not look whole");
+    // And Usher is still well.
+    assert_eq!(get("/hints").await.unwrap().text().await.unwrap(), "final");
+}
+
+/// A request body of unknown length (chunked from the client) goes out chunked, and
+/// one whose length is known goes out with it; both arrive whole.
+#[tokio::test]
+async fn request_bodies_go_out_framed_as_they_came() {
+    let (app, _up) = behind_usher(false).await;
+    let cookie = app.login("alice", "alice-password").await;
+    let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..50).map(|i| Ok(vec![i as u8; 1000 + i])).collect();
+    let total: usize = (0..50).map(|i| 1000 + i).sum();
+    let echo: serde_json::Value = client()
+        .put(app.url("/upload"))
+        .header("cookie", &cookie)
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            pieces,
+        )))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echo["method"], "PUT");
+    assert_eq!(echo["body_len"], total);
+    assert_eq!(header_values(&echo, "transfer-encoding"), ["chunked"]);
+    assert!(header_values(&echo, "content-length").is_empty());
+    let echo: serde_json::Value = client()
+        .post(app.url("/upload"))
+        .header("cookie", &cookie)
+        .body("0123456789")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echo["body_len"], 10);
+    assert_eq!(header_values(&echo, "content-length"), ["10"]);
+    // A body-less POST still says it has none.
+    let echo: serde_json::Value = client()
+        .post(app.url("/upload"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(header_values(&echo, "content-length"), ["0"]);
+}

@@ -24,11 +24,18 @@ const SESSION: usize = 4;
 
 /// Sets the identity headers for `auth` (all empty for `None`).
 pub fn set(headers: &mut HeaderMap, auth: Option<&Identity>) {
-    let values = match auth.and_then(|a| a.user.as_ref()) {
+    for (h, v) in HEADERS.iter().cloned().zip(values(auth)) {
+        headers.insert(h, v);
+    }
+}
+
+/// The values of the identity headers for `auth`, in the order of [`HEADERS`].
+pub fn values(auth: Option<&Identity>) -> [HeaderValue; 5] {
+    let [user, groups, name, email] = match auth.and_then(|a| a.user.as_ref()) {
         Some(user) => of_user(user, |c| c.values.clone()),
         None => empty(),
     };
-    insert_all(headers, values, session(auth));
+    [user, groups, name, email, session(auth)]
 }
 
 /// The headers of a forward-auth answer that lets `identity` through: the identity

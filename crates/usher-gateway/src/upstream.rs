@@ -14,7 +14,7 @@ pub mod wire;
 
 use axum::body::Body;
 use bytes::{Buf, Bytes, BytesMut};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use hyper::body::{Frame, SizeHint};
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -176,8 +176,9 @@ impl Conn {
     }
 }
 
-/// A request as it goes out.
-struct Outgoing {
+/// A request as it goes out: its head written ([`wire::HeadWriter`]), its body's
+/// framing known.
+pub struct Outgoing {
     head: BytesMut,
     body: RequestBody,
     /// It may be sent again after a kept-alive connection closed under it: it has no
@@ -188,7 +189,9 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    fn new(parts: &http::request::Parts, body: &Body, upgrade: bool) -> Self {
+    /// `head`: the request line and fields, written by the proxy; `upgrade`: it asks
+    /// to switch protocols (WebSocket).
+    pub fn new(head: wire::HeadWriter, method: &Method, body: &Body, upgrade: bool) -> Self {
         use hyper::body::Body as _;
         let framing = if body.is_end_stream() {
             RequestBody::Empty
@@ -199,14 +202,11 @@ impl Outgoing {
                 None => RequestBody::Chunked,
             }
         };
-        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let mut head = BytesMut::new();
-        wire::write_request_head(&mut head, &parts.method, target, &parts.headers, framing);
         Self {
-            head,
+            head: head.finish(method, framing),
             body: framing,
             idempotent: matches!(
-                parts.method,
+                *method,
                 Method::GET
                     | Method::HEAD
                     | Method::OPTIONS
@@ -214,7 +214,7 @@ impl Outgoing {
                     | Method::PUT
                     | Method::DELETE
             ),
-            is_head: parts.method == Method::HEAD,
+            is_head: *method == Method::HEAD,
             upgrade,
         }
     }
@@ -335,7 +335,7 @@ impl Pool {
         None
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) and answers with the upstream's
+    /// Sends `out` (and `body`, when it has one) and answers with the upstream's
     /// response, whose body reads the connection and returns it to the pool at its end.
     ///
     /// A pooled connection the upstream closed under the request is not an error when
@@ -343,10 +343,9 @@ impl Pool {
     /// on a new connection.
     pub async fn send(
         self: &Arc<Self>,
-        req: Request<Body>,
+        out: Outgoing,
+        body: Body,
     ) -> Result<Response<Body>, UpstreamError> {
-        let (parts, body) = req.into_parts();
-        let out = Outgoing::new(&parts, &body, false);
         let body = (out.body != RequestBody::Empty).then_some(body);
         let retry = body.is_none();
         let (mut conn, pooled) = match self.take_usable().await {
@@ -373,10 +372,9 @@ impl Pool {
     /// tunnel, when the upstream agrees (101).
     pub async fn send_upgrade(
         self: &Arc<Self>,
-        req: Request<Body>,
+        out: Outgoing,
+        body: Body,
     ) -> Result<(Response<Body>, Option<Tunnel>), UpstreamError> {
-        let (parts, body) = req.into_parts();
-        let out = Outgoing::new(&parts, &body, true);
         let body = (out.body != RequestBody::Empty).then_some(body);
         let mut conn = Conn::open(&self.authority).await?;
         let head = conn.exchange(&out, body).await?;

@@ -50,46 +50,55 @@ pub enum RequestBody {
     Chunked,
 }
 
-/// Writes the request head: `headers` as they are (the proxy has already removed
-/// hop-by-hop fields), with the framing `body` needs.
-pub fn write_request_head(
-    out: &mut BytesMut,
-    method: &Method,
-    target: &str,
-    headers: &HeaderMap,
-    body: RequestBody,
-) {
-    out.reserve(64 + target.len() + headers.len() * 32);
-    out.extend_from_slice(method.as_str().as_bytes());
-    out.extend_from_slice(b" ");
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        // The framing is written below from what the body is, never from what a
-        // client claimed.
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+/// A request head as it is written: the request line, then field after field.
+pub struct HeadWriter {
+    out: BytesMut,
+}
+
+impl HeadWriter {
+    pub fn new(method: &Method, target: &str) -> Self {
+        // Room for a typical head at once: growing the buffer copies it.
+        let mut out = BytesMut::with_capacity(1024);
+        out.extend_from_slice(method.as_str().as_bytes());
+        out.extend_from_slice(b" ");
+        out.extend_from_slice(target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        Self { out }
     }
-    match body {
-        RequestBody::Empty => {
-            // A body-less request whose method normally has one still says so, as
-            // hyper's client did: some servers wait for a body otherwise.
-            if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
-                out.extend_from_slice(b"content-length: 0\r\n");
+
+    /// One field, from a `HeaderName` and a `HeaderValue`'s bytes (valid as such). A
+    /// `Content-Length` or `Transfer-Encoding` is not written: the framing is written
+    /// by [`HeadWriter::finish`] from what the body is, never from what a client said.
+    pub fn field(&mut self, name: &[u8], value: &[u8]) {
+        if name == b"content-length" || name == b"transfer-encoding" {
+            return;
+        }
+        self.out.extend_from_slice(name);
+        self.out.extend_from_slice(b": ");
+        self.out.extend_from_slice(value);
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    /// The whole head, with the framing `body` needs.
+    pub fn finish(mut self, method: &Method, body: RequestBody) -> BytesMut {
+        let out = &mut self.out;
+        match body {
+            RequestBody::Empty => {
+                // A body-less request whose method normally has one still says so, as
+                // hyper's client did: some servers wait for a body otherwise.
+                if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+                    out.extend_from_slice(b"content-length: 0\r\n");
+                }
             }
+            RequestBody::Length(n) => {
+                // Writing to a `BytesMut` cannot fail.
+                let _ = write!(out, "content-length: {n}\r\n");
+            }
+            RequestBody::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         }
-        RequestBody::Length(n) => {
-            // Writing to a `BytesMut` cannot fail.
-            let _ = write!(out, "content-length: {n}\r\n");
-        }
-        RequestBody::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        out.extend_from_slice(b"\r\n");
+        self.out
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The size line of one chunk of a chunked request body.
@@ -431,44 +440,34 @@ mod tests {
     }
 
     #[test]
-    fn request_heads_carry_the_headers_and_the_bodys_own_framing() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, HeaderValue::from_static("app"));
-        h.append("x-a", HeaderValue::from_static("1"));
-        h.append("x-a", HeaderValue::from_static("2"));
-        // A client's own framing headers never go out: the body's does.
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        let mut out = BytesMut::new();
-        write_request_head(&mut out, &Method::GET, "/p?q=1", &h, RequestBody::Empty);
+    fn request_heads_carry_the_fields_and_the_bodys_own_framing() {
+        let head = |method: Method, body: RequestBody| {
+            let mut w = HeadWriter::new(&method, "/p?q=1");
+            w.field(b"host", b"app");
+            w.field(b"x-a", b"1");
+            w.field(b"x-a", b"2");
+            // A client's own framing fields never go out: the body's does.
+            w.field(b"content-length", b"999");
+            w.field(b"transfer-encoding", b"chunked");
+            String::from_utf8(w.finish(&method, body).to_vec()).unwrap()
+        };
+        let fields = "host: app\r\nx-a: 1\r\nx-a: 2\r\n";
         assert_eq!(
-            &out[..],
-            b"GET /p?q=1 HTTP/1.1\r\nhost: app\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
+            head(Method::GET, RequestBody::Empty),
+            format!("GET /p?q=1 HTTP/1.1\r\n{fields}\r\n")
         );
-        out.clear();
-        write_request_head(&mut out, &Method::POST, "/", &h, RequestBody::Length(12));
-        assert!(
-            out.ends_with(b"x-a: 2\r\ncontent-length: 12\r\n\r\n"),
-            "{out:?}"
+        assert_eq!(
+            head(Method::POST, RequestBody::Length(12)),
+            format!("POST /p?q=1 HTTP/1.1\r\n{fields}content-length: 12\r\n\r\n")
         );
-        out.clear();
-        write_request_head(&mut out, &Method::PUT, "/", &h, RequestBody::Chunked);
-        assert!(
-            out.ends_with(b"x-a: 2\r\ntransfer-encoding: chunked\r\n\r\n"),
-            "{out:?}"
+        assert_eq!(
+            head(Method::PUT, RequestBody::Chunked),
+            format!("PUT /p?q=1 HTTP/1.1\r\n{fields}transfer-encoding: chunked\r\n\r\n")
         );
-        out.clear();
-        write_request_head(
-            &mut out,
-            &Method::POST,
-            "/",
-            &HeaderMap::new(),
-            RequestBody::Empty,
+        assert_eq!(
+            head(Method::POST, RequestBody::Empty),
+            format!("POST /p?q=1 HTTP/1.1\r\n{fields}content-length: 0\r\n\r\n")
         );
-        assert_eq!(&out[..], b"POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
         assert_eq!(&chunk_size_line(300)[..], b"12c\r\n");
     }
 

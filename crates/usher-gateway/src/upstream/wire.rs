@@ -12,6 +12,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use std::fmt::Write as _;
+use std::mem::MaybeUninit;
 
 /// The longest response head accepted (hyper's client allows about as much).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -143,9 +144,16 @@ pub fn parse_response_head(
     head: bool,
     upgrade: bool,
 ) -> Result<Parsed, WireError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut fields);
-    let len = match resp.parse(buf) {
+    // Left uninitialised for httparse to fill: zeroing room for every field a head
+    // may have cost more than parsing the few it has (`usher-bench --instructions`).
+    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut fields,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
             return Err(WireError::HeadTooLong);
@@ -166,30 +174,37 @@ pub fn parse_response_head(
         return Err(WireError::UnaskedUpgrade);
     }
     let http11 = resp.version == Some(1);
-    // Where each field lies in the buffer, so that the values can share its bytes
-    // instead of each being copied into an allocation of its own.
+    // Where each field lies in the buffer (name, value), so that the values can share
+    // its bytes instead of each being copied into an allocation of its own; and the
+    // framing, read on the way rather than looked up in the map afterwards.
     let base = buf.as_ptr() as usize;
     let mut spans = Vec::with_capacity(resp.headers.len());
+    let mut framing = Framing::default();
     for h in resp.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| WireError::Header("a name is not a token"))?;
-        let at = h.value.as_ptr() as usize - base;
-        spans.push((name, at, at + h.value.len()));
+        let name = h.name.as_bytes();
+        framing.field(name, h.value);
+        let (n, v) = (
+            name.as_ptr() as usize - base,
+            h.value.as_ptr() as usize - base,
+        );
+        spans.push((n, n + name.len(), v, v + h.value.len()));
     }
     let bytes = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(spans.len());
-    for (name, from, to) in spans {
+    for (name_from, name_to, from, to) in spans {
+        let name = HeaderName::from_bytes(&bytes[name_from..name_to])
+            .map_err(|_| WireError::Header("a name is not a token"))?;
         let value = HeaderValue::from_maybe_shared(bytes.slice(from..to))
             .map_err(|_| WireError::Header("a value holds control characters"))?;
         headers.append(name, value);
     }
-    let (body, framed) = body_kind(&headers, status, head)?;
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    let (body, framed) = framing.body_kind(status, head)?;
+    if framing.coded {
         // Both framings: the coding won, and the length is a lie to pass on to no one
         // (RFC 9112 §6.3).
         headers.remove(header::CONTENT_LENGTH);
     }
-    let reusable = http11 && framed && !wants_close(&headers);
+    let reusable = http11 && framed && !framing.close;
     Ok(Parsed::Head(ResponseHead {
         status,
         headers,
@@ -198,68 +213,84 @@ pub fn parse_response_head(
     }))
 }
 
-/// RFC 9112 §6.3, in its order. The second value: whether the framing leaves the
-/// connection usable afterwards (a body read until close does not, nor one whose
-/// head gave both a `Transfer-Encoding` and a `Content-Length`).
-fn body_kind(
-    headers: &HeaderMap,
-    status: StatusCode,
-    head: bool,
-) -> Result<(BodyKind, bool), WireError> {
-    if head
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok((BodyKind::Empty, true));
-    }
-    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
-    if codings.peek().is_some() {
-        let last = codings
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .last();
-        let chunked = last.is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
-        let clean = !headers.contains_key(header::CONTENT_LENGTH);
-        return Ok(if chunked {
-            (BodyKind::Chunked, clean)
-        } else {
-            (BodyKind::UntilClose, false)
-        });
-    }
-    let mut length = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        // `Content-Length: 5, 5` (a list of the same number) is allowed; anything
-        // else — two numbers, a sign, an empty value — is a response to refuse.
-        let text = v.to_str().map_err(|_| WireError::ContentLength)?;
-        for part in text.split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(WireError::ContentLength);
-            }
-            let n: u64 = part.parse().map_err(|_| WireError::ContentLength)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(WireError::ContentLength);
-            }
-            length = Some(n);
-        }
-    }
-    Ok(match length {
-        Some(0) => (BodyKind::Empty, true),
-        Some(n) => (BodyKind::Length(n), true),
-        None => (BodyKind::UntilClose, false),
-    })
+/// What a response head's fields say of its body and its connection.
+#[derive(Default)]
+struct Framing {
+    /// A `Transfer-Encoding` was given…
+    coded: bool,
+    /// …and its last coding is `chunked`.
+    chunked: bool,
+    length: Option<u64>,
+    /// A `Content-Length` that is not one number (refused when it counts).
+    bad_length: bool,
+    /// `Connection: close`.
+    close: bool,
 }
 
-fn wants_close(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("close"))
+/// The comma-separated elements of a field's value, trimmed, empty ones left out.
+fn elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+impl Framing {
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            self.coded = true;
+            if let Some(last) = elements(value).last() {
+                self.chunked = last.eq_ignore_ascii_case(b"chunked");
+            }
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            // `Content-Length: 5, 5` (a list of the same number) is allowed; anything
+            // else — two numbers, a sign, an empty value — is a response to refuse.
+            let mut any = false;
+            for part in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                any = true;
+                let n = std::str::from_utf8(part)
+                    .ok()
+                    .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|p| p.parse::<u64>().ok());
+                match n {
+                    Some(n) if self.length.is_none_or(|l| l == n) => self.length = Some(n),
+                    _ => self.bad_length = true,
+                }
+            }
+            self.bad_length |= !any;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            self.close |= elements(value).any(|t| t.eq_ignore_ascii_case(b"close"));
+        }
+    }
+
+    /// RFC 9112 §6.3, in its order. The second value: whether the framing leaves the
+    /// connection usable afterwards (a body read until close does not, nor one whose
+    /// head gave both a `Transfer-Encoding` and a `Content-Length`).
+    fn body_kind(&self, status: StatusCode, head: bool) -> Result<(BodyKind, bool), WireError> {
+        if head
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Ok((BodyKind::Empty, true));
+        }
+        if self.coded {
+            let clean = self.length.is_none() && !self.bad_length;
+            return Ok(if self.chunked {
+                (BodyKind::Chunked, clean)
+            } else {
+                (BodyKind::UntilClose, false)
+            });
+        }
+        if self.bad_length {
+            return Err(WireError::ContentLength);
+        }
+        Ok(match self.length {
+            Some(0) => (BodyKind::Empty, true),
+            Some(n) => (BodyKind::Length(n), true),
+            None => (BodyKind::UntilClose, false),
+        })
+    }
 }
 
 /// Takes a response body out of the bytes read so far, piece by piece.

@@ -218,7 +218,20 @@ fn write_fields(head: &mut HeadWriter, headers: &HeaderMap, out: &Outgoing<'_>) 
         cookie_name,
         host,
     } = *out;
-    let dropped = connection_listed(headers);
+    // One pass for what decides the rest (map lookups hash every name they ask for).
+    let mut dropped = Vec::new();
+    let mut has_host = false;
+    // A trusted proxy's chain is extended; anyone else's is not believed.
+    let mut prior: Vec<&[u8]> = Vec::new();
+    for (name, value) in headers {
+        if name == header::CONNECTION {
+            dropped.extend(connection_tokens(value));
+        } else if name == header::HOST {
+            has_host = true;
+        } else if ctx.peer_trusted && name == X_FORWARDED_FOR {
+            prior.push(value.as_bytes());
+        }
+    }
     for (name, value) in headers {
         let skip = HOP_BY_HOP.contains(name)
             || dropped.contains(name)
@@ -234,7 +247,7 @@ fn write_fields(head: &mut HeadWriter, headers: &HeaderMap, out: &Outgoing<'_>) 
     if let Some(cookies) = app_cookies(headers, cookie_name) {
         head.field(b"cookie", &cookies);
     }
-    if !headers.contains_key(header::HOST) {
+    if !has_host {
         head.field(b"host", host.as_bytes());
     }
     if let Some(proto) = upgrade {
@@ -249,16 +262,6 @@ fn write_fields(head: &mut HeadWriter, headers: &HeaderMap, out: &Outgoing<'_>) 
     }
     head.field(b"x-real-ip", ip_value(ctx.ip()).as_bytes());
     let peer = ip_value(ctx.peer.ip().to_canonical());
-    // A trusted proxy's chain is extended; anyone else's is not believed.
-    let prior: Vec<&[u8]> = if ctx.peer_trusted {
-        headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .map(HeaderValue::as_bytes)
-            .collect()
-    } else {
-        Vec::new()
-    };
     if prior.is_empty() {
         head.field(b"x-forwarded-for", peer.as_bytes());
     } else {
@@ -286,19 +289,23 @@ fn write_fields(head: &mut HeadWriter, headers: &HeaderMap, out: &Outgoing<'_>) 
 /// The names a `Connection` header lists: hop-by-hop too (RFC 9110 §7.6.1) — and a
 /// client may name identity headers there to have a proxy drop them.
 fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
-    let mut listed = Vec::new();
-    for v in headers.get_all(header::CONNECTION) {
-        let Ok(v) = v.to_str() else { continue };
-        for token in v.split(',').map(str::trim) {
-            if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close") {
-                continue; // removed anyway, or not a header's name
-            }
-            if let Ok(n) = HeaderName::from_bytes(token.as_bytes()) {
-                listed.push(n);
-            }
-        }
-    }
-    listed
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(connection_tokens)
+        .collect()
+}
+
+/// The header names one `Connection` value lists.
+fn connection_tokens(value: &HeaderValue) -> impl Iterator<Item = HeaderName> + '_ {
+    value
+        .to_str()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        // `keep-alive` and `close` are options, not names (and removed anyway).
+        .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
 }
 
 /// Addresses written per worker thread (see [`ip_value`]).

@@ -535,3 +535,74 @@ async fn request_bodies_go_out_framed_as_they_came() {
         .unwrap();
     assert_eq!(header_values(&echo, "content-length"), ["0"]);
 }
+
+/// An upstream that reads a kept-alive connection's second request and closes without
+/// a word (the race of an app closing an idle connection as a request arrives): a GET
+/// goes out again on a new connection; a POST, which may have done its work, is a 502
+/// and reaches the app once.
+#[tokio::test]
+async fn only_idempotent_requests_are_sent_again_when_the_app_closes_unanswered() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let posts = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = posts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                for n in 1.. {
+                    let end = loop {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break end;
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                        }
+                    };
+                    if buf.starts_with(b"POST") {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                    }
+                    buf.drain(..end + 4);
+                    if n == 2 {
+                        return; // read, and closed unanswered
+                    }
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if s.write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut options = Options::default();
+    options.gateway.upstream = Some(format!("http://{addr}").parse().unwrap());
+    let app = TestApp::spawn_with(options).await;
+    app.add_user("alice", "alice-password", false).await;
+    let cookie = app.login("alice", "alice-password").await;
+    let send = |method: reqwest::Method| {
+        client()
+            .request(method, app.url("/"))
+            .header("cookie", &cookie)
+            .send()
+    };
+    // First request on a connection: answered; the second on it is dropped unanswered,
+    // and the GET is answered on a new connection.
+    for _ in 0..3 {
+        let r = send(reqwest::Method::GET).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "ok");
+    }
+    // Now the pooled connection has answered once: the POST is its second request.
+    let r = send(reqwest::Method::POST).await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(
+        posts.load(Ordering::SeqCst),
+        1,
+        "a POST is never sent twice"
+    );
+}

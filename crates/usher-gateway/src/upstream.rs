@@ -107,12 +107,56 @@ impl Conn {
             .write_all(&req.head)
             .await
             .map_err(Failure::Unsent)?;
+        let Some(body) = body else {
+            return self.read_head(req, Ok(())).await;
+        };
+        // The body goes out while the answer is watched for: an app may answer before
+        // it has read the whole body (a 413, a 401) and then read no more of it, and a
+        // proxy that only listens once it has written all would wait for ever.
+        let written = {
+            let Conn { stream, buf } = &mut *self;
+            let (mut rd, mut wr) = stream.split();
+            let write = write_body(&mut wr, body, req.body);
+            tokio::pin!(write);
+            loop {
+                tokio::select! {
+                    biased;
+                    w = &mut write => break w,
+                    r = tokio::io::AsyncReadExt::read_buf(&mut rd, buf) => match r {
+                        Ok(n) if n > 0 => {
+                            match wire::parse_response_head(buf, req.is_head, req.upgrade) {
+                                // Answered before the body was all sent: what the app
+                                // makes of the rest is unknown, so the connection is
+                                // not used again.
+                                Ok(Parsed::Head(mut head)) => {
+                                    head.reusable = false;
+                                    return Ok(head);
+                                }
+                                Ok(Parsed::Interim(len)) => buf.advance(len), // 100 Continue
+                                Ok(Parsed::Partial) => {}
+                                Err(e) => return Err(Failure::Other(e.into())),
+                            }
+                        }
+                        // The app closed, or the connection failed, mid-body: what it
+                        // said before that, if anything, is read below.
+                        Ok(_) => break Err(UpstreamError::Closed),
+                        Err(e) => break Err(e.into()),
+                    },
+                }
+            }
+        };
         // A body that cannot all be written may still have an answer (the upstream
         // refused it early, and closed): the answer is what the client gets.
-        let written = match body {
-            Some(body) => self.write_body(body, req.body).await,
-            None => Ok(()),
-        };
+        self.read_head(req, written).await
+    }
+
+    /// Reads the answer's head, after the request went out (`written`: whether its
+    /// body went out whole).
+    async fn read_head(
+        &mut self,
+        req: &Outgoing,
+        written: Result<(), UpstreamError>,
+    ) -> Result<ResponseHead, Failure> {
         // An interim answer (103) counts as an answer: the request reached the app.
         let mut interim = false;
         loop {
@@ -143,37 +187,38 @@ impl Conn {
             });
         }
     }
+}
 
-    async fn write_body(
-        &mut self,
-        mut body: Body,
-        framing: RequestBody,
-    ) -> Result<(), UpstreamError> {
-        use http_body_util::BodyExt;
-        let chunked = framing == RequestBody::Chunked;
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(UpstreamError::ClientBody)?;
-            // Trailers are not passed on (nor asked for: Usher removes `TE`).
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            if data.is_empty() {
-                continue;
-            }
-            if chunked {
-                let mut piece = wire::chunk_size_line(data.len())
-                    .chain(data)
-                    .chain(&b"\r\n"[..]);
-                self.stream.write_all_buf(&mut piece).await?;
-            } else {
-                self.stream.write_all(&data).await?;
-            }
+/// Writes a request's body to `out`, framed as `framing` says.
+async fn write_body(
+    out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    mut body: Body,
+    framing: RequestBody,
+) -> Result<(), UpstreamError> {
+    use http_body_util::BodyExt;
+    let chunked = framing == RequestBody::Chunked;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(UpstreamError::ClientBody)?;
+        // Trailers are not passed on (nor asked for: Usher removes `TE`).
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
         }
         if chunked {
-            self.stream.write_all(b"0\r\n\r\n").await?;
+            let mut piece = wire::chunk_size_line(data.len())
+                .chain(data)
+                .chain(&b"\r\n"[..]);
+            out.write_all_buf(&mut piece).await?;
+        } else {
+            out.write_all(&data).await?;
         }
-        Ok(())
     }
+    if chunked {
+        out.write_all(b"0\r\n\r\n").await?;
+    }
+    Ok(())
 }
 
 /// A request as it goes out: its head written ([`wire::HeadWriter`]), its body's

@@ -606,3 +606,50 @@ async fn only_idempotent_requests_are_sent_again_when_the_app_closes_unanswered(
         "a POST is never sent twice"
     );
 }
+
+/// An app that answers before it has read the request's body (a 413 for an upload too
+/// large) and then reads no more of it: its answer reaches the client, instead of Usher
+/// waiting for ever to write the rest of a body nobody reads.
+#[tokio::test]
+async fn an_answer_before_the_whole_body_was_read_reaches_the_client() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                    }
+                }
+                let answer = b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 9\r\n\r\ntoo large";
+                let _ = s.write_all(answer).await;
+                // Kept open, and never read again.
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                drop(s);
+            });
+        }
+    });
+    let mut options = Options::default();
+    options.gateway.upstream = Some(format!("http://{addr}").parse().unwrap());
+    let app = TestApp::spawn_with(options).await;
+    app.add_user("alice", "alice-password", false).await;
+    let cookie = app.login("alice", "alice-password").await;
+    // Far more than the sockets between Usher and the app can hold.
+    let body = vec![1u8; 64 * 1024 * 1024];
+    let sent = client()
+        .post(app.url("/upload"))
+        .header("cookie", &cookie)
+        .body(body)
+        .send();
+    let r = tokio::time::timeout(std::time::Duration::from_secs(20), sent)
+        .await
+        .expect("the app's early answer must not wait on the body");
+    let r = r.unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.text().await.unwrap(), "too large");
+}

@@ -626,7 +626,8 @@ async fn an_answer_before_the_whole_body_was_read_reaches_the_client() {
                         Ok(k) => buf.extend_from_slice(&chunk[..k]),
                     }
                 }
-                let answer = b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 9\r\n\r\ntoo large";
+                let answer =
+                    b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 9\r\n\r\ntoo large";
                 let _ = s.write_all(answer).await;
                 // Kept open, and never read again.
                 tokio::time::sleep(std::time::Duration::from_secs(30)).await;

@@ -226,8 +226,8 @@ async fn write_body(
 pub struct Outgoing {
     head: BytesMut,
     body: RequestBody,
-    /// It may be sent again after a kept-alive connection closed under it: it has no
-    /// body, and its method is idempotent (RFC 9110 §9.2.2) — or it never left.
+    /// Its method is idempotent (RFC 9110 §9.2.2): without a body, it may go out again
+    /// when a kept-alive connection closed under it without a byte of answer.
     idempotent: bool,
     is_head: bool,
     upgrade: bool,

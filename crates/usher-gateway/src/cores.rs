@@ -82,13 +82,10 @@ impl Cores {
         })
     }
 
-    /// Runs `make()`'s future on the core with the fewest open connections, until it
-    /// ends. `make` runs on that core, inside its runtime (to register a socket there).
-    pub(crate) fn serve<F, Fut>(&self, make: F)
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
+    /// Runs `serve` on the core with the fewest open connections, until it ends. It is
+    /// first polled there, inside that core's runtime (where a socket it opens or
+    /// adopts is registered).
+    pub(crate) fn serve(&self, serve: impl Future<Output = ()> + Send + 'static) {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let n = self.cores.len();
         let core = (0..n)
@@ -100,7 +97,7 @@ impl Cores {
         let counted = Counted(open);
         core.handle.spawn(async move {
             let _counted = counted;
-            make().await;
+            serve.await;
         });
     }
 
@@ -109,13 +106,10 @@ impl Cores {
         let threads: Vec<_> = self
             .cores
             .iter_mut()
-            .filter_map(|c| {
-                if let Some(s) = c.stop.take() {
-                    let _ = s.send(());
-                }
-                c.thread.take()
-            })
+            .filter_map(|c| c.thread.take())
             .collect();
+        // Dropped, the cores are told to stop.
+        drop(self);
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
                 let _ = t.join();
@@ -157,7 +151,7 @@ mod tests {
         for _ in 0..3 {
             let tx = tx.clone();
             let mut held = held.clone();
-            cores.serve(move || async move {
+            cores.serve(async move {
                 let _ = tx.send(current());
                 let _ = held.changed().await;
             });

@@ -208,7 +208,7 @@ impl Server {
                             continue;
                         }
                     };
-                    cores.serve(move || async move {
+                    cores.serve(async move {
                         match tokio::net::TcpStream::from_std(stream) {
                             Ok(s) => serve_connection(s, peer, opened, state, app, builder).await,
                             Err(e) => {

@@ -203,3 +203,64 @@ pub async fn stream_rest(r: &mut reqwest::Response) -> Vec<u8> {
     }
     rest
 }
+
+/// What the echo upstream saw of `req` (sent through Usher), as JSON.
+pub async fn echo_of(req: reqwest::RequestBuilder) -> serde_json::Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+/// An upstream written by hand, for what hyper's server never sends (odd framings,
+/// early answers, connections closed mid-way). `serve` gets each accepted connection
+/// and its number, from 1.
+pub async fn raw_upstream<F, Fut>(serve: F) -> http::Uri
+where
+    F: Fn(RawConn, usize) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((stream, _)) = listener.accept().await {
+            n += 1;
+            let conn = RawConn {
+                stream,
+                buf: Vec::new(),
+            };
+            tokio::spawn(serve(conn, n));
+        }
+    });
+    format!("http://{addr}").parse().unwrap()
+}
+
+/// One connection to a [`raw_upstream`].
+pub struct RawConn {
+    pub stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawConn {
+    /// The next request's head (without its blank line), once whole; `None` when the
+    /// connection ends first. A body is left unread.
+    pub async fn head(&mut self) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+                self.buf.drain(..end + 4);
+                return Some(head);
+            }
+            match self.stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(k) => self.buf.extend_from_slice(&chunk[..k]),
+            }
+        }
+    }
+
+    /// Writes `bytes` as they are: whether they went.
+    pub async fn send(&mut self, bytes: &[u8]) -> bool {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.is_ok()
+    }
+}

@@ -3,7 +3,7 @@
 use futures_util::{SinkExt, StreamExt};
 use usher_core::client_ip::TrustedProxies;
 use usher_core::{Group, Username};
-use usher_testkit::upstream::{header_values, stream_begun, stream_rest};
+use usher_testkit::upstream::{echo_of, header_values, raw_upstream, stream_begun, stream_rest};
 use usher_testkit::{Options, TestApp, Upstream, client};
 
 async fn behind_usher(trusted: bool) -> (TestApp, Upstream) {
@@ -112,17 +112,14 @@ async fn the_upstream_sees_usher_identity_and_never_the_clients_copies() {
 async fn a_trusted_proxy_chain_is_extended_and_its_client_believed() {
     let (app, _up) = behind_usher(true).await;
     let cookie = app.login("alice", "alice-password").await;
-    let echo: serde_json::Value = client()
-        .get(app.url("/"))
-        .header("cookie", &cookie)
-        .header("x-forwarded-for", "203.0.113.7")
-        .header("x-forwarded-proto", "http")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo = echo_of(
+        client()
+            .get(app.url("/"))
+            .header("cookie", &cookie)
+            .header("x-forwarded-for", "203.0.113.7")
+            .header("x-forwarded-proto", "http"),
+    )
+    .await;
     assert_eq!(header_values(&echo, "x-real-ip"), ["203.0.113.7"]);
     assert_eq!(
         header_values(&echo, "x-forwarded-for"),
@@ -162,16 +159,13 @@ async fn large_request_bodies_pass_through() {
     let (app, _up) = behind_usher(false).await;
     let cookie = app.login("alice", "alice-password").await;
     let body = vec![7u8; 8 * 1024 * 1024];
-    let echo: serde_json::Value = client()
-        .post(app.url("/upload"))
-        .header("cookie", &cookie)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo = echo_of(
+        client()
+            .post(app.url("/upload"))
+            .header("cookie", &cookie)
+            .body(body),
+    )
+    .await;
     assert_eq!(echo["method"], "POST");
     assert_eq!(echo["body_len"], 8 * 1024 * 1024);
 }
@@ -198,18 +192,15 @@ async fn websockets_are_upgraded_through_usher() {
     websocket_echoes_through(&app, &cookie).await;
     // Only WebSocket is tunnelled: an h2c upgrade would let every request inside the
     // tunnel carry its own identity headers past Usher.
-    let echo: serde_json::Value = client()
-        .get(app.url("/h2c"))
-        .header("cookie", &cookie)
-        .header("connection", "Upgrade, HTTP2-Settings")
-        .header("upgrade", "h2c")
-        .header("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo = echo_of(
+        client()
+            .get(app.url("/h2c"))
+            .header("cookie", &cookie)
+            .header("connection", "Upgrade, HTTP2-Settings")
+            .header("upgrade", "h2c")
+            .header("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+    )
+    .await;
     assert!(header_values(&echo, "upgrade").is_empty());
     assert!(header_values(&echo, "http2-settings").is_empty());
     // Without a session there is no tunnel.
@@ -305,17 +296,19 @@ async fn upstream_connections_are_reused_and_a_half_read_one_never_is() {
     drop(r);
     // Usher answers the next request in full, on another connection: the first is
     // still inside the stream's body.
-    let echo: serde_json::Value = c
-        .get(app.url("/after"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo = echo_of(c.get(app.url("/after")).header("cookie", &cookie)).await;
     assert_eq!(echo["path"], "/after");
     assert_eq!(up.connections(), 2);
+}
+
+/// Usher in front of `upstream`, with alice signed in: the app and her cookie.
+async fn alice_behind(upstream: http::Uri) -> (TestApp, String) {
+    let mut options = Options::default();
+    options.gateway.upstream = Some(upstream);
+    let app = TestApp::spawn_with(options).await;
+    app.add_user("alice", "alice-password", false).await;
+    let cookie = app.login("alice", "alice-password").await;
+    (app, cookie)
 }
 
 /// An upstream that closes kept-alive connections while they are idle (as Node.js does
@@ -323,43 +316,26 @@ async fn upstream_connections_are_reused_and_a_half_read_one_never_is() {
 /// connection, never as a 502.
 #[tokio::test]
 async fn an_upstream_closing_idle_connections_costs_no_request() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut n = 0u32;
-        while let Ok((mut s, _)) = listener.accept().await {
-            n += 1;
-            let closed_tx = closed_tx.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                    }
-                }
-                let body = format!("conn {n}");
-                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
-                s.write_all(format!("{head}{body}").as_bytes())
-                    .await
-                    .unwrap();
-                // Kept alive as far as the client can tell, then closed while idle:
-                // after Usher has read the answer and pooled the connection.
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                drop(s);
-                let _ = closed_tx.send(n);
-            });
+    let upstream = raw_upstream(move |mut conn, n| {
+        let closed_tx = closed_tx.clone();
+        async move {
+            if conn.head().await.is_none() {
+                return;
+            }
+            let body = format!("conn {n}");
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+            assert!(conn.send(format!("{head}{body}").as_bytes()).await);
+            // Kept alive as far as the client can tell, then closed while idle:
+            // after Usher has read the answer and pooled the connection.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            drop(conn);
+            let _ = closed_tx.send(n);
         }
-    });
-    let mut options = Options::default();
-    options.gateway.upstream = Some(format!("http://{addr}").parse().unwrap());
-    let app = TestApp::spawn_with(options).await;
-    app.add_user("alice", "alice-password", false).await;
-    let cookie = app.login("alice", "alice-password").await;
-    for i in 1..=5u32 {
+    })
+    .await;
+    let (app, cookie) = alice_behind(upstream).await;
+    for i in 1..=5usize {
         let r = client()
             .get(app.url("/"))
             .header("cookie", &cookie)
@@ -394,10 +370,9 @@ async fn serving_threads_reuse_their_own_upstream_connections() {
     websocket_echoes_through(&app, &cookie).await;
 }
 
-/// An upstream written by hand, to send what hyper's server never would: each request's
-/// path picks a canned answer, written as it stands (`/close-*` answers then close).
-async fn raw_upstream() -> http::Uri {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// A hand-written upstream whose answers are canned: each request's path picks one,
+/// written as it stands (`/close-*` answers then close).
+async fn canned_upstream() -> http::Uri {
     fn answer(path: &str) -> &'static [u8] {
         match path {
             "/chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-App: raw\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
@@ -411,32 +386,15 @@ async fn raw_upstream() -> http::Uri {
             _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
         }
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                        }
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                    buf.drain(..end + 4);
-                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
-                    if s.write_all(answer(&path)).await.is_err() || path.starts_with("/close-") {
-                        return;
-                    }
-                }
-            });
+    raw_upstream(|mut conn, _| async move {
+        while let Some(head) = conn.head().await {
+            let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+            if !conn.send(answer(&path)).await || path.starts_with("/close-") {
+                return;
+            }
         }
-    });
-    format!("http://{addr}").parse().unwrap()
+    })
+    .await
 }
 
 /// Every way HTTP/1.1 delimits an answer reaches the client whole — chunked (with an
@@ -444,11 +402,7 @@ async fn raw_upstream() -> http::Uri {
 /// is not HTTP as RFC 9112 reads it is a 502, never a guess.
 #[tokio::test]
 async fn upstream_answers_are_read_in_every_framing_and_malformed_ones_refused() {
-    let mut options = Options::default();
-    options.gateway.upstream = Some(raw_upstream().await);
-    let app = TestApp::spawn_with(options).await;
-    app.add_user("alice", "alice-password", false).await;
-    let cookie = app.login("alice", "alice-password").await;
+    let (app, cookie) = alice_behind(canned_upstream().await).await;
     let get = |path: &str| client().get(app.url(path)).header("cookie", &cookie).send();
     for (path, body) in [
         ("/chunked", "hello world"),
@@ -465,11 +419,14 @@ async fn upstream_answers_are_read_in_every_framing_and_malformed_ones_refused()
     }
     let r = get("/chunked").await.unwrap();
     assert_eq!(r.headers()["x-app"], "raw");
-    assert!(
-        r.headers()
-            .get("transfer-encoding")
-            .is_none_or(|v| v == "chunked")
-    );
+    // Re-framed for the client by Usher's own server: its length unknown, so chunked,
+    // and never a length the app did not give.
+    assert_eq!(r.headers()["transfer-encoding"], "chunked");
+    assert!(r.headers().get("content-length").is_none());
+    // Both framings from the app: its stale length is not passed on.
+    let r = get("/both").await.unwrap();
+    assert!(r.headers().get("content-length").is_none_or(|v| v == "4"));
+    assert_eq!(r.text().await.unwrap(), "both");
     for path in ["/two-lengths", "/close-garbage", "/close-silent"] {
         let r = get(path).await.unwrap();
         assert_eq!(r.status(), 502, "{path}");
@@ -495,44 +452,30 @@ async fn request_bodies_go_out_framed_as_they_came() {
     let pieces: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..50).map(|i| Ok(vec![i as u8; 1000 + i])).collect();
     let total: usize = (0..50).map(|i| 1000 + i).sum();
-    let echo: serde_json::Value = client()
-        .put(app.url("/upload"))
-        .header("cookie", &cookie)
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            pieces,
-        )))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo = echo_of(
+        client()
+            .put(app.url("/upload"))
+            .header("cookie", &cookie)
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+                pieces,
+            ))),
+    )
+    .await;
     assert_eq!(echo["method"], "PUT");
     assert_eq!(echo["body_len"], total);
     assert_eq!(header_values(&echo, "transfer-encoding"), ["chunked"]);
     assert!(header_values(&echo, "content-length").is_empty());
-    let echo: serde_json::Value = client()
-        .post(app.url("/upload"))
-        .header("cookie", &cookie)
-        .body("0123456789")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo = echo_of(
+        client()
+            .post(app.url("/upload"))
+            .header("cookie", &cookie)
+            .body("0123456789"),
+    )
+    .await;
     assert_eq!(echo["body_len"], 10);
     assert_eq!(header_values(&echo, "content-length"), ["10"]);
     // A body-less POST still says it has none.
-    let echo: serde_json::Value = client()
-        .post(app.url("/upload"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo = echo_of(client().post(app.url("/upload")).header("cookie", &cookie)).await;
     assert_eq!(header_values(&echo, "content-length"), ["0"]);
 }
 
@@ -543,47 +486,32 @@ async fn request_bodies_go_out_framed_as_they_came() {
 #[tokio::test]
 async fn only_idempotent_requests_are_sent_again_when_the_app_closes_unanswered() {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let posts = std::sync::Arc::new(AtomicUsize::new(0));
     let seen = posts.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                for n in 1.. {
-                    let end = loop {
-                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break end;
-                        }
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                        }
-                    };
-                    if buf.starts_with(b"POST") {
-                        seen.fetch_add(1, Ordering::SeqCst);
-                    }
-                    buf.drain(..end + 4);
-                    if n == 2 {
-                        return; // read, and closed unanswered
-                    }
-                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                    if s.write_all(ok).await.is_err() {
-                        return;
-                    }
+    let upstream = raw_upstream(move |mut conn, _| {
+        let seen = seen.clone();
+        async move {
+            for n in 1.. {
+                let Some(head) = conn.head().await else {
+                    return;
+                };
+                if head.starts_with("POST") {
+                    seen.fetch_add(1, Ordering::SeqCst);
                 }
-            });
+                if n == 2 {
+                    return; // read, and closed unanswered
+                }
+                if !conn
+                    .send(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                {
+                    return;
+                }
+            }
         }
-    });
-    let mut options = Options::default();
-    options.gateway.upstream = Some(format!("http://{addr}").parse().unwrap());
-    let app = TestApp::spawn_with(options).await;
-    app.add_user("alice", "alice-password", false).await;
-    let cookie = app.login("alice", "alice-password").await;
+    })
+    .await;
+    let (app, cookie) = alice_behind(upstream).await;
     let send = |method: reqwest::Method| {
         client()
             .request(method, app.url("/"))
@@ -612,34 +540,16 @@ async fn only_idempotent_requests_are_sent_again_when_the_app_closes_unanswered(
 /// waiting for ever to write the rest of a body nobody reads.
 #[tokio::test]
 async fn an_answer_before_the_whole_body_was_read_reaches_the_client() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => buf.extend_from_slice(&chunk[..k]),
-                    }
-                }
-                let answer =
-                    b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 9\r\n\r\ntoo large";
-                let _ = s.write_all(answer).await;
-                // Kept open, and never read again.
-                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
-                drop(s);
-            });
+    let upstream = raw_upstream(|mut conn, _| async move {
+        if conn.head().await.is_some() {
+            let answer = b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 9\r\n\r\ntoo large";
+            conn.send(answer).await;
+            // Kept open, and never read again.
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
         }
-    });
-    let mut options = Options::default();
-    options.gateway.upstream = Some(format!("http://{addr}").parse().unwrap());
-    let app = TestApp::spawn_with(options).await;
-    app.add_user("alice", "alice-password", false).await;
-    let cookie = app.login("alice", "alice-password").await;
+    })
+    .await;
+    let (app, cookie) = alice_behind(upstream).await;
     // Far more than the sockets between Usher and the app can hold.
     let body = vec![1u8; 64 * 1024 * 1024];
     let sent = client()

@@ -564,3 +564,53 @@ async fn an_answer_before_the_whole_body_was_read_reaches_the_client() {
     assert_eq!(r.status(), 413);
     assert_eq!(r.text().await.unwrap(), "too large");
 }
+
+/// What the app sends right after its 101, in the same packet as the head, reaches the
+/// client first, and the tunnel then carries both ways.
+#[tokio::test]
+async fn bytes_the_app_sends_with_its_101_go_through_the_tunnel_first() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = raw_upstream(|mut conn, _| async move {
+        if conn.head().await.is_none() {
+            return;
+        }
+        let switch = b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\nearly;";
+        if !conn.send(switch).await {
+            return;
+        }
+        // Then an echo.
+        let mut chunk = [0u8; 64];
+        while let Ok(n) = conn.stream.read(&mut chunk).await {
+            if n == 0 || !conn.send(&chunk[..n]).await {
+                return;
+            }
+        }
+    })
+    .await;
+    let (app, cookie) = alice_behind(upstream).await;
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nhost: app\r\ncookie: {cookie}\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let wait = std::time::Duration::from_secs(10);
+    while !got.ends_with(b"early;") {
+        let n = tokio::time::timeout(wait, s.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no early bytes after {:?}", String::from_utf8_lossy(&got)))
+            .unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    s.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    s.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping");
+}

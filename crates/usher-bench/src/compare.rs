@@ -15,6 +15,7 @@ use crate::{
 use anyhow::Context;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 pub(crate) struct Compare<'a> {
     pub other: &'a Path,
@@ -45,6 +46,15 @@ pub(crate) fn run(c: &Compare, dir: &Path, db: &Path, script: &Path) -> anyhow::
     let other_dir = dir.join("other");
     std::fs::create_dir_all(&other_dir)?;
     let other_db = other_dir.join("usher.db");
+    // The seeder's connections close on threads of their own, the last one
+    // checkpointing the log into the database and removing it: a copy taken meanwhile
+    // can be torn ("database disk image is malformed", seen). Once the log is gone no
+    // connection is left; if it stays (a setting keeps it), the copy waits 10 s at most.
+    let wal = PathBuf::from(format!("{}-wal", db.display()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while wal.exists() && Instant::now() < deadline {
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
     for suffix in ["", "-wal", "-shm"] {
         let from = PathBuf::from(format!("{}{suffix}", db.display()));
         if from.exists() {

@@ -166,15 +166,17 @@ impl Proxy {
 /// is tunnelled: inside an `h2c` tunnel the client could send any identity header on
 /// every later request, past Usher.
 fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
-    let connection_upgrade = headers
+    // `Upgrade` first: most requests have none, and then one lookup settles it.
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .filter(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"))?;
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    let upgrade = headers.get(header::UPGRADE)?;
-    let websocket = upgrade.as_bytes().eq_ignore_ascii_case(b"websocket");
-    (connection_upgrade && websocket).then(|| upgrade.clone())
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        .then(|| upgrade.clone())
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {

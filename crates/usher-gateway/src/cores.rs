@@ -11,7 +11,10 @@
 //! (`usher-bench --compare`). The price is the tail: a connection waits while its
 //! thread's CPU is taken by something else, where the shared runtime moves the work to
 //! a free CPU — at 42k req/s paced on 2 shared cores, p99 52 ms against 5.9 ms. Hence
-//! opt-in, for machines that serve little else.
+//! opt-in, for machines that serve little else. (Pinning each thread to a CPU of its
+//! own was tried and is worse: with the load generator busy on one of the two CPUs,
+//! that CPU's thread fell behind and its connections had nowhere else to go — p50
+//! 136 ms at 40k req/s paced, where the unpinned threads gave 1.4 ms.)
 //!
 //! The threads outlive the server's drain: a store connection opened from a request is
 //! registered with that thread's event loop, and the final flush may still use it, so

@@ -15,7 +15,6 @@ use crate::{
 use anyhow::Context;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 pub(crate) struct Compare<'a> {
     pub other: &'a Path,
@@ -46,21 +45,7 @@ pub(crate) fn run(c: &Compare, dir: &Path, db: &Path, script: &Path) -> anyhow::
     let other_dir = dir.join("other");
     std::fs::create_dir_all(&other_dir)?;
     let other_db = other_dir.join("usher.db");
-    // The seeder's connections close on threads of their own, the last one
-    // checkpointing the log into the database and removing it: a copy taken meanwhile
-    // can be torn ("database disk image is malformed", seen). Once the log is gone no
-    // connection is left; if it stays (a setting keeps it), the copy waits 10 s at most.
-    let wal = PathBuf::from(format!("{}-wal", db.display()));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while wal.exists() && Instant::now() < deadline {
-        std::thread::park_timeout(Duration::from_millis(20));
-    }
-    for suffix in ["", "-wal", "-shm"] {
-        let from = PathBuf::from(format!("{}{suffix}", db.display()));
-        if from.exists() {
-            std::fs::copy(&from, format!("{}{suffix}", other_db.display()))?;
-        }
-    }
+    snapshot(db, &other_db)?;
     let upstream = if c.proxy {
         Some(start_baseline()?)
     } else {
@@ -144,4 +129,26 @@ fn together(
     let b = sides.pop().context("two sides")?;
     let a = sides.pop().context("two sides")?;
     Ok((a, b))
+}
+
+/// A consistent copy of the SQLite store at `from`, written by SQLite itself (`VACUUM
+/// INTO`): copying the files while the seeder's last connection was still checkpointing
+/// gave a torn copy that the second server refused as malformed (seen twice).
+fn snapshot(from: &Path, to: &Path) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let _ = std::fs::remove_file(to);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut c =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", from.display())).await?;
+        sqlx::query("VACUUM INTO ?")
+            .bind(to.to_string_lossy().into_owned())
+            .execute(&mut c)
+            .await
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+        c.close().await?;
+        Ok(())
+    })
 }

@@ -551,3 +551,34 @@ impl hyper::body::Body for Streamed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Once an answer is read, the socket's readiness is spent: the pool's next
+    /// `usable` check answers from it alone, without a read that says EAGAIN (with
+    /// `try_read_buf` the readiness outlived the answer and every reuse asked the
+    /// kernel). An upstream that closes still shows.
+    #[tokio::test]
+    async fn a_drained_connection_is_idle_without_another_read() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (conn, accepted) = tokio::join!(Conn::open(&addr), listener.accept());
+        let (mut conn, (mut upstream, _)) = (conn.unwrap(), accepted.unwrap());
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        upstream.write_all(answer).await.unwrap();
+        let n = poll_fn(|cx| conn.poll_fill(cx)).await.unwrap();
+        assert_eq!(&conn.buf[..n], answer);
+        conn.buf.clear();
+        let ready = poll_fn(|cx| Poll::Ready(conn.stream.poll_read_ready(cx).is_ready())).await;
+        assert!(!ready, "the readiness outlived the answer");
+        assert!(poll_fn(|cx| Poll::Ready(conn.usable(cx))).await);
+        drop(upstream);
+        poll_fn(|cx| conn.stream.poll_read_ready(cx)).await.unwrap();
+        assert!(
+            !poll_fn(|cx| Poll::Ready(conn.usable(cx))).await,
+            "a closed connection was taken for idle"
+        );
+    }
+}

@@ -874,6 +874,15 @@ impl Engine {
         Ok(self.check(session))
     }
 
+    /// [`Engine::find`] without waiting: the session `token` names when it is in memory
+    /// and still good, `None` otherwise — a token not in memory may still be in the
+    /// store, which only [`Engine::find`] asks. It lets a request be answered before its
+    /// future is first polled (see the gateway's server).
+    pub fn find_in_memory(&self, token: &Token) -> Option<Authenticated> {
+        let session = self.inner.index.get(&token.hash())?;
+        self.check(session)
+    }
+
     /// A token not in memory: another node's session, one made by the CLI — or junk,
     /// remembered as unknown for a while so that it is not looked up again.
     async fn find_stored(&self, hash: TokenHash) -> Result<Option<Arc<LiveSession>>, EngineError> {

@@ -165,26 +165,69 @@ impl Endpoint {
         ctx: ClientContext,
         head: &Head<'_>,
     ) -> Response {
+        let (ctx, original) = self.original(ctx, head);
+        let path = original.url.as_ref().map(url::Url::path);
+        let verdict = gate::decide(state, &ctx, head, path).await;
+        self.respond(state, &ctx, head, &original, verdict)
+    }
+
+    /// [`Endpoint::answer`] when it can be given without waiting ([`gate::decide_now`]):
+    /// `None` when it cannot, with nothing counted.
+    pub(crate) fn answer_now(
+        self,
+        state: &AppState,
+        ctx: ClientContext,
+        head: &Head<'_>,
+    ) -> Option<Response> {
+        let (ctx, original) = self.original(ctx, head);
+        let path = original.url.as_ref().map(url::Url::path);
+        let verdict = gate::decide_now(state, &ctx, head, path)?;
+        Some(self.respond(state, &ctx, head, &original, verdict))
+    }
+
+    /// The request the proxy asks about, and the context it was made in.
+    fn original(self, ctx: ClientContext, head: &Head<'_>) -> (ClientContext, Original) {
+        let original = match self {
+            Self::Nginx => from_nginx(&ctx, head),
+            Self::Forward => from_forwarded(&ctx, head),
+        };
+        (original_context(ctx, &original), original)
+    }
+
+    fn respond(
+        self,
+        state: &AppState,
+        ctx: &ClientContext,
+        head: &Head<'_>,
+        original: &Original,
+        verdict: Result<Verdict, crate::error::HttpError>,
+    ) -> Response {
         match self {
-            Self::Nginx => nginx_answer(state, ctx, head).await,
-            Self::Forward => forward_answer(state, ctx, head).await,
+            Self::Nginx => nginx_respond(state, ctx, original, verdict),
+            Self::Forward => forward_respond(state, ctx, head, original, verdict),
         }
     }
 }
 
 async fn nginx(State(state): State<Arc<AppState>>, ctx: ClientContext, req: Request) -> Response {
-    nginx_answer(&state, ctx, &Head::scan(req.headers())).await
+    Endpoint::Nginx
+        .answer(&state, ctx, &Head::scan(req.headers()))
+        .await
 }
 
 async fn forward(State(state): State<Arc<AppState>>, ctx: ClientContext, req: Request) -> Response {
-    forward_answer(&state, ctx, &Head::scan(req.headers())).await
+    Endpoint::Forward
+        .answer(&state, ctx, &Head::scan(req.headers()))
+        .await
 }
 
-async fn nginx_answer(state: &AppState, ctx: ClientContext, head: &Head<'_>) -> Response {
-    let original = from_nginx(&ctx, head);
-    let ctx = original_context(ctx, &original);
-    let path = original.url.as_ref().map(url::Url::path);
-    match gate::decide(state, &ctx, head, path).await {
+fn nginx_respond(
+    state: &AppState,
+    ctx: &ClientContext,
+    original: &Original,
+    verdict: Result<Verdict, crate::error::HttpError>,
+) -> Response {
+    match verdict {
         Ok(Verdict::Pass {
             identity,
             set_cookie,
@@ -198,7 +241,7 @@ async fn nginx_answer(state: &AppState, ctx: ClientContext, head: &Head<'_>) -> 
                 header::LOCATION,
                 gate::location(&gate::login_location(
                     state,
-                    origin(&ctx),
+                    origin(ctx),
                     rd,
                     original.method.as_deref(),
                 )),
@@ -213,11 +256,14 @@ async fn nginx_answer(state: &AppState, ctx: ClientContext, head: &Head<'_>) -> 
     }
 }
 
-async fn forward_answer(state: &AppState, ctx: ClientContext, head: &Head<'_>) -> Response {
-    let original = from_forwarded(&ctx, head);
-    let ctx = original_context(ctx, &original);
-    let path = original.url.as_ref().map(url::Url::path);
-    match gate::decide(state, &ctx, head, path).await {
+fn forward_respond(
+    state: &AppState,
+    ctx: &ClientContext,
+    head: &Head<'_>,
+    original: &Original,
+    verdict: Result<Verdict, crate::error::HttpError>,
+) -> Response {
+    match verdict {
         Ok(Verdict::Pass {
             identity,
             set_cookie,
@@ -237,7 +283,7 @@ async fn forward_answer(state: &AppState, ctx: ClientContext, head: &Head<'_>) -
             let mut r = status.into_response();
             r.headers_mut().insert(
                 header::LOCATION,
-                gate::location(&gate::login_location(state, origin(&ctx), rd, Some(method))),
+                gate::location(&gate::login_location(state, origin(ctx), rd, Some(method))),
             );
             r.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

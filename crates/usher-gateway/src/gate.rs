@@ -67,12 +67,48 @@ pub async fn decide(
     path: Option<&str>,
 ) -> Result<Verdict, HttpError> {
     let started = std::time::Instant::now();
-    let metrics = state.engine.metrics();
-    let track = !state
+    let track = tracked(state, ctx, path);
+    let verdict = check(state, ctx, head, path, track).await;
+    settle(state, ctx, head, track, started, verdict)
+}
+
+/// [`decide`] without waiting, for the common request: a cookie naming a session in
+/// memory. `None` when deciding needs more (the store, an API client's credential, a
+/// public path's anonymous visitor): nothing has been counted then, and [`decide`]
+/// takes it from the start.
+pub fn decide_now(
+    state: &AppState,
+    ctx: &ClientContext,
+    head: &Head<'_>,
+    path: Option<&str>,
+) -> Option<Result<Verdict, HttpError>> {
+    let started = std::time::Instant::now();
+    let (token, _) = state.cookie_token(ctx, head)?;
+    let auth = state.engine.find_in_memory(&token)?;
+    let track = tracked(state, ctx, path);
+    let verdict = session_verdict(state, ctx, path, track, auth);
+    Some(settle(state, ctx, head, track, started, Ok(verdict)))
+}
+
+/// Whether the request counts on its session (`tracking.ignore`).
+fn tracked(state: &AppState, ctx: &ClientContext, path: Option<&str>) -> bool {
+    !state
         .settings
         .rules
-        .is_ignored(path, &ctx.user_agent, ctx.ip());
-    let verdict = match check(state, ctx, head, path, track).await {
+        .is_ignored(path, &ctx.user_agent, ctx.ip())
+}
+
+/// The metrics of a decision, and what is counted apart for cookieless requests.
+fn settle(
+    state: &AppState,
+    ctx: &ClientContext,
+    head: &Head<'_>,
+    track: bool,
+    started: std::time::Instant,
+    verdict: Result<Verdict, HttpError>,
+) -> Result<Verdict, HttpError> {
+    let metrics = state.engine.metrics();
+    let verdict = match verdict {
         Ok(v) => v,
         Err(e) => {
             metrics.outcomes.error.inc();
@@ -99,6 +135,24 @@ pub async fn decide(
     Ok(verdict)
 }
 
+/// A live session the cookie names: it passes — an anonymous one on public paths only —
+/// and the request is counted on it.
+fn session_verdict(
+    state: &AppState,
+    ctx: &ClientContext,
+    path: Option<&str>,
+    track: bool,
+    auth: Authenticated,
+) -> Verdict {
+    if auth.user.is_none() && !path.is_some_and(|p| state.settings.rules.is_public(p)) {
+        return Verdict::SignIn;
+    }
+    if track {
+        state.engine.record(&auth, &ctx.request_info());
+    }
+    Verdict::pass(auth.into())
+}
+
 async fn check(
     state: &AppState,
     ctx: &ClientContext,
@@ -114,14 +168,7 @@ async fn check(
     let mut returned: Option<Token> = None;
     if let Some((token, issued)) = state.cookie_token(ctx, head) {
         if let Some(auth) = engine.find(&token).await? {
-            // An anonymous session opens public paths only.
-            if auth.user.is_none() && !public() {
-                return Ok(Verdict::SignIn);
-            }
-            if track {
-                engine.record(&auth, &req);
-            }
-            return Ok(Verdict::pass(auth.into()));
+            return Ok(session_verdict(state, ctx, path, track, auth));
         }
         if issued {
             returned = Some(token);

@@ -14,6 +14,7 @@ use crate::head::Head;
 use crate::proxy::Proxy;
 use axum::extract::ConnectInfo;
 use axum::response::Response;
+use futures_util::future::Either;
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -254,7 +255,12 @@ async fn serve_connection(
     let conn_state = opened.conn().clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let in_flight = conn_state.begin();
-        serve_one(state.clone(), app.clone(), peer, req, in_flight)
+        match answer_now(&state, peer, &req) {
+            Some(resp) => Either::Left(std::future::ready(Ok(
+                resp.map(|body| Tracked::new(body, in_flight))
+            ))),
+            None => Either::Right(serve_one(state.clone(), app.clone(), peer, req, in_flight)),
+        }
     });
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
@@ -289,6 +295,57 @@ impl Direct {
             _ => Some(Self::Gate),
         }
     }
+}
+
+/// A request answered while hyper hands it over, when that needs no waiting: a
+/// forward-auth request whose cookie names a session in memory — nearly every one.
+/// hyper reads on from the connection before it first polls the service's future, and
+/// while a request is held its headers, slices of hyper's read buffer, make that read
+/// allocate a new buffer instead of reusing the old: a malloc and a free of 8 KiB on
+/// every request (issue 9). Answered here, the request is gone by then.
+fn answer_now(state: &AppState, peer: SocketAddr, req: &Request<Incoming>) -> Option<Response> {
+    let Some(Direct::ForwardAuth(endpoint)) = Direct::of(&state.settings.prefix, req.uri().path())
+    else {
+        return None;
+    };
+    let head = Head::scan(req.headers());
+    let (pending, ctx) = begin(state, peer, req, &head);
+    let resp = endpoint.answer_now(state, ctx, &head)?;
+    Some(finish(
+        state,
+        pending,
+        req.method() == http::Method::HEAD,
+        resp,
+    ))
+}
+
+/// The client context of a request answered without the router, and its access-log
+/// line begun when the log is on.
+fn begin(
+    state: &AppState,
+    peer: SocketAddr,
+    req: &Request<Incoming>,
+    head: &Head<'_>,
+) -> (Option<crate::access_log::Pending>, ClientContext) {
+    match crate::access_log::Pending::begin(state, peer, req, head) {
+        Some((p, ctx)) => (Some(p), ctx),
+        None => (None, ClientContext::new(state, peer, head, req.uri())),
+    }
+}
+
+/// The answer to a request answered without the router: logged, and bodiless for HEAD.
+fn finish(
+    state: &AppState,
+    pending: Option<crate::access_log::Pending>,
+    head_only: bool,
+    resp: Response,
+) -> Response {
+    if let Some(p) = pending {
+        p.finish(state, &resp);
+    }
+    // As the router would: hyper drops a HEAD answer's body on HTTP/1, but on HTTP/2 a
+    // body is a protocol error for the client.
+    if head_only { without_body(resp) } else { resp }
 }
 
 /// One request. The requests of the guarded app — through the gate, or asked about by
@@ -328,11 +385,7 @@ async fn answer(
         // One pass over the headers serves the client context and the decision.
         let (pending, step) = {
             let head = Head::scan(req.headers());
-            let (pending, ctx) = match crate::access_log::Pending::begin(&state, peer, &req, &head)
-            {
-                Some((p, ctx)) => (Some(p), ctx),
-                None => (None, ClientContext::new(&state, peer, &head, req.uri())),
-            };
+            let (pending, ctx) = begin(&state, peer, &req, &head);
             let step = match direct {
                 Direct::ForwardAuth(endpoint) => {
                     Step::Answered(endpoint.answer(&state, ctx, &head).await)
@@ -354,12 +407,7 @@ async fn answer(
                 Box::pin(crate::gate::answer(&state, ctx, verdict, req)).await
             }
         };
-        if let Some(p) = pending {
-            p.finish(&state, &resp);
-        }
-        // As the router would: hyper drops a HEAD answer's body on HTTP/1, but on
-        // HTTP/2 a body is a protocol error for the client.
-        return if head_only { without_body(resp) } else { resp };
+        return finish(&state, pending, head_only, resp);
     }
     let mut req = req.map(axum::body::Body::new);
     req.extensions_mut().insert(ConnectInfo(peer));

@@ -314,3 +314,65 @@ async fn each_of_a_users_sessions_is_named_in_its_own_answers() {
         assert_eq!(sid(second.clone()).await, b);
     }
 }
+
+/// Forward auth decides most requests before their future is first polled (the session
+/// in memory), and the rest — a session only in the store, made by another node — the
+/// long way. Either way each request is counted once, on the session and in the
+/// metrics, and gets the same answer.
+#[tokio::test]
+async fn forward_auth_counts_each_request_once_from_memory_or_from_the_store() {
+    let (app, cookie) = app_with_alice().await;
+    let root = app.url("");
+    let allowed = || usher_testkit::metric(&root, "usher_requests_total{outcome=\"allowed\"}");
+    let checks = || usher_testkit::metric(&root, "usher_session_check_duration_seconds_count");
+    let (allowed_before, checks_before) = (allowed().await.unwrap(), checks().await.unwrap());
+    let ask = |cookie: &str| {
+        client()
+            .get(app.url("/usher/auth/request"))
+            .header("x-original-url", "http://app.example.com/a")
+            .header("cookie", cookie)
+            .send()
+    };
+    for _ in 0..3 {
+        let r = ask(&cookie).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["remote-user"], "alice");
+    }
+
+    // Made in the store behind the server's back, as another node would: not in memory.
+    let token = usher_core::Token::generate().unwrap();
+    let made = usher_core::NewSession {
+        id: usher_core::SessionId::generate().unwrap(),
+        token_hash: token.hash(),
+        user: Some(Username::parse("alice").unwrap()),
+        kind: usher_core::SessionKind::Web,
+        created_at: usher_core::Clock::now(&usher_core::SystemClock),
+        client: usher_core::ClientSnapshot {
+            ip: "127.0.0.1".parse().unwrap(),
+            user_agent: "curl/8".into(),
+            host: "localhost".into(),
+        },
+        limit: None,
+    };
+    app.store.session_create(&made, "curl").await.unwrap();
+    let other = format!("usher_session={}", token.encode());
+    for _ in 0..2 {
+        let r = ask(&other).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-usher-session"], made.id.to_string());
+    }
+
+    assert_eq!(allowed().await.unwrap(), allowed_before + 5.0);
+    assert_eq!(checks().await.unwrap(), checks_before + 5.0);
+    app.flush().await;
+    let sessions = app
+        .store
+        .sessions_of_user(&Username::parse("alice").unwrap())
+        .await
+        .unwrap();
+    let requests =
+        |id: &usher_core::SessionId| sessions.iter().find(|s| s.id == *id).unwrap().requests;
+    let mine = sessions.iter().find(|s| s.id != made.id).unwrap().id;
+    assert_eq!(requests(&mine), 3);
+    assert_eq!(requests(&made.id), 2);
+}

@@ -225,24 +225,86 @@ pub(crate) async fn answer(
     verdict: Result<Verdict, HttpError>,
     req: Request,
 ) -> Response {
+    match respond(state, &ctx, verdict, req) {
+        Answer::Now(r) => r,
+        Answer::Upstream(f) => f.send(state).await,
+    }
+}
+
+/// The gate's answer: at once, or the upstream's, once it comes.
+pub(crate) enum Answer {
+    Now(Response),
+    Upstream(Forwarding),
+}
+
+/// A request that passed, ready to go upstream, and what its answer then carries.
+pub(crate) struct Forwarding {
+    prepared: crate::proxy::Prepared,
+    identity: Identity,
+    set_cookie: Option<HeaderValue>,
+}
+
+impl Forwarding {
+    pub(crate) async fn send(self, state: &AppState) -> Response {
+        let Self {
+            prepared,
+            identity,
+            set_cookie,
+        } = self;
+        let r = match &state.proxy {
+            Some(proxy) => proxy.send(prepared).await,
+            None => demo::page(state, &identity),
+        };
+        passed(state, &identity, set_cookie, r)
+    }
+}
+
+/// [`answer`] up to the wait for the upstream: everything that needs the request.
+pub(crate) fn respond(
+    state: &AppState,
+    ctx: &ClientContext,
+    verdict: Result<Verdict, HttpError>,
+    req: Request,
+) -> Answer {
     match verdict {
         Ok(Verdict::Pass {
             identity,
             set_cookie,
-        }) => {
-            let mut r = match &state.proxy {
-                Some(proxy) => proxy.forward(req, &ctx, &identity).await,
-                None => demo::page(state, &identity),
-            };
-            if let Some(c) = set_cookie {
-                r.headers_mut().append(header::SET_COOKIE, c);
+        }) => match &state.proxy {
+            Some(proxy) => match proxy.prepare(req, ctx, &identity) {
+                Some(prepared) => Answer::Upstream(Forwarding {
+                    prepared,
+                    identity,
+                    set_cookie,
+                }),
+                None => {
+                    let refused = crate::proxy::Proxy::unforwardable();
+                    Answer::Now(passed(state, &identity, set_cookie, refused))
+                }
+            },
+            None => {
+                let page = demo::page(state, &identity);
+                Answer::Now(passed(state, &identity, set_cookie, page))
             }
-            AccessInfo::attach(state, &identity, &mut r);
-            r
-        }
-        Ok(Verdict::SignIn) => unauthenticated(state, &ctx, req.headers(), req.uri()),
-        Err(e) => e.into_response(),
+        },
+        Ok(Verdict::SignIn) => Answer::Now(unauthenticated(state, ctx, req.headers(), req.uri())),
+        Err(e) => Answer::Now(e.into_response()),
     }
+}
+
+/// The answer to a request that passed: with the anonymous cookie to set, if any, and
+/// who it was for, for the access log.
+fn passed(
+    state: &AppState,
+    identity: &Identity,
+    set_cookie: Option<HeaderValue>,
+    mut r: Response,
+) -> Response {
+    if let Some(c) = set_cookie {
+        r.headers_mut().append(header::SET_COOKIE, c);
+    }
+    AccessInfo::attach(state, identity, &mut r);
+    r
 }
 
 /// A browser navigating (it accepts HTML and is not a script).

@@ -58,6 +58,14 @@ static HOP_BY_HOP: [HeaderName; 10] = [
 ];
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
+/// A request ready to go upstream ([`Proxy::prepare`]).
+pub struct Prepared {
+    out: upstream::Outgoing,
+    body: axum::body::Body,
+    /// The client's side of a WebSocket, when it asks for one.
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
 pub struct Proxy {
     pool: Arc<Pool>,
     upstream: Uri,
@@ -93,21 +101,20 @@ impl Proxy {
         Some(Cow::Owned(format!("{base}{pq}")))
     }
 
-    pub async fn forward(
+    /// The request as it will go out, its head written: all [`Proxy::send`] needs of
+    /// it, so that the request itself — its headers slices of hyper's read buffer — can
+    /// be let go before the upstream is waited for (see the server's `early`).
+    /// `None` when the request cannot be forwarded: answer [`Proxy::unforwardable`].
+    pub fn prepare(
         &self,
         mut req: Request,
         ctx: &ClientContext,
         auth: &Identity,
-    ) -> Response {
+    ) -> Option<Prepared> {
         let upgrade = upgrade_protocol(req.headers());
         let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         let (parts, body) = req.into_parts();
-        let Some(target) = self.target(&parts.uri) else {
-            return pages::error_page(
-                StatusCode::BAD_REQUEST,
-                "This request path cannot be forwarded.",
-            );
-        };
+        let target = self.target(&parts.uri)?;
         let mut head = HeadWriter::new(&parts.method, &target);
         write_fields(
             &mut head,
@@ -121,6 +128,28 @@ impl Proxy {
             },
         );
         let out = upstream::Outgoing::new(head, &parts.method, &body, upgrade.is_some());
+        Some(Prepared {
+            out,
+            body,
+            client_upgrade,
+        })
+    }
+
+    /// The answer to a request [`Proxy::prepare`] cannot forward.
+    pub fn unforwardable() -> Response {
+        pages::error_page(
+            StatusCode::BAD_REQUEST,
+            "This request path cannot be forwarded.",
+        )
+    }
+
+    /// Sends a [`Proxy::prepare`]d request, and answers with the upstream's answer.
+    pub async fn send(&self, prepared: Prepared) -> Response {
+        let Prepared {
+            out,
+            body,
+            client_upgrade,
+        } = prepared;
         let Some(client_upgrade) = client_upgrade else {
             return match self.pool.send(out, body).await {
                 Ok(mut resp) => {

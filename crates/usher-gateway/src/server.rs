@@ -10,6 +10,7 @@ use crate::connections::{Connections, InFlight, Opened, Tracked};
 use crate::cores::Cores;
 use crate::csrf::CsrfKey;
 use crate::forward::Endpoint;
+use crate::gate::{Answer, Forwarding};
 use crate::head::Head;
 use crate::proxy::Proxy;
 use axum::extract::ConnectInfo;
@@ -255,11 +256,16 @@ async fn serve_connection(
     let conn_state = opened.conn().clone();
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let in_flight = conn_state.begin();
-        match answer_now(&state, peer, &req) {
-            Some(resp) => Either::Left(std::future::ready(Ok(
+        match early(&state, peer, req) {
+            Early::Answered(resp) => Either::Left(Either::Left(std::future::ready(Ok(
                 resp.map(|body| Tracked::new(body, in_flight))
-            ))),
-            None => Either::Right(serve_one(state.clone(), app.clone(), peer, req, in_flight)),
+            )))),
+            Early::Forwarding(forwarding, pending, head_only) => Either::Left(Either::Right(
+                forwarded(state.clone(), forwarding, pending, head_only, in_flight),
+            )),
+            Early::Later(req) => {
+                Either::Right(serve_one(state.clone(), app.clone(), peer, req, in_flight))
+            }
         }
     });
     let conn = builder
@@ -297,26 +303,65 @@ impl Direct {
     }
 }
 
-/// A request answered while hyper hands it over, when that needs no waiting: a
-/// forward-auth request whose cookie names a session in memory — nearly every one.
-/// hyper reads on from the connection before it first polls the service's future, and
-/// while a request is held its headers, slices of hyper's read buffer, make that read
-/// allocate a new buffer instead of reusing the old: a malloc and a free of 8 KiB on
-/// every request (issue 9). Answered here, the request is gone by then.
-fn answer_now(state: &AppState, peer: SocketAddr, req: &Request<Incoming>) -> Option<Response> {
-    let Some(Direct::ForwardAuth(endpoint)) = Direct::of(&state.settings.prefix, req.uri().path())
-    else {
-        return None;
+/// How far a request got while hyper handed it over.
+enum Early {
+    Answered(Response),
+    /// Passed, its head written for the upstream: the answer comes from there.
+    Forwarding(Forwarding, Option<crate::access_log::Pending>, bool),
+    /// Not decided: nothing counted, the request back for the way that may wait.
+    Later(Request<Incoming>),
+}
+
+/// A request decided while hyper hands it over, when that needs no waiting: a cookie
+/// naming a session in memory — nearly every request of the app, whether it asks
+/// through forward auth or comes through the reverse proxy. hyper reads on from the
+/// connection before it first polls the service's future, and while a request is held
+/// its headers, slices of hyper's read buffer, make that read allocate a new buffer
+/// instead of reusing the old: a malloc and a free of 8 KiB on every request (issue 9).
+/// Decided here, the request is gone by then.
+fn early(state: &AppState, peer: SocketAddr, req: Request<Incoming>) -> Early {
+    let Some(direct) = Direct::of(&state.settings.prefix, req.uri().path()) else {
+        return Early::Later(req);
     };
-    let head = Head::scan(req.headers());
-    let (pending, ctx) = begin(state, peer, req, &head);
-    let resp = endpoint.answer_now(state, ctx, &head)?;
-    Some(finish(
-        state,
-        pending,
-        req.method() == http::Method::HEAD,
-        resp,
-    ))
+    let head_only = req.method() == http::Method::HEAD;
+    let (pending, ctx, verdict) = {
+        let head = Head::scan(req.headers());
+        let (pending, ctx) = begin(state, peer, &req, &head);
+        match direct {
+            Direct::ForwardAuth(endpoint) => {
+                return match endpoint.answer_now(state, ctx, &head) {
+                    Some(resp) => Early::Answered(finish(state, pending, head_only, resp)),
+                    None => Early::Later(req),
+                };
+            }
+            Direct::Gate => {
+                let Some(verdict) =
+                    crate::gate::decide_now(state, &ctx, &head, Some(req.uri().path()))
+                else {
+                    return Early::Later(req);
+                };
+                (pending, ctx, verdict)
+            }
+        }
+    };
+    let req = req.map(axum::body::Body::new);
+    match crate::gate::respond(state, &ctx, verdict, req) {
+        Answer::Now(resp) => Early::Answered(finish(state, pending, head_only, resp)),
+        Answer::Upstream(forwarding) => Early::Forwarding(forwarding, pending, head_only),
+    }
+}
+
+/// The upstream's answer to a request [`early`] sent on its way.
+async fn forwarded(
+    state: Arc<AppState>,
+    forwarding: Forwarding,
+    pending: Option<crate::access_log::Pending>,
+    head_only: bool,
+    in_flight: InFlight,
+) -> Result<Response<Tracked<axum::body::Body>>, Infallible> {
+    let resp = forwarding.send(&state).await;
+    let resp = finish(&state, pending, head_only, resp);
+    Ok(resp.map(|body| Tracked::new(body, in_flight)))
 }
 
 /// The client context of a request answered without the router, and its access-log

@@ -393,10 +393,10 @@ fn finish(
     if head_only { without_body(resp) } else { resp }
 }
 
-/// One request. The requests of the guarded app — through the gate, or asked about by
-/// a proxy's forward auth — are answered here without the router (its matching,
-/// nesting and boxed layers cost about a quarter of a request this cheap — issue 9);
-/// Usher's own pages and API go through the router. The answer's body keeps the
+/// One request [`early`] could not decide. The requests of the guarded app — through
+/// the gate, or asked about by a proxy's forward auth — are answered here without the
+/// router (its matching, nesting and boxed layers cost about a quarter of a request
+/// this cheap — issue 9); Usher's own pages and API go through the router. The answer's body keeps the
 /// connection busy (`in_flight`: not waiting for a head) until hyper has sent it.
 async fn serve_one(
     state: Arc<AppState>,

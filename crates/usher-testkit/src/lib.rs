@@ -171,6 +171,33 @@ impl TestApp {
         format!("ush_{}", secret.encode())
     }
 
+    /// A web session of `user` made in the store behind the server's back, as another
+    /// node would: not in this server's memory until it asks the store. Returns its id
+    /// and its cookie as `name=value`. `browser`: the name read from `user_agent`.
+    pub async fn session_in_store_only(
+        &self,
+        user: &str,
+        user_agent: &str,
+        browser: &str,
+    ) -> (usher_core::SessionId, String) {
+        let token = usher_core::Token::generate().unwrap();
+        let made = usher_core::NewSession {
+            id: usher_core::SessionId::generate().unwrap(),
+            token_hash: token.hash(),
+            user: Some(Username::parse(user).unwrap()),
+            kind: usher_core::SessionKind::Web,
+            created_at: usher_core::Clock::now(&SystemClock),
+            client: usher_core::ClientSnapshot {
+                ip: "127.0.0.1".parse().unwrap(),
+                user_agent: user_agent.into(),
+                host: "localhost".into(),
+            },
+            limit: None,
+        };
+        self.store.session_create(&made, browser).await.unwrap();
+        (made.id, format!("usher_session={}", token.encode()))
+    }
+
     /// Signs in like a browser: fetch the form, post it back. Returns the session
     /// cookie as `name=value`.
     pub async fn login(&self, user: &str, password: &str) -> String {

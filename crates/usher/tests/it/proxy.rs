@@ -614,3 +614,59 @@ async fn bytes_the_app_sends_with_its_101_go_through_the_tunnel_first() {
     s.read_exact(&mut echoed).await.unwrap();
     assert_eq!(&echoed, b"ping");
 }
+
+/// A proxied request whose session is in memory leaves for the upstream with its head
+/// written while hyper hands it over; one whose session is only in the store (made by
+/// another node) goes the long way. Both reach the app with the same identity, carry
+/// its answer back whole (HEAD without a body), and are counted once on the session.
+#[tokio::test]
+async fn proxied_requests_are_counted_once_from_memory_or_from_the_store() {
+    let (app, _up) = behind_usher(false).await;
+    let cookie = app.login("alice", "alice-password").await;
+    let (made, other) = app.session_in_store_only("alice", "curl/8", "curl").await;
+    let echo = |cookie: String| {
+        let url = app.url("/counted?x=1");
+        async move {
+            let r = client()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["x-upstream"], "yes");
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    for (c, n) in [(&cookie, 3), (&other, 2)] {
+        for _ in 0..n {
+            let seen = echo(c.clone()).await;
+            assert_eq!(seen["path"], "/counted?x=1");
+            assert_eq!(header_values(&seen, "remote-user"), ["alice"]);
+        }
+    }
+    let head = client()
+        .head(app.url("/counted"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert!(head.bytes().await.unwrap().is_empty());
+
+    app.flush().await;
+    let sessions = app
+        .store
+        .sessions_of_user(&Username::parse("alice").unwrap())
+        .await
+        .unwrap();
+    let requests = |mine: bool| {
+        sessions
+            .iter()
+            .find(|s| (s.id == made) != mine)
+            .unwrap()
+            .requests
+    };
+    assert_eq!(requests(true), 4, "three GETs and a HEAD, from memory");
+    assert_eq!(requests(false), 2, "through the store, then from memory");
+}

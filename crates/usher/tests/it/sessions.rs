@@ -392,22 +392,7 @@ async fn unknown_tokens_are_looked_up_in_the_store_once() {
     );
 
     // Made in the store behind the server's back, as another node would.
-    let token = usher_core::Token::generate().unwrap();
-    let made = usher_core::NewSession {
-        id: usher_core::SessionId::generate().unwrap(),
-        token_hash: token.hash(),
-        user: Some(Username::parse("alice").unwrap()),
-        kind: usher_core::SessionKind::Web,
-        created_at: usher_core::Clock::now(&usher_core::SystemClock),
-        client: usher_core::ClientSnapshot {
-            ip: "127.0.0.1".parse().unwrap(),
-            user_agent: FIREFOX.into(),
-            host: "localhost".into(),
-        },
-        limit: None,
-    };
-    app.store.session_create(&made, "Firefox").await.unwrap();
-    let cookie = format!("usher_session={}", token.encode());
+    let (made, cookie) = app.session_in_store_only("alice", FIREFOX, "Firefox").await;
     // Found through the store, or already through the change feed (which one depends
     // on timing); either way, from then on from memory.
     assert_eq!(usher_testkit::status(&report, &cookie).await, 200);
@@ -417,5 +402,5 @@ async fn unknown_tokens_are_looked_up_in_the_store_once() {
         assert_eq!(usher_testkit::status(&report, &cookie).await, 200);
     }
     assert_eq!(store_lookups(&app).await, found, "then memory only");
-    assert!(app.state.engine.session(&made.id).is_some());
+    assert!(app.state.engine.session(&made).is_some());
 }

@@ -10,6 +10,7 @@
 
 use crate::app::AppState;
 use crate::client::ClientContext;
+use crate::error::HttpError;
 use crate::gate::{self, Identity, Verdict};
 use crate::head::Head;
 use crate::identity;
@@ -194,17 +195,27 @@ impl Endpoint {
         (original_context(ctx, &original), original)
     }
 
+    /// Both endpoints let a request through alike; they refuse it each as its proxy
+    /// understands.
     fn respond(
         self,
         state: &AppState,
         ctx: &ClientContext,
         head: &Head<'_>,
         original: &Original,
-        verdict: Result<Verdict, crate::error::HttpError>,
+        verdict: Result<Verdict, HttpError>,
     ) -> Response {
+        let refusal = match verdict {
+            Ok(Verdict::Pass {
+                identity,
+                set_cookie,
+            }) => return allowed(state, &identity, set_cookie),
+            Ok(Verdict::SignIn) => None,
+            Err(e) => Some(e),
+        };
         match self {
-            Self::Nginx => nginx_respond(state, ctx, original, verdict),
-            Self::Forward => forward_respond(state, ctx, head, original, verdict),
+            Self::Nginx => nginx_refusal(state, ctx, original, refusal),
+            Self::Forward => forward_refusal(state, ctx, head, original, refusal),
         }
     }
 }
@@ -221,20 +232,17 @@ async fn forward(State(state): State<Arc<AppState>>, ctx: ClientContext, req: Re
         .await
 }
 
-fn nginx_respond(
+/// nginx's answer to a request that must sign in (`None`) or could not be decided.
+fn nginx_refusal(
     state: &AppState,
     ctx: &ClientContext,
     original: &Original,
-    verdict: Result<Verdict, crate::error::HttpError>,
+    error: Option<HttpError>,
 ) -> Response {
-    match verdict {
-        Ok(Verdict::Pass {
-            identity,
-            set_cookie,
-        }) => allowed(state, &identity, set_cookie),
+    match error {
         // nginx turns this into a redirect with `error_page 401 =302 $redirection_url`;
         // it only accepts 2xx, 401 and 403 from an auth subrequest.
-        Ok(Verdict::SignIn) => {
+        None => {
             let rd = original.url.as_ref().map(url::Url::as_str);
             let mut r = gate::unauthorized_json(state);
             r.headers_mut().insert(
@@ -248,7 +256,7 @@ fn nginx_respond(
             );
             with_empty_identity(r)
         }
-        Err(e) => {
+        Some(e) => {
             // Fail closed within what nginx understands: 403, never a 5xx.
             tracing::warn!(error = %e, "forward auth could not decide");
             with_empty_identity(StatusCode::FORBIDDEN.into_response())
@@ -256,19 +264,17 @@ fn nginx_respond(
     }
 }
 
-fn forward_respond(
+/// Traefik's and Caddy's answer to a request that must sign in (`None`) or could not be
+/// decided.
+fn forward_refusal(
     state: &AppState,
     ctx: &ClientContext,
     head: &Head<'_>,
     original: &Original,
-    verdict: Result<Verdict, crate::error::HttpError>,
+    error: Option<HttpError>,
 ) -> Response {
-    match verdict {
-        Ok(Verdict::Pass {
-            identity,
-            set_cookie,
-        }) => allowed(state, &identity, set_cookie),
-        Ok(Verdict::SignIn) => {
+    match error {
+        None => {
             if !gate::is_browser(head.map()) {
                 return with_empty_identity(gate::unauthorized_json(state));
             }
@@ -289,6 +295,6 @@ fn forward_respond(
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             with_empty_identity(r)
         }
-        Err(e) => e.into_response(),
+        Some(e) => e.into_response(),
     }
 }

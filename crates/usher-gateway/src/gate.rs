@@ -251,6 +251,8 @@ impl Forwarding {
             identity,
             set_cookie,
         } = self;
+        // Made by `respond` only when there is a proxy; the page, never reached, keeps
+        // this total without a panic.
         let r = match &state.proxy {
             Some(proxy) => proxy.send(prepared).await,
             None => demo::page(state, &identity),

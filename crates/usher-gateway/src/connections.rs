@@ -99,6 +99,11 @@ impl Conn {
                 >= self.shared.timeout_ms
     }
 
+    /// The server is shutting down: close once the request in flight is answered.
+    pub(crate) fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
     /// A request head has arrived: the connection is busy until the returned guard is
     /// dropped — with the answer's body, once hyper has sent it all (a long stream is
     /// not a slow client), or with the request's future if it is abandoned.

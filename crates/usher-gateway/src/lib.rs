@@ -24,6 +24,7 @@ mod gate;
 mod head;
 pub(crate) mod health;
 mod identity;
+mod lane;
 mod login;
 mod me;
 mod pages;

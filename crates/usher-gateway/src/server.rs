@@ -254,6 +254,7 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let conn_state = opened.conn().clone();
+    let lane = crate::lane::serve(stream, state.clone(), peer, conn_state.clone());
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let in_flight = conn_state.begin();
         match early(&state, peer, req) {
@@ -268,9 +269,11 @@ async fn serve_connection(
             }
         }
     });
-    let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-        .into_owned();
+    let conn = crate::lane::Connection::new(lane, move |io| {
+        builder
+            .serve_connection_with_upgrades(TokioIo::new(io), svc)
+            .into_owned()
+    });
     match opened.watch(conn).await {
         Some(Err(e)) => {
             tracing::debug!(error = %e, peer = %peer, "connection ended with an error");
@@ -324,31 +327,42 @@ fn early(state: &AppState, peer: SocketAddr, req: Request<Incoming>) -> Early {
         return Early::Later(req);
     };
     let head_only = req.method() == http::Method::HEAD;
+    if let Direct::ForwardAuth(endpoint) = direct {
+        return match forward_auth_now(state, peer, &req, endpoint, head_only) {
+            Some(resp) => Early::Answered(resp),
+            None => Early::Later(req),
+        };
+    }
     let (pending, ctx, verdict) = {
         let head = Head::scan(req.headers());
         let (pending, ctx) = begin(state, peer, &req, &head);
-        match direct {
-            Direct::ForwardAuth(endpoint) => {
-                return match endpoint.answer_now(state, ctx, &head) {
-                    Some(resp) => Early::Answered(finish(state, pending, head_only, resp)),
-                    None => Early::Later(req),
-                };
-            }
-            Direct::Gate => {
-                let Some(verdict) =
-                    crate::gate::decide_now(state, &ctx, &head, Some(req.uri().path()))
-                else {
-                    return Early::Later(req);
-                };
-                (pending, ctx, verdict)
-            }
-        }
+        let Some(verdict) = crate::gate::decide_now(state, &ctx, &head, Some(req.uri().path()))
+        else {
+            return Early::Later(req);
+        };
+        (pending, ctx, verdict)
     };
     let req = req.map(axum::body::Body::new);
     match crate::gate::respond(state, &ctx, verdict, req) {
         Answer::Now(resp) => Early::Answered(finish(state, pending, head_only, resp)),
         Answer::Upstream(forwarding) => Early::Forwarding(forwarding, pending, head_only),
     }
+}
+
+/// The answer to a forward-auth request when it can be given without waiting (logged,
+/// bodiless for HEAD); `None`, with nothing counted, when it cannot. Asked by [`early`]
+/// and by the lane ([`crate::lane`]).
+pub(crate) fn forward_auth_now<B>(
+    state: &AppState,
+    peer: SocketAddr,
+    req: &Request<B>,
+    endpoint: Endpoint,
+    head_only: bool,
+) -> Option<Response> {
+    let head = Head::scan(req.headers());
+    let (pending, ctx) = begin(state, peer, req, &head);
+    let resp = endpoint.answer_now(state, ctx, &head)?;
+    Some(finish(state, pending, head_only, resp))
 }
 
 /// The upstream's answer to a request [`early`] sent on its way.
@@ -366,10 +380,10 @@ async fn forwarded(
 
 /// The client context of a request answered without the router, and its access-log
 /// line begun when the log is on.
-fn begin(
+fn begin<B>(
     state: &AppState,
     peer: SocketAddr,
-    req: &Request<Incoming>,
+    req: &Request<B>,
     head: &Head<'_>,
 ) -> (Option<crate::access_log::Pending>, ClientContext) {
     match crate::access_log::Pending::begin(state, peer, req, head) {

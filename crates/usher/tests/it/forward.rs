@@ -361,3 +361,148 @@ async fn forward_auth_counts_each_request_once_from_memory_or_from_the_store() {
     assert_eq!(requests(&mine), 3);
     assert_eq!(requests(&made), 2);
 }
+
+/// Reads from `s` until `n` whole answers (heads, and bodies by `Content-Length`: no
+/// HEAD answer with a length) have come, or the connection ends; gives each as (head,
+/// body).
+async fn answers(s: &mut tokio::net::TcpStream, n: usize) -> Vec<(String, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while out.len() < n {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .map_or(0, |v| v.parse().unwrap());
+            let whole = end + 4 + length;
+            if buf.len() >= whole {
+                out.push((head, buf[end + 4..whole].to_vec()));
+                buf.drain(..whole);
+                continue;
+            }
+        }
+        let read = tokio::time::timeout(std::time::Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        if read == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..read]);
+    }
+    assert!(
+        buf.is_empty(),
+        "nothing past the answers: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    out
+}
+
+/// Forward-auth requests are answered off the socket ahead of hyper (the server's fast
+/// lane, issue 9); on one kept-alive connection, requests sent together are answered in
+/// order and each counted once; anything the lane does not take — a body, Usher's own
+/// page, a head split across writes, a cookie naming no session in memory — is answered
+/// as before on the same connection, from the bytes the lane had read; `Connection:
+/// close` closes after the answer; a HEAD answer has no body.
+#[tokio::test]
+async fn forward_auth_on_one_connection_answers_every_request_in_order() {
+    use tokio::io::AsyncWriteExt;
+    let (app, cookie) = app_with_alice().await;
+    let ask = |method: &str, extra: &str| {
+        format!(
+            "{method} /usher/auth/request HTTP/1.1\r\nHost: usher.test\r\nX-Original-URL: http://app.example.com/a\r\nCookie: {cookie}\r\n{extra}\r\n"
+        )
+    };
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    // Three at once: two GETs and a HEAD.
+    let batch = format!("{}{}{}", ask("GET", ""), ask("GET", ""), ask("HEAD", ""));
+    s.write_all(batch.as_bytes()).await.unwrap();
+    let got = answers(&mut s, 3).await;
+    assert_eq!(got.len(), 3);
+    for (head, body) in &got {
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("\r\nremote-user: alice\r\n"), "{head}");
+        assert!(head.contains("\r\ndate: "), "{head}");
+        assert!(body.is_empty());
+    }
+    // A head in pieces.
+    let one = ask("GET", "");
+    let (a, b) = one.split_at(30);
+    s.write_all(a.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    s.write_all(b.as_bytes()).await.unwrap();
+    let got = answers(&mut s, 1).await;
+    assert!(
+        got[0].0.contains("\r\nremote-user: alice\r\n"),
+        "{}",
+        got[0].0
+    );
+    // A request with a body, Usher's health page and an unknown cookie, then another
+    // GET: the first goes to hyper with what follows it, and all are answered in turn.
+    let with_body = ask("POST", "Content-Length: 5\r\n") + "hello";
+    let health = "GET /usher/healthz HTTP/1.1\r\nHost: usher.test\r\n\r\n";
+    let unknown = "GET /usher/auth/request HTTP/1.1\r\nHost: usher.test\r\nCookie: usher_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\r\n\r\n";
+    let batch = format!("{with_body}{health}{unknown}{}", ask("GET", ""));
+    s.write_all(batch.as_bytes()).await.unwrap();
+    let got = answers(&mut s, 4).await;
+    let statuses: Vec<&str> = got.iter().map(|(h, _)| &h[9..12]).collect();
+    assert_eq!(statuses, ["200", "200", "401", "200"]);
+    assert!(got[0].0.contains("\r\nremote-user: alice\r\n"));
+    assert_eq!(got[1].1, b"ok\n");
+    assert!(got[2].0.contains("\r\nremote-user: \r\n"), "{}", got[2].0);
+    assert!(got[3].0.contains("\r\nremote-user: alice\r\n"));
+
+    // `Connection: close`, on a connection of its own: answered, then closed.
+    let mut c = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    c.write_all(ask("GET", "Connection: close\r\n").as_bytes())
+        .await
+        .unwrap();
+    let got = answers(&mut c, 2).await;
+    assert_eq!(got.len(), 1, "closed after one answer");
+    assert!(got[0].0.contains("\r\nremote-user: alice\r\n"));
+
+    // A cookie naming no session in memory as a connection's first request: the lane
+    // leaves it whole to hyper, which refuses it. A HEAD refusal keeps the length its GET
+    // has, and sends no body.
+    let mut u = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    u.write_all(unknown.as_bytes()).await.unwrap();
+    let got = answers(&mut u, 1).await;
+    assert_eq!(&got[0].0[9..12], "401", "{}", got[0].0);
+    let length = |head: &str| -> usize {
+        head.lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let get_length = length(&got[0].0);
+    assert!(get_length > 0 && got[0].1.len() == get_length);
+    let head = unknown
+        .replacen("GET", "HEAD", 1)
+        .replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n");
+    u.write_all(head.as_bytes()).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut u, &mut rest)
+        .await
+        .unwrap();
+    let rest = String::from_utf8(rest).unwrap();
+    assert!(rest.starts_with("HTTP/1.1 401 "), "{rest}");
+    assert_eq!(length(&rest), get_length);
+    assert!(
+        rest.ends_with("\r\n\r\n"),
+        "no body after a HEAD answer: {rest}"
+    );
+
+    // 3 + 1 + 1 (POST) + 1 + 1 counted on the session, once each.
+    app.flush().await;
+    let sessions = app
+        .store
+        .sessions_of_user(&Username::parse("alice").unwrap())
+        .await
+        .unwrap();
+    let counted: u64 = sessions.iter().map(|s| s.requests).sum();
+    assert_eq!(counted, 7);
+}

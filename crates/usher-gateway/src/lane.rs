@@ -21,6 +21,7 @@ use axum::response::Response;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 use http_body_util::BodyExt;
+use hyper::body::Body as _;
 use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
@@ -265,12 +266,16 @@ fn put_back(head: &Bytes, buf: &mut BytesMut) {
 /// hyper writes them, and its body (none for HEAD, its length kept).
 async fn write_response(out: &mut Vec<u8>, resp: Response, head_only: bool) {
     let (parts, body) = resp.into_parts();
-    // Usher's own answers: whole in memory, so this does not wait.
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    // Usher's own answers: whole in memory, so this does not wait (and the common one,
+    // a pass, has no body at all).
+    let body = if body.size_hint().exact() == Some(0) {
+        Bytes::new()
+    } else {
+        body.collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default()
+    };
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(parts.status.as_str().as_bytes());
     out.push(b' ');

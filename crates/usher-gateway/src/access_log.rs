@@ -49,12 +49,17 @@ impl AccessInfo {
         if state.access_log.is_none() {
             return;
         }
-        if let Some(s) = identity.session.as_ref() {
-            resp.extensions_mut().insert(Self {
-                session: s.id,
-                user: s.user.clone(),
-            });
+        if let Some(info) = Self::of(identity) {
+            resp.extensions_mut().insert(info);
         }
+    }
+
+    /// Who `identity` names, for the log: `None` without a session.
+    pub(crate) fn of(identity: &Identity) -> Option<Self> {
+        identity.session.as_ref().map(|s| Self {
+            session: s.id,
+            user: s.user.clone(),
+        })
     }
 }
 
@@ -243,6 +248,24 @@ impl Pending {
     }
 
     pub(crate) fn finish(self, state: &AppState, resp: &Response) {
+        let bytes = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        let info = resp.extensions().get::<AccessInfo>();
+        self.finish_with(state, resp.status().as_u16(), bytes, info);
+    }
+
+    /// [`Pending::finish`] from what the answer was: its status, its length (`-` when
+    /// unknown) and who it was for.
+    pub(crate) fn finish_with(
+        self,
+        state: &AppState,
+        status: u16,
+        bytes: &str,
+        info: Option<&AccessInfo>,
+    ) {
         let Some(log) = &state.access_log else {
             return;
         };
@@ -256,13 +279,6 @@ impl Pending {
             referer,
             user_agent: ua,
         } = self;
-        let info = resp.extensions().get::<AccessInfo>();
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-");
         let millis = started.elapsed().as_secs_f64() * 1000.0;
         let user = info.and_then(|i| i.user.as_ref()).map(Username::as_str);
         let session = info.map(|i| i.session.as_str());

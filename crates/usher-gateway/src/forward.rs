@@ -169,21 +169,22 @@ impl Endpoint {
         let (ctx, original) = self.original(ctx, head);
         let path = original.url.as_ref().map(url::Url::path);
         let verdict = gate::decide(state, &ctx, head, path).await;
-        self.respond(state, &ctx, head, &original, verdict)
+        self.decision(state, &ctx, head, &original, verdict)
+            .into_response(state)
     }
 
-    /// [`Endpoint::answer`] when it can be given without waiting ([`gate::decide_now`]):
-    /// `None` when it cannot, with nothing counted.
-    pub(crate) fn answer_now(
+    /// [`Endpoint::answer`]'s decision when it can be made without waiting
+    /// ([`gate::decide_now`]): `None` when it cannot, with nothing counted.
+    pub(crate) fn decide_now(
         self,
         state: &AppState,
         ctx: ClientContext,
         head: &Head<'_>,
-    ) -> Option<Response> {
+    ) -> Option<Decision> {
         let (ctx, original) = self.original(ctx, head);
         let path = original.url.as_ref().map(url::Url::path);
         let verdict = gate::decide_now(state, &ctx, head, path)?;
-        Some(self.respond(state, &ctx, head, &original, verdict))
+        Some(self.decision(state, &ctx, head, &original, verdict))
     }
 
     /// The request the proxy asks about, and the context it was made in.
@@ -197,25 +198,53 @@ impl Endpoint {
 
     /// Both endpoints let a request through alike; they refuse it each as its proxy
     /// understands.
-    fn respond(
+    fn decision(
         self,
         state: &AppState,
         ctx: &ClientContext,
         head: &Head<'_>,
         original: &Original,
         verdict: Result<Verdict, HttpError>,
-    ) -> Response {
+    ) -> Decision {
         let refusal = match verdict {
             Ok(Verdict::Pass {
                 identity,
                 set_cookie,
-            }) => return allowed(state, &identity, set_cookie),
+            }) => {
+                return Decision::Pass {
+                    identity,
+                    set_cookie,
+                };
+            }
             Ok(Verdict::SignIn) => None,
             Err(e) => Some(e),
         };
-        match self {
+        Decision::Refused(match self {
             Self::Nginx => nginx_refusal(state, ctx, original, refusal),
             Self::Forward => forward_refusal(state, ctx, head, original, refusal),
+        })
+    }
+}
+
+/// What forward auth answers: a pass (200 with the identity headers, and an anonymous
+/// visitor's new cookie if any), which the fast lane writes straight from the identity
+/// cache ([`identity::write_answer`]), or a refusal.
+pub(crate) enum Decision {
+    Pass {
+        identity: Identity,
+        set_cookie: Option<HeaderValue>,
+    },
+    Refused(Response),
+}
+
+impl Decision {
+    pub(crate) fn into_response(self, state: &AppState) -> Response {
+        match self {
+            Self::Pass {
+                identity,
+                set_cookie,
+            } => allowed(state, &identity, set_cookie),
+            Self::Refused(r) => r,
         }
     }
 }

@@ -16,7 +16,7 @@
 
 use crate::app::AppState;
 use crate::connections::Conn;
-use crate::forward::Endpoint;
+use crate::forward::{Decision, Endpoint};
 use axum::response::Response;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
@@ -76,13 +76,33 @@ pub(crate) async fn serve(
                 Taken::Ours(taken) => {
                     // Busy from here until its answer is written (see `Conn::begin`).
                     let busy = conn.begin();
-                    let Some(resp) = taken.answer(&state, peer) else {
+                    let Some((pending, decision)) = taken.decide(&state, peer) else {
                         drop(busy);
                         taken.put_back(&mut buf);
                         stream.write_all(&out).await?;
                         return Ok(Exit::HandOver(Prefixed { buf, io: stream }));
                     };
-                    write_response(&mut out, resp, taken.head_only).await;
+                    match decision {
+                        // The common answer, from the identity cache: no map, no response.
+                        Decision::Pass {
+                            identity,
+                            set_cookie: None,
+                        } => {
+                            write_pass(&mut out, &identity);
+                            // Logged as `finish` logs the same answer made as a
+                            // response: its length unknown to the log (`-`).
+                            if let Some(p) = pending {
+                                let info = crate::access_log::AccessInfo::of(&identity);
+                                p.finish_with(&state, 200, "-", info.as_ref());
+                            }
+                        }
+                        other => {
+                            let resp = other.into_response(&state);
+                            let resp =
+                                crate::server::finish(&state, pending, taken.head_only, resp);
+                            write_response(&mut out, resp, taken.head_only).await;
+                        }
+                    }
                     in_flight.push(busy);
                     if taken.close {
                         close = true;
@@ -155,10 +175,14 @@ impl Parsed {
         put_back(&self.head, buf);
     }
 
-    /// The answer, when it can be given without waiting; `None` (nothing counted) when
+    /// The decision, when it can be made without waiting; `None` (nothing counted) when
     /// not.
-    fn answer(&self, state: &AppState, peer: SocketAddr) -> Option<Response> {
-        crate::server::forward_auth_now(state, peer, &self.req, self.endpoint, self.head_only)
+    fn decide(
+        &self,
+        state: &AppState,
+        peer: SocketAddr,
+    ) -> Option<(Option<crate::access_log::Pending>, Decision)> {
+        crate::server::forward_auth_now(state, peer, &self.req, self.endpoint)
     }
 }
 
@@ -260,6 +284,17 @@ fn put_back(head: &Bytes, buf: &mut BytesMut) {
     whole.extend_from_slice(head);
     whole.extend_from_slice(buf);
     *buf = whole;
+}
+
+/// Appends a pass for `identity`: what [`write_response`] writes of the answer
+/// `forward::Decision::into_response` makes of it (the same headers, from the same
+/// cache, in the same order; a test holds them to it).
+fn write_pass(out: &mut Vec<u8>, identity: &crate::gate::Identity) {
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    crate::identity::write_answer(out, identity);
+    out.extend_from_slice(b"content-length: 0\r\ndate: ");
+    date(out);
+    out.extend_from_slice(b"\r\n\r\n");
 }
 
 /// Appends `resp` as HTTP/1.1 to `out`: its headers, `Content-Length` and `Date` as

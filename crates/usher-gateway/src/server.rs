@@ -328,8 +328,11 @@ fn early(state: &AppState, peer: SocketAddr, req: Request<Incoming>) -> Early {
     };
     let head_only = req.method() == http::Method::HEAD;
     if let Direct::ForwardAuth(endpoint) = direct {
-        return match forward_auth_now(state, peer, &req, endpoint, head_only) {
-            Some(resp) => Early::Answered(resp),
+        return match forward_auth_now(state, peer, &req, endpoint) {
+            Some((pending, decision)) => {
+                let resp = decision.into_response(state);
+                Early::Answered(finish(state, pending, head_only, resp))
+            }
             None => Early::Later(req),
         };
     }
@@ -349,20 +352,19 @@ fn early(state: &AppState, peer: SocketAddr, req: Request<Incoming>) -> Early {
     }
 }
 
-/// The answer to a forward-auth request when it can be given without waiting (logged,
-/// bodiless for HEAD); `None`, with nothing counted, when it cannot. Asked by [`early`]
-/// and by the lane ([`crate::lane`]).
+/// Forward auth's decision on a request when it can be made without waiting, with the
+/// request's access-log line begun (to [`finish`]); `None`, with nothing counted, when it
+/// cannot. Asked by [`early`] and by the lane ([`crate::lane`]).
 pub(crate) fn forward_auth_now<B>(
     state: &AppState,
     peer: SocketAddr,
     req: &Request<B>,
     endpoint: Endpoint,
-    head_only: bool,
-) -> Option<Response> {
+) -> Option<(Option<crate::access_log::Pending>, crate::forward::Decision)> {
     let head = Head::scan(req.headers());
     let (pending, ctx) = begin(state, peer, req, &head);
-    let resp = endpoint.answer_now(state, ctx, &head)?;
-    Some(finish(state, pending, head_only, resp))
+    let decision = endpoint.decide_now(state, ctx, &head)?;
+    Some((pending, decision))
 }
 
 /// The upstream's answer to a request [`early`] sent on its way.
@@ -393,7 +395,7 @@ fn begin<B>(
 }
 
 /// The answer to a request answered without the router: logged, and bodiless for HEAD.
-fn finish(
+pub(crate) fn finish(
     state: &AppState,
     pending: Option<crate::access_log::Pending>,
     head_only: bool,

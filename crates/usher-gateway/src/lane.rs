@@ -345,7 +345,7 @@ async fn write_response(out: &mut Vec<u8>, resp: Response, head_only: bool) {
 
 thread_local! {
     /// The `Date` value of the current second, written once a second per thread.
-    static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
 
 /// Appends the HTTP date of now.
@@ -354,16 +354,10 @@ fn date(out: &mut Vec<u8>) {
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     DATE.with_borrow_mut(|(at, text)| {
         if *at != secs {
-            let formatted = httpdate::fmt_http_date(now);
-            if formatted.len() == text.len() {
-                text.copy_from_slice(formatted.as_bytes());
-                *at = secs;
-            } else {
-                out.extend_from_slice(formatted.as_bytes());
-                return;
-            }
+            *text = httpdate::fmt_http_date(now);
+            *at = secs;
         }
-        out.extend_from_slice(text);
+        out.extend_from_slice(text.as_bytes());
     });
 }
 

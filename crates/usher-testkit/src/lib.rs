@@ -251,6 +251,15 @@ impl TestApp {
     pub async fn flush(&self) {
         self.state.engine.flush().await.unwrap();
     }
+
+    /// `user`'s sessions as the store has them once every pending count is flushed.
+    pub async fn sessions_of(&self, user: &str) -> Vec<usher_core::SessionRecord> {
+        self.flush().await;
+        self.store
+            .sessions_of_user(&Username::parse(user).unwrap())
+            .await
+            .unwrap()
+    }
 }
 
 /// Signs in at the Usher on `base` (`http://host:port`) like a browser: fetch the form,

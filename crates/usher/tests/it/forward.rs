@@ -349,12 +349,7 @@ async fn forward_auth_counts_each_request_once_from_memory_or_from_the_store() {
 
     assert_eq!(allowed().await.unwrap(), allowed_before + 5.0);
     assert_eq!(checks().await.unwrap(), checks_before + 5.0);
-    app.flush().await;
-    let sessions = app
-        .store
-        .sessions_of_user(&Username::parse("alice").unwrap())
-        .await
-        .unwrap();
+    let sessions = app.sessions_of("alice").await;
     let requests =
         |id: &usher_core::SessionId| sessions.iter().find(|s| s.id == *id).unwrap().requests;
     let mine = sessions.iter().find(|s| s.id != made).unwrap().id;
@@ -497,12 +492,42 @@ async fn forward_auth_on_one_connection_answers_every_request_in_order() {
     );
 
     // 3 + 1 + 1 (POST) + 1 + 1 counted on the session, once each.
-    app.flush().await;
-    let sessions = app
-        .store
-        .sessions_of_user(&Username::parse("alice").unwrap())
-        .await
-        .unwrap();
+    let sessions = app.sessions_of("alice").await;
     let counted: u64 = sessions.iter().map(|s| s.requests).sum();
     assert_eq!(counted, 7);
+}
+
+/// A connection the fast lane keeps alive, idle between requests, is closed as soon as
+/// the server shuts down — not left for the drain timeout (lane::Connection's drain).
+#[tokio::test]
+async fn an_idle_forward_auth_connection_is_closed_at_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut options = Options::default();
+    // Neither timeout may be what closes it.
+    options.gateway.drain_timeout = std::time::Duration::from_secs(30);
+    options.gateway.header_read_timeout = std::time::Duration::from_secs(60);
+    let app = TestApp::spawn_with(options).await;
+    app.add_user("alice", "alice-password", true).await;
+    let cookie = app.login("alice", "alice-password").await;
+    let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let ask =
+        format!("GET /usher/auth/request HTTP/1.1\r\nHost: usher.test\r\nCookie: {cookie}\r\n\r\n");
+    s.write_all(ask.as_bytes()).await.unwrap();
+    let got = answers(&mut s, 1).await;
+    assert!(
+        got[0].0.contains("\r\nremote-user: alice\r\n"),
+        "{}",
+        got[0].0
+    );
+
+    let started = std::time::Instant::now();
+    tokio::time::timeout(std::time::Duration::from_secs(5), app.stop())
+        .await
+        .expect("shutdown did not wait for the idle connection");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("the connection was closed");
+    assert_eq!(read.unwrap(), 0, "nothing more was sent");
 }

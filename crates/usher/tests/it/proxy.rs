@@ -654,12 +654,7 @@ async fn proxied_requests_are_counted_once_from_memory_or_from_the_store() {
     assert_eq!(head.status(), 200);
     assert!(head.bytes().await.unwrap().is_empty());
 
-    app.flush().await;
-    let sessions = app
-        .store
-        .sessions_of_user(&Username::parse("alice").unwrap())
-        .await
-        .unwrap();
+    let sessions = app.sessions_of("alice").await;
     let requests = |mine: bool| {
         sessions
             .iter()

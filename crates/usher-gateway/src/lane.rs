@@ -17,9 +17,11 @@
 use crate::app::AppState;
 use crate::connections::Conn;
 use crate::forward::{Decision, Endpoint};
+use crate::server::Early;
 use axum::response::Response;
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
+use futures_util::FutureExt;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
 use std::cell::RefCell;
@@ -67,48 +69,32 @@ pub(crate) async fn serve(
             if buf.is_empty() {
                 break;
             }
-            match take(&mut buf, &state) {
+            let taken = match take(&mut buf, &state) {
                 Taken::Partial if buf.len() < MAX_HEAD => break,
                 Taken::Partial | Taken::NotOurs => {
                     stream.write_all(&out).await?;
                     return Ok(Exit::HandOver(Prefixed { buf, io: stream }));
                 }
-                Taken::Ours(taken) => {
-                    // Busy from here until its answer is written (see `Conn::begin`).
-                    let busy = conn.begin();
-                    let Some((pending, decision)) = taken.decide(&state, peer) else {
-                        drop(busy);
-                        taken.put_back(&mut buf);
-                        stream.write_all(&out).await?;
-                        return Ok(Exit::HandOver(Prefixed { buf, io: stream }));
-                    };
-                    match decision {
-                        // The common answer, from the identity cache: no map, no response.
-                        Decision::Pass {
-                            identity,
-                            set_cookie: None,
-                        } => {
-                            write_pass(&mut out, &identity);
-                            // Logged as `finish` logs the same answer made as a
-                            // response: its length unknown to the log (`-`).
-                            if let Some(p) = pending {
-                                let info = crate::access_log::AccessInfo::of(&identity);
-                                p.finish_with(&state, 200, "-", info.as_ref());
-                            }
-                        }
-                        other => {
-                            let resp = other.into_response(&state);
-                            let resp =
-                                crate::server::finish(&state, pending, taken.head_only, resp);
-                            write_response(&mut out, resp, taken.head_only).await;
-                        }
-                    }
-                    in_flight.push(busy);
-                    if taken.close {
-                        close = true;
-                        break;
-                    }
+                Taken::Ours(taken) => taken,
+            };
+            // Busy from here until its answer is written (see `Conn::begin`).
+            let busy = conn.begin();
+            let closing = taken.close;
+            let ending = match answer(taken, &state, peer, &mut stream, &mut out).await? {
+                Ok(ending) => ending,
+                Err(head) => {
+                    // Not decided without waiting: nothing was counted, and hyper takes
+                    // it from its head.
+                    drop(busy);
+                    put_back(&head, &mut buf);
+                    stream.write_all(&out).await?;
+                    return Ok(Exit::HandOver(Prefixed { buf, io: stream }));
                 }
+            };
+            in_flight.push(busy);
+            if closing || ending == Ending::Close {
+                close = true;
+                break;
             }
         }
         if !out.is_empty() {
@@ -139,6 +125,75 @@ pub(crate) async fn serve(
     }
 }
 
+/// Answers one request the lane took, into `out` (or through it onto `stream`, for an
+/// answer that streams). `Err`: it cannot be decided without waiting — nothing was
+/// counted or written, and its head is given back.
+async fn answer(
+    taken: Parsed,
+    state: &Arc<AppState>,
+    peer: SocketAddr,
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+) -> io::Result<Result<Ending, Bytes>> {
+    let Parsed {
+        head,
+        req,
+        route,
+        head_only,
+        close: _,
+    } = taken;
+    let resp = match route {
+        Route::ForwardAuth(endpoint) => {
+            let Some((pending, decision)) =
+                crate::server::forward_auth_now(state, peer, &req, endpoint)
+            else {
+                return Ok(Err(head));
+            };
+            match decision {
+                // The common answer, from the identity cache: no map, no response.
+                Decision::Pass {
+                    identity,
+                    set_cookie: None,
+                } => {
+                    write_pass(out, &identity);
+                    // Logged as `finish` logs the same answer made as a response: its
+                    // length unknown to the log (`-`).
+                    if let Some(p) = pending {
+                        let info = crate::access_log::AccessInfo::of(&identity);
+                        p.finish_with(state, 200, "-", info.as_ref());
+                    }
+                    return Ok(Ok(Ending::KeepAlive));
+                }
+                other => {
+                    let resp = other.into_response(state);
+                    crate::server::finish(state, pending, head_only, resp)
+                }
+            }
+        }
+        Route::Gate => {
+            // With the body it does not have (an empty one is no allocation).
+            let req = req.map(|()| axum::body::Body::empty());
+            match crate::server::early(state, peer, req) {
+                Early::Later(_) => return Ok(Err(head)),
+                Early::Answered(resp) => resp,
+                Early::Forwarding(forwarding, pending, head_only) => {
+                    // What is answered already goes out before the wait.
+                    if !out.is_empty() {
+                        stream.write_all(out).await?;
+                        out.clear();
+                    }
+                    let resp = forwarding.send(state).await;
+                    crate::server::finish(state, pending, head_only, resp)
+                }
+            }
+        }
+    };
+    // The request's values, slices of `head`, are gone: so is `head` before the buffer
+    // is read into again.
+    drop(head);
+    write_response(stream, out, resp, head_only).await.map(Ok)
+}
+
 fn poll_read(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
@@ -164,26 +219,17 @@ struct Parsed {
     /// The head's bytes, which the request's values are slices of.
     head: Bytes,
     req: Request<()>,
-    endpoint: Endpoint,
+    route: Route,
     head_only: bool,
     close: bool,
 }
 
-impl Parsed {
-    /// Puts the head back in front of what follows it, for hyper.
-    fn put_back(self, buf: &mut BytesMut) {
-        put_back(&self.head, buf);
-    }
-
-    /// The decision, when it can be made without waiting; `None` (nothing counted) when
-    /// not.
-    fn decide(
-        &self,
-        state: &AppState,
-        peer: SocketAddr,
-    ) -> Option<(Option<crate::access_log::Pending>, Decision)> {
-        crate::server::forward_auth_now(state, peer, &self.req, self.endpoint)
-    }
+/// The requests the lane answers: those the server answers without the router.
+#[derive(Clone, Copy)]
+enum Route {
+    ForwardAuth(Endpoint),
+    /// The guarded app's own, through the gate to the reverse proxy (or the demo page).
+    Gate,
 }
 
 /// Takes the next request head off `buf` if the lane can take it (and leaves `buf`
@@ -199,15 +245,18 @@ fn take(buf: &mut BytesMut, state: &AppState) -> Taken {
     let (Some(method), Some(path), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
         return Taken::NotOurs;
     };
-    let Some(rest) = path
-        .split('?')
-        .next()
-        .and_then(|p| p.strip_prefix(state.settings.prefix.as_str()))
-    else {
+    // Origin form only: an absolute URI (or `*`) goes to hyper, which reads it as it
+    // always did.
+    if !path.starts_with('/') {
         return Taken::NotOurs;
-    };
-    let Some(endpoint) = Endpoint::named(rest) else {
-        return Taken::NotOurs;
+    }
+    // Routed on the path as `http::Uri` reads it (before `?`, and before a `#` that
+    // httparse lets through), as the server routes what hyper reads.
+    let route_path = path.split(['?', '#']).next().unwrap_or(path);
+    let route = match crate::server::Direct::of(&state.settings.prefix, route_path) {
+        Some(crate::server::Direct::ForwardAuth(endpoint)) => Route::ForwardAuth(endpoint),
+        Some(crate::server::Direct::Gate) => Route::Gate,
+        None => return Taken::NotOurs,
     };
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return Taken::NotOurs;
@@ -272,7 +321,7 @@ fn take(buf: &mut BytesMut, state: &AppState) -> Taken {
     Taken::Ours(Parsed {
         head,
         req,
-        endpoint,
+        route,
         head_only,
         close,
     })
@@ -297,50 +346,231 @@ fn write_pass(out: &mut Vec<u8>, identity: &crate::gate::Identity) {
     out.extend_from_slice(b"\r\n\r\n");
 }
 
-/// Appends `resp` as HTTP/1.1 to `out`: its headers, `Content-Length` and `Date` as
-/// hyper writes them, and its body (none for HEAD, its length kept).
-async fn write_response(out: &mut Vec<u8>, resp: Response, head_only: bool) {
-    let (parts, body) = resp.into_parts();
-    // Usher's own answers: whole in memory, so this does not wait (and the common one,
-    // a pass, has no body at all).
-    let body = if body.size_hint().exact() == Some(0) {
-        Bytes::new()
+/// Whether a connection carries on after an answer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Ending {
+    KeepAlive,
+    /// The answer said `Connection: close`.
+    Close,
+}
+
+/// How an answer's body is framed on the wire.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Framing {
+    Length(u64),
+    Chunked,
+}
+
+/// Past this many bytes waiting in `out`, a body's next piece waits for them to go.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// Writes `resp` as HTTP/1.1, as hyper's server writes it — the same status line,
+/// headers in the same order, the same framing (`Content-Length` when the length is
+/// known, chunked when not, no body for HEAD, 204 and 304), a `Date` — so that an
+/// answer reads the same whichever of the two sent it (a test compares them). Into
+/// `out` while the body is at hand (Usher's own answers, and an upstream's whole answer
+/// read with its head); a body still arriving goes out piece by piece as it comes, so
+/// that a stream (server-sent events, a download) is not held back.
+async fn write_response(
+    stream: &mut TcpStream,
+    out: &mut Vec<u8>,
+    resp: Response,
+    head_only: bool,
+) -> io::Result<Ending> {
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    if status.is_informational() {
+        // Never made here (the lane takes no upgrade); hyper answers one with a 500.
+        out.extend_from_slice(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\ndate: ");
+        date(out);
+        out.extend_from_slice(b"\r\n\r\n");
+        return Ok(Ending::Close);
+    }
+    // What the body says of its length: none at all, exactly so much, or unknown.
+    let length = if body.is_end_stream() {
+        None
     } else {
-        body.collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default()
+        Some(body.size_hint().exact())
     };
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(parts.status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    // A HEAD answer keeps the length its GET would have (see the server's `finish`).
-    let mut length = body.len();
+    let can_have_length = !matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED);
+    let can_have_body = can_have_length && !head_only;
+    if status == StatusCode::OK {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let mut framing: Option<Framing> = None;
+    let (mut wrote_date, mut ending) = (false, Ending::KeepAlive);
+    let mut connection_written = false;
     for (name, value) in &parts.headers {
-        if name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING {
-            if head_only
-                && name == http::header::CONTENT_LENGTH
-                && let Some(n) = value.to_str().ok().and_then(|v| v.parse().ok())
-            {
-                length = n;
+        match *name {
+            header::CONTENT_LENGTH => {
+                if framing.is_some() {
+                    // A second value: hyper writes the first only.
+                    continue;
+                }
+                match length {
+                    Some(Some(n)) => framing = Some(Framing::Length(n)),
+                    Some(None) => match parse_length(value.as_bytes()) {
+                        Some(n) => framing = Some(Framing::Length(n)),
+                        // A length that says nothing: nothing can be framed by it.
+                        None => {
+                            return Err(io::Error::other(
+                                "an answer's Content-Length is not a number",
+                            ));
+                        }
+                    },
+                    // No body: the length of a HEAD answer stays, any other goes.
+                    None if head_only => framing = Some(Framing::Length(0)),
+                    None => continue,
+                }
             }
-            continue;
+            // Hop-by-hop, never in what Usher answers (the proxy removes an
+            // upstream's): the framing is this writer's.
+            header::TRANSFER_ENCODING | header::TRAILER => continue,
+            header::CONNECTION if !std::mem::replace(&mut connection_written, true) => {
+                // One line for every value, as hyper writes it.
+                let values = parts.headers.get_all(name);
+                out.extend_from_slice(name.as_str().as_bytes());
+                out.extend_from_slice(b": ");
+                for (i, v) in values.iter().enumerate() {
+                    if i > 0 {
+                        out.extend_from_slice(b", ");
+                    }
+                    out.extend_from_slice(v.as_bytes());
+                    if connection_close(v.as_bytes()) {
+                        ending = Ending::Close;
+                    }
+                }
+                out.extend_from_slice(b"\r\n");
+                continue;
+            }
+            header::CONNECTION => continue,
+            header::DATE => wrote_date = true,
+            _ => {}
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
-    out.extend_from_slice(b"\r\ndate: ");
-    date(out);
-    out.extend_from_slice(b"\r\n\r\n");
-    if !head_only {
-        out.extend_from_slice(&body);
+    let framing = match framing {
+        Some(f) => f,
+        None => match length {
+            Some(None) if can_have_body => {
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                Framing::Chunked
+            }
+            Some(None) => Framing::Length(0),
+            None | Some(Some(0)) => {
+                if can_have_body {
+                    out.extend_from_slice(b"content-length: 0\r\n");
+                }
+                Framing::Length(0)
+            }
+            Some(Some(n)) => {
+                if can_have_length {
+                    out.extend_from_slice(b"content-length: ");
+                    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+                Framing::Length(n)
+            }
+        },
+    };
+    if !wrote_date {
+        out.extend_from_slice(b"date: ");
+        date(out);
+        out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(b"\r\n");
+    if !can_have_body {
+        return Ok(ending);
+    }
+    let mut sent = 0u64;
+    loop {
+        // A piece not yet here: what is waiting goes out first.
+        let frame = match body.frame().now_or_never() {
+            Some(frame) => frame,
+            None => {
+                flush(stream, out).await?;
+                body.frame().await
+            }
+        };
+        let Some(frame) = frame else { break };
+        // A body that breaks off cannot be finished: the connection ends with it, and
+        // the client sees an answer cut short, as from hyper.
+        let frame = frame.map_err(io::Error::other)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        sent += data.len() as u64;
+        match framing {
+            Framing::Length(n) if sent > n => {
+                return Err(io::Error::other(
+                    "an answer's body is longer than its length",
+                ));
+            }
+            Framing::Length(_) => out.extend_from_slice(&data),
+            Framing::Chunked => {
+                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                out.extend_from_slice(&data);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        if out.len() >= FLUSH_AT {
+            flush(stream, out).await?;
+        }
+    }
+    match framing {
+        Framing::Length(n) if sent < n => {
+            return Err(io::Error::other(
+                "an answer's body is shorter than its length",
+            ));
+        }
+        Framing::Length(_) => {}
+        Framing::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
+    }
+    Ok(ending)
+}
+
+/// Whether a `Connection` value says `close`.
+fn connection_close(value: &[u8]) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
+/// A `Content-Length` value as hyper reads one: digits, or a list of the same digits.
+fn parse_length(value: &[u8]) -> Option<u64> {
+    let mut length = None;
+    for part in value.split(|b| *b == b',') {
+        let part = std::str::from_utf8(part.trim_ascii()).ok()?;
+        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let n: u64 = part.parse().ok()?;
+        if length.is_some_and(|l| l != n) {
+            return None;
+        }
+        length = Some(n);
+    }
+    length
+}
+
+async fn flush(stream: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {
+    if !out.is_empty() {
+        stream.write_all(out).await?;
+        out.clear();
+    }
+    Ok(())
 }
 
 thread_local! {

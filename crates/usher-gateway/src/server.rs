@@ -286,7 +286,7 @@ async fn serve_connection(
 }
 
 /// Requests the server answers without the router.
-enum Direct {
+pub(crate) enum Direct {
     /// `/auth/request` or `/auth/forward`: asked once for every request of the app
     /// behind nginx, Traefik or Caddy.
     ForwardAuth(Endpoint),
@@ -296,7 +296,7 @@ enum Direct {
 
 impl Direct {
     /// `None`: one of Usher's own paths, for the router.
-    fn of(prefix: &str, path: &str) -> Option<Self> {
+    pub(crate) fn of(prefix: &str, path: &str) -> Option<Self> {
         match path.strip_prefix(prefix) {
             Some(rest) if rest.is_empty() || rest.starts_with('/') => {
                 Endpoint::named(rest).map(Self::ForwardAuth)
@@ -306,13 +306,13 @@ impl Direct {
     }
 }
 
-/// How far a request got while hyper handed it over.
-enum Early {
+/// How far a request got while it was handed over (by hyper, or by the lane).
+pub(crate) enum Early<B> {
     Answered(Response),
     /// Passed, its head written for the upstream: the answer comes from there.
     Forwarding(Forwarding, Option<crate::access_log::Pending>, bool),
     /// Not decided: nothing counted, the request back for the way that may wait.
-    Later(Request<Incoming>),
+    Later(Request<B>),
 }
 
 /// A request decided while hyper hands it over, when that needs no waiting: a cookie
@@ -321,8 +321,13 @@ enum Early {
 /// connection before it first polls the service's future, and while a request is held
 /// its headers, slices of hyper's read buffer, make that read allocate a new buffer
 /// instead of reusing the old: a malloc and a free of 8 KiB on every request (issue 9).
-/// Decided here, the request is gone by then.
-fn early(state: &AppState, peer: SocketAddr, req: Request<Incoming>) -> Early {
+/// Decided here, the request is gone by then. The lane ([`crate::lane`]) asks the same
+/// of the requests it reads itself.
+pub(crate) fn early<B>(state: &AppState, peer: SocketAddr, req: Request<B>) -> Early<B>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
     let Some(direct) = Direct::of(&state.settings.prefix, req.uri().path()) else {
         return Early::Later(req);
     };

@@ -140,7 +140,7 @@ async fn answer(
         req,
         route,
         head_only,
-        close: _,
+        close,
     } = taken;
     let resp = match route {
         Route::ForwardAuth(endpoint) => {
@@ -155,7 +155,7 @@ async fn answer(
                     identity,
                     set_cookie: None,
                 } => {
-                    write_pass(out, &identity);
+                    write_pass(out, &identity, close);
                     // Logged as `finish` logs the same answer made as a response: its
                     // length unknown to the log (`-`).
                     if let Some(p) = pending {
@@ -191,7 +191,9 @@ async fn answer(
     // The request's values, slices of `head`, are gone: so is `head` before the buffer
     // is read into again.
     drop(head);
-    write_response(stream, out, resp, head_only).await.map(Ok)
+    write_response(stream, out, resp, head_only, close)
+        .await
+        .map(Ok)
 }
 
 fn poll_read(
@@ -338,9 +340,12 @@ fn put_back(head: &Bytes, buf: &mut BytesMut) {
 /// Appends a pass for `identity`: what [`write_response`] writes of the answer
 /// `forward::Decision::into_response` makes of it (the same headers, from the same
 /// cache, in the same order; a test holds them to it).
-fn write_pass(out: &mut Vec<u8>, identity: &crate::gate::Identity) {
+fn write_pass(out: &mut Vec<u8>, identity: &crate::gate::Identity, close: bool) {
     out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
     crate::identity::write_answer(out, identity);
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
     out.extend_from_slice(b"content-length: 0\r\ndate: ");
     date(out);
     out.extend_from_slice(b"\r\n\r\n");
@@ -370,12 +375,14 @@ const FLUSH_AT: usize = 64 * 1024;
 /// answer reads the same whichever of the two sent it (a test compares them). Into
 /// `out` while the body is at hand (Usher's own answers, and an upstream's whole answer
 /// read with its head); a body still arriving goes out piece by piece as it comes, so
-/// that a stream (server-sent events, a download) is not held back.
+/// that a stream (server-sent events, a download) is not held back. `close`: the
+/// request asked to close, which the answer then says.
 async fn write_response(
     stream: &mut TcpStream,
     out: &mut Vec<u8>,
     resp: Response,
     head_only: bool,
+    close: bool,
 ) -> io::Result<Ending> {
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
@@ -446,6 +453,9 @@ async fn write_response(
                         ending = Ending::Close;
                     }
                 }
+                if close && ending != Ending::Close {
+                    out.extend_from_slice(b", close");
+                }
                 out.extend_from_slice(b"\r\n");
                 continue;
             }
@@ -457,6 +467,9 @@ async fn write_response(
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if close && !connection_written {
+        out.extend_from_slice(b"connection: close\r\n");
     }
     let framing = match framing {
         Some(f) => f,
@@ -520,7 +533,8 @@ async fn write_response(
             }
             Framing::Length(_) => out.extend_from_slice(&data),
             Framing::Chunked => {
-                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                // Upper-case hexadecimal, as hyper writes it.
+                out.extend_from_slice(format!("{:X}\r\n", data.len()).as_bytes());
                 out.extend_from_slice(&data);
                 out.extend_from_slice(b"\r\n");
             }

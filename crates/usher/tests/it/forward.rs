@@ -458,6 +458,12 @@ async fn forward_auth_on_one_connection_answers_every_request_in_order() {
     let got = answers(&mut c, 2).await;
     assert_eq!(got.len(), 1, "closed after one answer");
     assert!(got[0].0.contains("\r\nremote-user: alice\r\n"));
+    // Said, as hyper says it.
+    assert!(
+        got[0].0.contains("\r\nconnection: close\r\n"),
+        "{}",
+        got[0].0
+    );
 
     // A cookie naming no session in memory as a connection's first request: the lane
     // leaves it whole to hyper, which refuses it. A HEAD refusal keeps the length its GET

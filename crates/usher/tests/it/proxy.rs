@@ -373,6 +373,7 @@ async fn serving_threads_reuse_their_own_upstream_connections() {
 /// A hand-written upstream whose answers are canned: each request's path picks one,
 /// written as it stands (`/close-*` answers then close).
 async fn canned_upstream() -> http::Uri {
+    static BIG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     fn answer(path: &str) -> &'static [u8] {
         match path {
             "/chunked" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-App: raw\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
@@ -383,6 +384,14 @@ async fn canned_upstream() -> http::Uri {
             "/close-garbage" => b"this is not http\r\n\r\n",
             "/close-cut" => b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
             "/close-silent" => b"",
+            "/no-content" => b"HTTP/1.1 204 No Content\r\nX-App: 1\r\n\r\n",
+            "/not-modified" => b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nContent-Length: 12\r\n\r\n",
+            "/head" => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 42\r\n\r\n",
+            "/many" => b"HTTP/1.1 201 Fine\r\nSet-Cookie: a=1\r\nVary: Accept\r\nSet-Cookie: b=2\r\nVary: Cookie\r\nDate: Tue, 01 Dec 2026 10:00:00 GMT\r\nContent-Length: 4\r\n\r\nmany",
+            "/big" => BIG.get_or_init(|| {
+                let body = "0123456789abcdef".repeat(20_000);
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+            }),
             _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
         }
     }
@@ -441,6 +450,87 @@ async fn upstream_answers_are_read_in_every_framing_and_malformed_ones_refused()
     assert!(!whole, "a body cut short must not look whole");
     // And Usher is still well.
     assert_eq!(get("/hints").await.unwrap().text().await.unwrap(), "final");
+}
+
+/// The reverse proxy's requests are answered in the server's fast lane (issue 9) when
+/// they have no body and a session in memory, and by hyper otherwise: every answer —
+/// chunked, until close, after a 103, 204, 304, HEAD, a reason phrase of the app's own,
+/// headers repeated, the app's own `Date`, a body larger than a read, a 502 — reads the
+/// same byte for byte (but the time of day) whichever of the two wrote it, asked one at
+/// a time or all at once.
+#[tokio::test]
+async fn the_fast_lane_writes_every_answer_as_hyper_does() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (app, cookie) = alice_behind(canned_upstream().await).await;
+    let requests = [
+        ("GET", "/chunked"),
+        ("GET", "/close-delimited"),
+        ("GET", "/hints"),
+        ("GET", "/no-content"),
+        ("GET", "/not-modified"),
+        ("HEAD", "/head"),
+        ("HEAD", "/no-content"),
+        ("GET", "/many"),
+        ("GET", "/big"),
+        ("GET", "/close-silent"),
+        ("DELETE", "/nothing-here?q=1"),
+    ];
+    // `Connection: close` on the last: the answer then ends at the connection's end.
+    // `x-hyper` named in `Connection` is what the lane leaves to hyper.
+    let ask = |(method, path): (&str, &str), connection: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: app.test\r\nCookie: {cookie}\r\nConnection: {connection}\r\n\r\n"
+        )
+    };
+    let exchange = |batch: String| async move {
+        let mut s = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        s.write_all(batch.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut got))
+            .await
+            .expect("the answers within 20 s")
+            .unwrap();
+        // The time of day is the one thing that may differ (the app's own `Date` stays).
+        let text = String::from_utf8(got).unwrap();
+        let mut lines: Vec<&str> = text.split("\r\n").collect();
+        for l in &mut lines {
+            if l.starts_with("date: ") && !l.ends_with(" 10:00:00 GMT") {
+                *l = "date: (now)";
+            }
+        }
+        lines.join("\r\n")
+    };
+    let mut all_lane = String::new();
+    let mut all_hyper = String::new();
+    for (i, &r) in requests.iter().enumerate() {
+        let lane = exchange(ask(r, "close")).await;
+        let hyper = exchange(ask(r, "close, x-hyper")).await;
+        assert_eq!(lane, hyper, "{r:?}");
+        let keep = if i + 1 == requests.len() {
+            "close"
+        } else {
+            "keep-alive"
+        };
+        all_lane += &ask(r, keep);
+        all_hyper += &ask(r, if i == 0 { "keep-alive, x-hyper" } else { keep });
+    }
+    let lane = exchange(all_lane).await;
+    assert_eq!(lane, exchange(all_hyper).await);
+    // What was compared is what each request should get.
+    for expected in [
+        "HTTP/1.1 200 OK\r\nx-app: raw\r\ntransfer-encoding: chunked\r\n",
+        "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        "HTTP/1.1 204 No Content\r\nx-app: 1\r\ndate: (now)\r\n\r\n",
+        "HTTP/1.1 304 Not Modified\r\netag: \"v1\"\r\ndate: (now)\r\n\r\n",
+        "content-type: text/plain\r\ncontent-length: 42\r\ndate: (now)\r\n\r\nHTTP/1.1",
+        "HTTP/1.1 201 Created\r\nset-cookie: a=1\r\nset-cookie: b=2\r\nvary: Accept\r\nvary: Cookie\r\ndate: Tue, 01 Dec 2026 10:00:00 GMT\r\ncontent-length: 4\r\n\r\nmany",
+        "HTTP/1.1 502 Bad Gateway\r\n",
+        "HTTP/1.1 404 Not Found\r\n",
+        "connection: close\r\n",
+    ] {
+        assert!(lane.contains(expected), "{expected:?} in {lane}");
+    }
+    assert!(lane.contains(&"0123456789abcdef".repeat(20_000)));
 }
 
 /// A request body of unknown length (chunked from the client) goes out chunked, and

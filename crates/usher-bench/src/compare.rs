@@ -134,7 +134,7 @@ fn together(
 /// A consistent copy of the SQLite store at `from`, written by SQLite itself (`VACUUM
 /// INTO`): copying the files while the seeder's last connection was still checkpointing
 /// gave a torn copy that the second server refused as malformed (seen twice).
-fn snapshot(from: &Path, to: &Path) -> anyhow::Result<()> {
+pub(crate) fn snapshot(from: &Path, to: &Path) -> anyhow::Result<()> {
     use sqlx::Connection;
     let _ = std::fs::remove_file(to);
     let rt = tokio::runtime::Builder::new_current_thread()

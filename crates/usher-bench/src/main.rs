@@ -337,6 +337,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+#[derive(Clone)]
 struct Row {
     scenario: &'static str,
     baseline: &'static str,
@@ -697,13 +698,38 @@ fn main() -> anyhow::Result<()> {
         &[("USHER_UPSTREAM_URL", format!("http://127.0.0.1:{up}"))],
     )?;
     let (baseline_proc, baseline) = start_baseline()?;
+    let want = |name: &str| args.scenario.as_deref().is_none_or(|s| s == name);
+    // The reverse proxy is measured twice: on the shared runtime (the default), and
+    // with `server.threads` = the cores, one event loop per core as nginx's workers
+    // (`worker_processes auto`) — the same model as the nginx it is compared with. On
+    // a copy of the store: two writers on one SQLite file wait on each other.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threaded = if want("reverse-proxy") {
+        let threaded_dir = dir.path().join("threaded");
+        std::fs::create_dir_all(&threaded_dir)?;
+        let threaded_db = threaded_dir.join("usher.db");
+        compare::snapshot(&db, &threaded_db)?;
+        let port = free_port()?;
+        let proc = start_usher_with(
+            &threaded_dir,
+            &threaded_db,
+            port,
+            &[
+                ("USHER_UPSTREAM_URL", format!("http://127.0.0.1:{up}")),
+                ("USHER_SERVER_THREADS", cores.to_string()),
+            ],
+        )?;
+        Some((proc, SocketAddr::from(([127, 0, 0, 1], port))))
+    } else {
+        None
+    };
     // Every server of the runs below, nginx's workers too: an idle one costs nothing,
     // so the sum is the CPU that one side's requests took (nginx is the upstream of
     // both sides of the proxy comparison).
     let master = nginx.proc.0.id();
     let mut servers = vec![usher_proc.0.id(), baseline_proc.0.id(), master];
+    servers.extend(threaded.iter().map(|(p, _)| p.0.id()));
     servers.extend(children(master));
-    let want = |name: &str| args.scenario.as_deref().is_none_or(|s| s == name);
 
     let mut rows = Vec::new();
     if want("forward-auth") {
@@ -885,29 +911,42 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
-    if want("reverse-proxy") {
+    if let Some((_, threaded)) = &threaded {
         let mut row = Row {
-            scenario: "usher reverse proxy → upstream",
+            scenario: "usher reverse proxy → upstream (default: the shared runtime)",
             baseline: "nginx proxy_pass → the same upstream",
             base: Vec::new(),
             usher: Vec::new(),
             target: "≥ 0.9",
         };
+        let mut per_core = Row {
+            scenario: "usher reverse proxy → upstream, `server.threads` = the cores",
+            ..row.clone()
+        };
         for _ in 0..rounds {
-            row.base.push(wrk(
+            let base = wrk(
                 &format!("http://127.0.0.1:{}/", nginx.base),
                 seconds,
                 Some(&script),
                 &servers,
-            )?);
+            )?;
+            row.base.push(base);
+            per_core.base.push(base);
             row.usher.push(wrk(
                 &format!("http://{usher}/"),
                 seconds,
                 Some(&script),
                 &servers,
             )?);
+            per_core.usher.push(wrk(
+                &format!("http://{threaded}/"),
+                seconds,
+                Some(&script),
+                &servers,
+            )?);
         }
         rows.push(row);
+        rows.push(per_core);
     }
     let mut table = if rows.is_empty() {
         String::new()

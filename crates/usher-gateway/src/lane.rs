@@ -1,18 +1,24 @@
-//! The fast lane: forward-auth requests answered straight off the socket, ahead of
-//! hyper. nginx, Traefik and Caddy ask `/auth/request` or `/auth/forward` once for every
-//! request of the app they guard, on kept-alive connections that carry nothing else; for
-//! those hyper's own work — its dispatcher, the request and response it builds, its
-//! buffers — was half of what a request cost Usher's process in user time (issue 9:
-//! forward auth at 0.78 × the bare hyper server's requests/s).
+//! The fast lane: requests answered straight off the socket, ahead of hyper. nginx,
+//! Traefik and Caddy ask `/auth/request` or `/auth/forward` once for every request of
+//! the app they guard, on kept-alive connections that carry nothing else, and as a
+//! reverse proxy Usher carries every request of the app; for those hyper's own work —
+//! its dispatcher, the request and response it builds, its buffers — was half of what a
+//! forward-auth request cost Usher's process in user time (issue 9: forward auth at
+//! 0.78 × the bare hyper server's requests/s).
 //!
 //! The lane takes only what it can answer without doubt: an HTTP/1.1 head that
-//! `httparse` (hyper's own parser) reads whole, a forward-auth path, no body (no
-//! `Content-Length` but 0, no `Transfer-Encoding`), no `Upgrade` or `Expect`, and a
-//! cookie naming a session in memory. On anything else — a request it cannot decide
-//! without waiting, a malformed head, HTTP/1.0, HTTP/2's preface, Usher's own pages —
-//! it hands the connection, with every byte it has read and not answered, to hyper for
-//! the rest of the connection's life: no request is answered two ways, and hyper
-//! answers what is malformed as it always did.
+//! `httparse` (hyper's own parser) reads whole, an origin-form path that is a
+//! forward-auth endpoint or outside Usher's prefix, no body (no `Content-Length` but 0,
+//! no `Transfer-Encoding`), no `Upgrade` or `Expect`, and a cookie naming a session in
+//! memory. On anything else — a request it cannot decide without waiting, a malformed
+//! head, HTTP/1.0, HTTP/2's preface, Usher's own pages — it hands the connection, with
+//! every byte it has read and not answered, to hyper for the rest of the connection's
+//! life: no request is answered two ways, and hyper answers what is malformed as it
+//! always did. What the lane answers it writes as hyper would ([`write_response`]).
+//!
+//! While the upstream is waited for, the lane does not read from the client: a client
+//! that leaves is noticed when its answer is written, so a long poll whose client left
+//! holds its upstream connection until the app answers.
 
 use crate::app::AppState;
 use crate::connections::Conn;

@@ -61,10 +61,15 @@ pub fn answer(identity: &Identity) -> HeaderMap {
 pub fn write_answer(out: &mut Vec<u8>, identity: &Identity) {
     match &identity.user {
         Some(user) => of_user(user, |c| out.extend_from_slice(&c.lines)),
-        None => out.extend_from_slice(&lines(&empty())),
+        None => write_lines(out, &empty()),
     }
-    let session = session(Some(identity));
-    line(out, HEADERS[SESSION].as_str(), session.as_bytes());
+    // A session id is base32, always a valid value: written as it is, without the
+    // `HeaderValue` (an allocation) the map needs.
+    let session = identity
+        .session
+        .as_ref()
+        .map_or(&b""[..], |s| s.id.as_bytes());
+    line(out, HEADERS[SESSION].as_str(), session);
     line(out, CACHE_CONTROL.as_str(), b"no-store");
 }
 
@@ -76,12 +81,10 @@ fn line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
 }
 
 /// The lines of a user's four `values`.
-fn lines(values: &[HeaderValue; 4]) -> Vec<u8> {
-    let mut out = Vec::new();
+fn write_lines(out: &mut Vec<u8>, values: &[HeaderValue; 4]) {
     for (name, value) in HEADERS.iter().zip(values) {
-        line(&mut out, name.as_str(), value.as_bytes());
+        line(out, name.as_str(), value.as_bytes());
     }
-    out
 }
 
 /// A forward-auth answer's headers for a user's four `values`, the session's left
@@ -164,7 +167,11 @@ fn of_user<T>(user: &Arc<User>, read: impl FnOnce(&Cached) -> T) -> T {
                 read(entry.insert(Cached {
                     user: user.clone(),
                     answer: answer_map(values.clone()),
-                    lines: lines(&values),
+                    lines: {
+                        let mut lines = Vec::new();
+                        write_lines(&mut lines, &values);
+                        lines
+                    },
                     values,
                 }))
             }

@@ -162,14 +162,7 @@ impl Conn {
         // An interim answer (103) counts as an answer: the request reached the app.
         let mut interim = false;
         loop {
-            // Nothing read yet (the usual case, the request just written): nothing to
-            // parse either.
-            let parsed = if self.buf.is_empty() {
-                Ok(Parsed::Partial)
-            } else {
-                wire::parse_response_head(&mut self.buf, req.is_head, req.upgrade)
-            };
-            match parsed {
+            match wire::parse_response_head(&mut self.buf, req.is_head, req.upgrade) {
                 Ok(Parsed::Head(head)) => return Ok(head),
                 Ok(Parsed::Interim(len)) => {
                     self.buf.advance(len);

@@ -24,6 +24,7 @@ use crate::app::AppState;
 use crate::connections::Conn;
 use crate::forward::{Decision, Endpoint};
 use crate::server::Early;
+use crate::upstream::wire;
 use axum::response::Response;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
@@ -85,7 +86,6 @@ pub(crate) async fn serve(
             };
             // Busy from here until its answer is written (see `Conn::begin`).
             let busy = conn.begin();
-            let closing = taken.close;
             let ending = match answer(taken, &state, peer, &mut stream, &mut out).await? {
                 Ok(ending) => ending,
                 Err(head) => {
@@ -98,15 +98,12 @@ pub(crate) async fn serve(
                 }
             };
             in_flight.push(busy);
-            if closing || ending == Ending::Close {
+            if ending == Ending::Close {
                 close = true;
                 break;
             }
         }
-        if !out.is_empty() {
-            stream.write_all(&out).await?;
-            out.clear();
-        }
+        flush(&mut stream, &mut out).await?;
         in_flight.clear();
         if close {
             let _ = stream.shutdown().await;
@@ -168,7 +165,7 @@ async fn answer(
                         let info = crate::access_log::AccessInfo::of(&identity);
                         p.finish_with(state, 200, "-", info.as_ref());
                     }
-                    return Ok(Ok(Ending::KeepAlive));
+                    return Ok(Ok(Ending::after(close)));
                 }
                 other => {
                     let resp = other.into_response(state);
@@ -179,15 +176,12 @@ async fn answer(
         Route::Gate => {
             // With the body it does not have (an empty one is no allocation).
             let req = req.map(|()| axum::body::Body::empty());
-            match crate::server::early(state, peer, req) {
+            match crate::server::gate_now(state, peer, req) {
                 Early::Later(_) => return Ok(Err(head)),
                 Early::Answered(resp) => resp,
-                Early::Forwarding(forwarding, pending, head_only) => {
+                Early::Forwarding(forwarding, pending, _) => {
                     // What is answered already goes out before the wait.
-                    if !out.is_empty() {
-                        stream.write_all(out).await?;
-                        out.clear();
-                    }
+                    flush(stream, out).await?;
                     let resp = forwarding.send(state).await;
                     crate::server::finish(state, pending, head_only, resp)
                 }
@@ -285,10 +279,10 @@ fn take(buf: &mut BytesMut, state: &AppState) -> Taken {
             return Taken::NotOurs;
         }
         if name.eq_ignore_ascii_case(b"connection") {
-            for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            for token in wire::elements(h.value) {
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
-                } else if !token.eq_ignore_ascii_case(b"keep-alive") && !token.is_empty() {
+                } else if !token.eq_ignore_ascii_case(b"keep-alive") {
                     return Taken::NotOurs;
                 }
             }
@@ -361,8 +355,15 @@ fn write_pass(out: &mut Vec<u8>, identity: &crate::gate::Identity, close: bool) 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Ending {
     KeepAlive,
-    /// The answer said `Connection: close`.
+    /// The request or the answer said `Connection: close`.
     Close,
+}
+
+impl Ending {
+    /// After a request that asked to `close`, or not.
+    fn after(close: bool) -> Self {
+        if close { Self::Close } else { Self::KeepAlive }
+    }
 }
 
 /// How an answer's body is framed on the wire.
@@ -417,7 +418,7 @@ async fn write_response(
         out.extend_from_slice(b"\r\n");
     }
     let mut framing: Option<Framing> = None;
-    let (mut wrote_date, mut ending) = (false, Ending::KeepAlive);
+    let (mut wrote_date, mut ending) = (false, Ending::after(close));
     let mut connection_written = false;
     for (name, value) in &parts.headers {
         match *name {
@@ -428,7 +429,7 @@ async fn write_response(
                 }
                 match length {
                     Some(Some(n)) => framing = Some(Framing::Length(n)),
-                    Some(None) => match parse_length(value.as_bytes()) {
+                    Some(None) => match wire::content_length(value.as_bytes()) {
                         Some(n) => framing = Some(Framing::Length(n)),
                         // A length that says nothing: nothing can be framed by it.
                         None => {
@@ -450,16 +451,18 @@ async fn write_response(
                 let values = parts.headers.get_all(name);
                 out.extend_from_slice(name.as_str().as_bytes());
                 out.extend_from_slice(b": ");
+                let mut said_close = false;
                 for (i, v) in values.iter().enumerate() {
                     if i > 0 {
                         out.extend_from_slice(b", ");
                     }
                     out.extend_from_slice(v.as_bytes());
-                    if connection_close(v.as_bytes()) {
-                        ending = Ending::Close;
-                    }
+                    said_close |=
+                        wire::elements(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close"));
                 }
-                if close && ending != Ending::Close {
+                if said_close {
+                    ending = Ending::Close;
+                } else if close {
                     out.extend_from_slice(b", close");
                 }
                 out.extend_from_slice(b"\r\n");
@@ -539,8 +542,7 @@ async fn write_response(
             }
             Framing::Length(_) => out.extend_from_slice(&data),
             Framing::Chunked => {
-                // Upper-case hexadecimal, as hyper writes it.
-                out.extend_from_slice(format!("{:X}\r\n", data.len()).as_bytes());
+                out.extend_from_slice(&wire::chunk_size_line(data.len()));
                 out.extend_from_slice(&data);
                 out.extend_from_slice(b"\r\n");
             }
@@ -559,30 +561,6 @@ async fn write_response(
         Framing::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
     }
     Ok(ending)
-}
-
-/// Whether a `Connection` value says `close`.
-fn connection_close(value: &[u8]) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-}
-
-/// A `Content-Length` value as hyper reads one: digits, or a list of the same digits.
-fn parse_length(value: &[u8]) -> Option<u64> {
-    let mut length = None;
-    for part in value.split(|b| *b == b',') {
-        let part = std::str::from_utf8(part.trim_ascii()).ok()?;
-        if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let n: u64 = part.parse().ok()?;
-        if length.is_some_and(|l| l != n) {
-            return None;
-        }
-        length = Some(n);
-    }
-    length
 }
 
 async fn flush(stream: &mut TcpStream, out: &mut Vec<u8>) -> io::Result<()> {

@@ -321,26 +321,32 @@ pub(crate) enum Early<B> {
 /// connection before it first polls the service's future, and while a request is held
 /// its headers, slices of hyper's read buffer, make that read allocate a new buffer
 /// instead of reusing the old: a malloc and a free of 8 KiB on every request (issue 9).
-/// Decided here, the request is gone by then. The lane ([`crate::lane`]) asks the same
-/// of the requests it reads itself.
-pub(crate) fn early<B>(state: &AppState, peer: SocketAddr, req: Request<B>) -> Early<B>
-where
-    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
+/// Decided here, the request is gone by then.
+fn early(state: &AppState, peer: SocketAddr, req: Request<Incoming>) -> Early<Incoming> {
     let Some(direct) = Direct::of(&state.settings.prefix, req.uri().path()) else {
         return Early::Later(req);
     };
-    let head_only = req.method() == http::Method::HEAD;
-    if let Direct::ForwardAuth(endpoint) = direct {
-        return match forward_auth_now(state, peer, &req, endpoint) {
+    match direct {
+        Direct::ForwardAuth(endpoint) => match forward_auth_now(state, peer, &req, endpoint) {
             Some((pending, decision)) => {
+                let head_only = req.method() == http::Method::HEAD;
                 let resp = decision.into_response(state);
                 Early::Answered(finish(state, pending, head_only, resp))
             }
             None => Early::Later(req),
-        };
+        },
+        Direct::Gate => gate_now(state, peer, req),
     }
+}
+
+/// [`early`] for a request outside the prefix (the gate); the lane ([`crate::lane`]),
+/// which has routed the requests it reads itself, asks it directly.
+pub(crate) fn gate_now<B>(state: &AppState, peer: SocketAddr, req: Request<B>) -> Early<B>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let head_only = req.method() == http::Method::HEAD;
     let (pending, ctx, verdict) = {
         let head = Head::scan(req.headers());
         let (pending, ctx) = begin(state, peer, &req, &head);

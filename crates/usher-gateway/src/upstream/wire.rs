@@ -104,7 +104,8 @@ impl HeadWriter {
 
 /// The size line of one chunk of a chunked request body.
 pub fn chunk_size_line(len: usize) -> Bytes {
-    Bytes::from(format!("{len:x}\r\n"))
+    // Upper-case, as hyper writes it: the fast lane writes its answers with this too.
+    Bytes::from(format!("{len:X}\r\n"))
 }
 
 /// How a response's body is delimited.
@@ -213,6 +214,23 @@ pub fn parse_response_head(
     }))
 }
 
+/// A `Content-Length` value: one number, or a list of the same number (`5, 5`);
+/// anything else — two numbers, a sign, an empty value — is `None`, a length to refuse.
+pub(crate) fn content_length(value: &[u8]) -> Option<u64> {
+    let mut length = None;
+    for part in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+        let n = std::str::from_utf8(part)
+            .ok()
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u64>().ok())?;
+        if length.is_some_and(|l| l != n) {
+            return None;
+        }
+        length = Some(n);
+    }
+    length
+}
+
 /// What a response head's fields say of its body and its connection.
 #[derive(Default)]
 struct Framing {
@@ -228,7 +246,7 @@ struct Framing {
 }
 
 /// The comma-separated elements of a field's value, trimmed, empty ones left out.
-fn elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value
         .split(|&b| b == b',')
         .map(<[u8]>::trim_ascii)
@@ -243,21 +261,10 @@ impl Framing {
                 self.chunked = last.eq_ignore_ascii_case(b"chunked");
             }
         } else if name.eq_ignore_ascii_case(b"content-length") {
-            // `Content-Length: 5, 5` (a list of the same number) is allowed; anything
-            // else — two numbers, a sign, an empty value — is a response to refuse.
-            let mut any = false;
-            for part in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                any = true;
-                let n = std::str::from_utf8(part)
-                    .ok()
-                    .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|p| p.parse::<u64>().ok());
-                match n {
-                    Some(n) if self.length.is_none_or(|l| l == n) => self.length = Some(n),
-                    _ => self.bad_length = true,
-                }
+            match content_length(value) {
+                Some(n) if self.length.is_none_or(|l| l == n) => self.length = Some(n),
+                _ => self.bad_length = true,
             }
-            self.bad_length |= !any;
         } else if name.eq_ignore_ascii_case(b"connection") {
             self.close |= elements(value).any(|t| t.eq_ignore_ascii_case(b"close"));
         }

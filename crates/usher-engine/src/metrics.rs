@@ -32,6 +32,8 @@ pub struct Metrics {
     pub token_store_lookups: Counter,
     /// The `requests` counters by outcome, looked up once (not per request).
     pub outcomes: Outcomes,
+    /// Requests answered in the server's fast lane, ahead of hyper (per-thread slots).
+    pub fast_lane: sharded::Counter,
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +128,12 @@ impl Metrics {
             "Session tokens not in memory that were looked up in the store (unknown tokens are then remembered for a while and not looked up again)",
             token_store_lookups.clone(),
         );
+        let fast_lane = sharded::Counter::default();
+        registry.register(
+            "fast_lane_requests",
+            "Requests answered in the fast lane, ahead of hyper: forward auth and the reverse proxy's, HTTP/1.1 without a body, with a session in memory",
+            fast_lane.clone(),
+        );
         let outcome = |o: &'static str| requests.get_or_create(&[("outcome", o)]).clone();
         let outcomes = Outcomes {
             allowed: outcome("allowed"),
@@ -135,6 +143,7 @@ impl Metrics {
         };
         Self {
             outcomes,
+            fast_lane,
             client_ip_header_malformed,
             token_store_lookups,
             registry,

@@ -98,6 +98,7 @@ pub(crate) async fn serve(
                 }
             };
             in_flight.push(busy);
+            state.engine.metrics().fast_lane.inc();
             if ending == Ending::Close {
                 close = true;
                 break;

@@ -360,6 +360,19 @@ async fn forward_auth_counts_each_request_once_from_memory_or_from_the_store() {
 /// Reads from `s` until `n` whole answers (heads, and bodies by `Content-Length`: no
 /// HEAD answer with a length) have come, or the connection ends; gives each as (head,
 /// body).
+/// An answer head that lets alice through.
+#[track_caller]
+fn assert_passes_alice(head: &str) {
+    assert!(head.contains("\r\nremote-user: alice\r\n"), "{head}");
+}
+
+/// Requests the server answered in its fast lane so far.
+async fn in_the_lane(app: &TestApp) -> f64 {
+    usher_testkit::metric(&app.url(""), "usher_fast_lane_requests_total")
+        .await
+        .expect("usher_fast_lane_requests_total")
+}
+
 async fn answers(s: &mut tokio::net::TcpStream, n: usize) -> Vec<(String, Vec<u8>)> {
     use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();
@@ -419,10 +432,11 @@ async fn forward_auth_on_one_connection_answers_every_request_in_order() {
     assert_eq!(got.len(), 3);
     for (head, body) in &got {
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-        assert!(head.contains("\r\nremote-user: alice\r\n"), "{head}");
+        assert_passes_alice(head);
         assert!(head.contains("\r\ndate: "), "{head}");
         assert!(body.is_empty());
     }
+    assert_eq!(in_the_lane(&app).await, 3.0, "answered in the lane");
     // A head in pieces.
     let one = ask("GET", "");
     let (a, b) = one.split_at(30);
@@ -430,11 +444,8 @@ async fn forward_auth_on_one_connection_answers_every_request_in_order() {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     s.write_all(b.as_bytes()).await.unwrap();
     let got = answers(&mut s, 1).await;
-    assert!(
-        got[0].0.contains("\r\nremote-user: alice\r\n"),
-        "{}",
-        got[0].0
-    );
+    assert_passes_alice(&got[0].0);
+    assert_eq!(in_the_lane(&app).await, 4.0);
     // A request with a body, Usher's health page and an unknown cookie, then another
     // GET: the first goes to hyper with what follows it, and all are answered in turn.
     let with_body = ask("POST", "Content-Length: 5\r\n") + "hello";
@@ -445,10 +456,11 @@ async fn forward_auth_on_one_connection_answers_every_request_in_order() {
     let got = answers(&mut s, 4).await;
     let statuses: Vec<&str> = got.iter().map(|(h, _)| &h[9..12]).collect();
     assert_eq!(statuses, ["200", "200", "401", "200"]);
-    assert!(got[0].0.contains("\r\nremote-user: alice\r\n"));
+    assert_passes_alice(&got[0].0);
     assert_eq!(got[1].1, b"ok\n");
     assert!(got[2].0.contains("\r\nremote-user: \r\n"), "{}", got[2].0);
-    assert!(got[3].0.contains("\r\nremote-user: alice\r\n"));
+    assert_passes_alice(&got[3].0);
+    assert_eq!(in_the_lane(&app).await, 4.0, "all of these were hyper's");
 
     // `Connection: close`, on a connection of its own: answered, then closed.
     let mut c = tokio::net::TcpStream::connect(app.addr).await.unwrap();
@@ -457,7 +469,7 @@ async fn forward_auth_on_one_connection_answers_every_request_in_order() {
         .unwrap();
     let got = answers(&mut c, 2).await;
     assert_eq!(got.len(), 1, "closed after one answer");
-    assert!(got[0].0.contains("\r\nremote-user: alice\r\n"));
+    assert_passes_alice(&got[0].0);
     // Said, as hyper says it.
     assert!(
         got[0].0.contains("\r\nconnection: close\r\n"),
@@ -520,11 +532,7 @@ async fn an_idle_forward_auth_connection_is_closed_at_shutdown() {
         format!("GET /usher/auth/request HTTP/1.1\r\nHost: usher.test\r\nCookie: {cookie}\r\n\r\n");
     s.write_all(ask.as_bytes()).await.unwrap();
     let got = answers(&mut s, 1).await;
-    assert!(
-        got[0].0.contains("\r\nremote-user: alice\r\n"),
-        "{}",
-        got[0].0
-    );
+    assert_passes_alice(&got[0].0);
 
     let started = std::time::Instant::now();
     tokio::time::timeout(std::time::Duration::from_secs(5), app.stop())

@@ -509,12 +509,24 @@ async fn the_fast_lane_writes_every_answer_as_hyper_does() {
         }
         lines.join("\r\n")
     };
+    let in_the_lane = || async {
+        usher_testkit::metric(&app.url(""), "usher_fast_lane_requests_total")
+            .await
+            .expect("usher_fast_lane_requests_total")
+    };
     let mut all_lane = String::new();
     let mut all_hyper = String::new();
     for (i, &r) in requests.iter().enumerate() {
+        let before = in_the_lane().await;
         let lane = exchange(ask(r, "close")).await;
+        let taken = in_the_lane().await - before;
         let hyper = exchange(ask(r, "close, x-hyper")).await;
         assert_eq!(lane, hyper, "{r:?}");
+        // What was compared came from each: the lane took all but the request whose
+        // session it cannot find, and none of hyper's.
+        let expected = if r.1 == "/signed-out" { 0.0 } else { 1.0 };
+        assert_eq!(taken, expected, "{r:?} in the lane");
+        assert_eq!(in_the_lane().await - before, expected, "{r:?} in hyper");
         let keep = if i + 1 == requests.len() {
             "close"
         } else {
@@ -523,7 +535,11 @@ async fn the_fast_lane_writes_every_answer_as_hyper_does() {
         all_lane += &ask(r, keep);
         all_hyper += &ask(r, if i == 0 { "keep-alive, x-hyper" } else { keep });
     }
+    let before = in_the_lane().await;
     let lane = exchange(all_lane).await;
+    // Up to the cookie naming no session; hyper answered the rest.
+    let handed_over_at = requests.iter().position(|r| r.1 == "/signed-out").unwrap();
+    assert_eq!(in_the_lane().await - before, handed_over_at as f64);
     assert_eq!(lane, exchange(all_hyper).await);
     // What was compared is what each request should get.
     for expected in [
